@@ -1,0 +1,19 @@
+//! COCHANNEL: a bounded many-senders many-receivers ring of fixed-size slots
+//! in two shared segments, one written only by senders and one written only
+//! by receivers.
+//!
+//! - [`geometry`]: sizes and offsets of both segments.
+//! - [`stamp`]: the encoding of the per-slot words.
+//! - [`ring`]: the lock-free algorithm and the microkernel's crash repair.
+//! - [`loan`]: zero-copy send and receive as typed loans.
+//! - [`blocking`]: spin-then-futex waiting with deadlines.
+
+pub mod blocking;
+pub mod geometry;
+pub mod loan;
+pub mod ring;
+pub mod stamp;
+
+pub use geometry::{Geometry, GeometryError};
+pub use loan::{RecvSlot, SendLoan};
+pub use ring::{Ring, RingError, RingStats, Side};

@@ -1,0 +1,673 @@
+//! The COCHANNEL ring: Vyukov's bounded MPMC queue (D. Vyukov, "Bounded MPMC
+//! queue", 1024cores.net, 2010; crossbeam's `flavors/array.rs` is the best
+//! known Rust rendering), reshaped for two trust domains and for crash repair.
+//!
+//! Vyukov keeps one sequence word per slot that both sides write. Here it is
+//! split in two so that each side writes only its own segment:
+//! - the **full stamp** (sender segment) says which position the slot holds;
+//! - the **free stamp** (receiver segment) says which position may be
+//!   written next.
+//!
+//! Both sides claim a slot by compare-and-swap **on the slot's own stamp**,
+//! writing their holder index into it ([`stamp::claimed`]), and only then
+//! advance the shared `tail`/`head` counter (any thread that sees a claimed
+//! slot helps advance it). So at every instant the microkernel can tell which
+//! holder owns an unfinished slot, and when a holder dies it finishes the slot
+//! for it: a sender's claim becomes a `SKIP` stamp (receivers pass over it), a
+//! receiver's claim frees the slot. Either counts as one lost message; no
+//! message is ever delivered twice.
+//!
+//! The winner of a claim advances the counter with a plain store. A late store
+//! can move the counter backwards, which is harmless: every position below
+//! the true counter has a stamp that no claim accepts, so threads only help
+//! it forward again.
+//!
+//! Every word read from shared memory is checked before use; a value no
+//! honest peer can produce is reported as [`RingError::Corrupt`], and no
+//! index ever leaves the mapped segment (indices are masked positions, never
+//! values read from shared memory).
+#![allow(unsafe_code)]
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::*};
+
+use comesg_sys::mapping::{Access, Mapping};
+
+use super::geometry::{Geometry, LINE, SLOT_HEADER};
+use super::stamp::{self, decode_free, decode_full, Free, Full};
+
+/// Which side of the channel a holder is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// Writes messages (sender segment writable).
+    Send,
+    /// Reads messages (receiver segment writable).
+    Recv,
+}
+
+/// What can go wrong with a ring operation.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RingError {
+    /// No message is ready.
+    #[error("no message is ready")]
+    Empty,
+    /// Every slot holds a message not yet received.
+    #[error("every slot is in use")]
+    Full,
+    /// The message does not fit a slot.
+    #[error("message of {len} bytes exceeds the {slot_size}-byte slot")]
+    TooLong {
+        /// Length asked for.
+        len: usize,
+        /// Slot size of the channel.
+        slot_size: u32,
+    },
+    /// This mapping of the ring lacks write access to the side needed.
+    #[error("this handle has no right to {0:?} on this channel")]
+    NoRight(Side),
+    /// Shared state holds a value that no honest peer writes.
+    #[error("channel shared state is corrupt: {0}")]
+    Corrupt(&'static str),
+}
+
+/// A sender's claim on a slot, to be published or cancelled.
+#[derive(Debug)]
+pub struct SendClaim {
+    pos: u64,
+    index: usize,
+    holder: u32,
+}
+
+/// A receiver's claim on a slot holding a message, to be released.
+#[derive(Debug)]
+pub struct RecvClaim {
+    pos: u64,
+    index: usize,
+    holder: u32,
+    len: usize,
+}
+
+impl RecvClaim {
+    /// Length of the message in the slot.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the message is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+/// Counters read from the ring (shared memory; approximate under races).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RingStats {
+    /// Next position a sender claims.
+    pub tail: u64,
+    /// Next position a receiver claims.
+    pub head: u64,
+    /// Messages sent and not yet received (`tail - head`, clamped).
+    pub depth: u64,
+}
+
+/// Counters of one holder record.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HolderCounters {
+    /// Messages sent or received through this holder.
+    pub msgs: u64,
+    /// Payload bytes.
+    pub bytes: u64,
+}
+
+/// Most consecutive failed attempts before an operation calls the ring
+/// corrupt. Honest contention never comes close.
+const MAX_ATTEMPTS: u32 = 1 << 16;
+
+/// One mapping of a COCHANNEL's two segments.
+#[derive(Debug)]
+pub struct Ring {
+    geo: Geometry,
+    s: Mapping,
+    r: Mapping,
+    cap: u64,
+    mask: u64,
+    stride: usize,
+}
+
+enum SendStep {
+    Claim(u64),
+    Full,
+    Advance,
+    Reload,
+}
+
+enum RecvStep {
+    Claim { skip: bool },
+    Empty,
+    Advance,
+    Reload,
+}
+
+impl Ring {
+    /// Wraps the two mappings of a channel of geometry `geo`.
+    pub fn new(
+        geo: Geometry,
+        sender_seg: Mapping,
+        receiver_seg: Mapping,
+    ) -> Result<Ring, RingError> {
+        geo.validate()
+            .map_err(|_| RingError::Corrupt("invalid geometry"))?;
+        if sender_seg.len() < geo.sender_segment_len()
+            || receiver_seg.len() < geo.receiver_segment_len()
+        {
+            return Err(RingError::Corrupt("segment shorter than its geometry"));
+        }
+        Ok(Ring {
+            geo,
+            s: sender_seg,
+            r: receiver_seg,
+            cap: geo.slots as u64,
+            mask: geo.slots as u64 - 1,
+            stride: geo.stride(),
+        })
+    }
+
+    /// Writes the initial state into fresh (zeroed) segments. Only the
+    /// microkernel calls this, before handing the segments out.
+    pub fn initialize(&self) -> Result<(), RingError> {
+        self.writable(Side::Send)?;
+        self.writable(Side::Recv)?;
+        for i in 0..self.geo.slots as usize {
+            // Position `i` (one lap before the first real position) is done.
+            self.stamp(i).store(stamp::complete(i as u64), Relaxed);
+            self.free(i).store(self.cap + i as u64, Relaxed);
+        }
+        self.tail().store(self.cap, Relaxed);
+        self.head().store(self.cap, Release);
+        Ok(())
+    }
+
+    /// The channel's geometry.
+    pub fn geometry(&self) -> Geometry {
+        self.geo
+    }
+
+    /// Whether this mapping may act as `side`.
+    pub fn can(&self, side: Side) -> bool {
+        self.writable(side).is_ok()
+    }
+
+    fn writable(&self, side: Side) -> Result<(), RingError> {
+        let m = match side {
+            Side::Send => &self.s,
+            Side::Recv => &self.r,
+        };
+        if m.access() == Access::ReadWrite {
+            Ok(())
+        } else {
+            Err(RingError::NoRight(side))
+        }
+    }
+
+    // ---- word accessors: offsets come only from the trusted geometry ----
+
+    fn word64(m: &Mapping, off: usize) -> &AtomicU64 {
+        debug_assert!(off % 8 == 0 && off + 8 <= m.len());
+        // SAFETY: `off` is 8-aligned and inside the mapping (asserted above and
+        // guaranteed by the geometry checked in `new`); the mapping lives as
+        // long as `&self`; AtomicU64 has no invalid bit patterns, and loads on
+        // a read-only mapping are plain loads on x86-64 and aarch64.
+        unsafe { &*(m.as_ptr().add(off) as *const AtomicU64) }
+    }
+
+    fn word32(m: &Mapping, off: usize) -> &AtomicU32 {
+        debug_assert!(off % 4 == 0 && off + 4 <= m.len());
+        // SAFETY: as in `word64`, for a 4-aligned 4-byte word.
+        unsafe { &*(m.as_ptr().add(off) as *const AtomicU32) }
+    }
+
+    fn tail(&self) -> &AtomicU64 {
+        Self::word64(&self.s, 0)
+    }
+    /// Futex word receivers sleep on (sender segment).
+    pub(crate) fn data_seq(&self) -> &AtomicU32 {
+        Self::word32(&self.s, LINE)
+    }
+    pub(crate) fn send_waiters(&self) -> &AtomicU32 {
+        Self::word32(&self.s, LINE + 4)
+    }
+    fn head(&self) -> &AtomicU64 {
+        Self::word64(&self.r, 0)
+    }
+    /// Futex word senders sleep on (receiver segment).
+    pub(crate) fn space_seq(&self) -> &AtomicU32 {
+        Self::word32(&self.r, LINE)
+    }
+    pub(crate) fn recv_waiters(&self) -> &AtomicU32 {
+        Self::word32(&self.r, LINE + 4)
+    }
+    fn record(&self, h: u32) -> usize {
+        debug_assert!(h < self.geo.max_holders);
+        self.geo.holders_offset() + h as usize * super::geometry::HOLDER_RECORD
+    }
+    fn seg(&self, side: Side) -> &Mapping {
+        match side {
+            Side::Send => &self.s,
+            Side::Recv => &self.r,
+        }
+    }
+    fn rec_msgs(&self, side: Side, h: u32) -> &AtomicU64 {
+        Self::word64(self.seg(side), self.record(h))
+    }
+    fn rec_bytes(&self, side: Side, h: u32) -> &AtomicU64 {
+        Self::word64(self.seg(side), self.record(h) + 8)
+    }
+    pub(crate) fn rec_waiting(&self, side: Side, h: u32) -> &AtomicU32 {
+        Self::word32(self.seg(side), self.record(h) + 16)
+    }
+    fn slot_off(&self, i: usize) -> usize {
+        debug_assert!(i < self.geo.slots as usize);
+        self.geo.slots_offset() + i * self.stride
+    }
+    fn stamp(&self, i: usize) -> &AtomicU64 {
+        Self::word64(&self.s, self.slot_off(i))
+    }
+    fn len_word(&self, i: usize) -> &AtomicU32 {
+        Self::word32(&self.s, self.slot_off(i) + 8)
+    }
+    fn free(&self, i: usize) -> &AtomicU64 {
+        debug_assert!(i < self.geo.slots as usize);
+        Self::word64(&self.r, self.geo.free_offset() + i * 8)
+    }
+    fn data_ptr(&self, i: usize) -> *mut u8 {
+        let off = self.slot_off(i) + SLOT_HEADER;
+        debug_assert!(off + self.geo.slot_size as usize <= self.s.len());
+        // SAFETY: the slot's data lies inside the sender mapping (geometry).
+        unsafe { self.s.as_ptr().add(off) }
+    }
+
+    fn check_holder(&self, h: u32) -> Result<(), RingError> {
+        if h < self.geo.max_holders {
+            Ok(())
+        } else {
+            Err(RingError::Corrupt("holder index out of range"))
+        }
+    }
+
+    // ---- sending ----
+
+    fn send_step(&self, pos: u64, i: usize) -> Result<SendStep, RingError> {
+        let prev = pos.wrapping_sub(self.cap);
+        let full = self.stamp(i).load(Acquire);
+        let free = self.free(i).load(Acquire);
+        Ok(match (decode_full(full), decode_free(free)) {
+            // Previous lap done and received: the slot is ours to claim.
+            (Full::Done { pos: p, .. }, Free::For(f)) if p == prev && f == pos => {
+                SendStep::Claim(full)
+            }
+            // Previous lap done, not yet received (or being received).
+            (Full::Done { pos: p, .. }, Free::For(f)) if p == prev && f == prev => SendStep::Full,
+            (Full::Done { pos: p, .. }, Free::Claimed(_)) if p == prev => SendStep::Full,
+            // A sender is still writing the previous lap.
+            (Full::Claimed(_), Free::For(f)) if f == prev => SendStep::Full,
+            // Position already taken: our view of `tail` is behind.
+            (Full::Claimed(_), Free::For(f)) if f == pos => SendStep::Advance,
+            (Full::Done { pos: p, .. }, _)
+                if p.wrapping_sub(pos) < (1 << 60) && (p - pos) % self.cap == 0 =>
+            {
+                SendStep::Advance
+            }
+            (_, Free::For(f)) if f.wrapping_sub(pos) < (1 << 60) && f != pos => SendStep::Reload,
+            (Full::Claimed(_), Free::Claimed(_)) => SendStep::Reload,
+            _ => return Err(RingError::Corrupt("slot stamps out of sequence")),
+        })
+    }
+
+    /// Claims the next slot for `holder` without waiting.
+    pub fn try_claim_send(&self, holder: u32) -> Result<SendClaim, RingError> {
+        self.writable(Side::Send)?;
+        self.check_holder(holder)?;
+        let tail = self.tail();
+        let mut pos = tail.load(Acquire);
+        for _ in 0..MAX_ATTEMPTS {
+            let i = (pos & self.mask) as usize;
+            match self.send_step(pos, i)? {
+                SendStep::Claim(seen) => {
+                    if self
+                        .stamp(i)
+                        .compare_exchange(seen, stamp::claimed(holder), AcqRel, Relaxed)
+                        .is_ok()
+                    {
+                        tail.store(pos.wrapping_add(1), Release);
+                        return Ok(SendClaim {
+                            pos,
+                            index: i,
+                            holder,
+                        });
+                    }
+                    pos = tail.load(Acquire);
+                }
+                SendStep::Full => {
+                    let now = tail.load(Acquire);
+                    if now == pos {
+                        return Err(RingError::Full);
+                    }
+                    pos = now;
+                }
+                SendStep::Advance => {
+                    let _ = tail.compare_exchange(pos, pos.wrapping_add(1), AcqRel, Relaxed);
+                    pos = tail.load(Acquire);
+                }
+                SendStep::Reload => pos = tail.load(Acquire),
+            }
+        }
+        Err(RingError::Corrupt("no progress claiming a slot"))
+    }
+
+    /// The claimed slot's data area (`slot_size` bytes).
+    pub fn slot_mut<'a>(&'a self, claim: &'a mut SendClaim) -> &'a mut [u8] {
+        // SAFETY: the slot is claimed by this holder, so no honest peer reads
+        // or writes it until it is published; the range lies in the writable
+        // sender mapping (claims are only made through a writable one). The
+        // `&mut SendClaim` borrow keeps the slice unique.
+        unsafe {
+            std::slice::from_raw_parts_mut(self.data_ptr(claim.index), self.geo.slot_size as usize)
+        }
+    }
+
+    /// Copies `bytes` into the claimed slot.
+    pub fn write(&self, claim: &mut SendClaim, bytes: &[u8]) -> Result<(), RingError> {
+        if bytes.len() > self.geo.slot_size as usize {
+            return Err(RingError::TooLong {
+                len: bytes.len(),
+                slot_size: self.geo.slot_size,
+            });
+        }
+        self.slot_mut(claim)[..bytes.len()].copy_from_slice(bytes);
+        Ok(())
+    }
+
+    /// Publishes the claimed slot holding a message of `len` bytes, and wakes
+    /// a sleeping receiver if there is one.
+    pub fn publish(&self, claim: SendClaim, len: usize) -> Result<(), RingError> {
+        if len > self.geo.slot_size as usize {
+            self.finish_send(&claim, stamp::skipped(claim.pos))?;
+            return Err(RingError::TooLong {
+                len,
+                slot_size: self.geo.slot_size,
+            });
+        }
+        self.len_word(claim.index).store(len as u32, Relaxed);
+        self.finish_send(&claim, stamp::complete(claim.pos))?;
+        bump(self.rec_msgs(Side::Send, claim.holder), 1);
+        bump(self.rec_bytes(Side::Send, claim.holder), len as u64);
+        Ok(())
+    }
+
+    /// Gives the claimed slot up without a message.
+    pub fn cancel(&self, claim: SendClaim) -> Result<(), RingError> {
+        self.finish_send(&claim, stamp::skipped(claim.pos))
+    }
+
+    fn finish_send(&self, claim: &SendClaim, word: u64) -> Result<(), RingError> {
+        // SeqCst: pairs with a receiver that registers in `recv_waiters` and
+        // then re-checks the ring (Dekker), so a sleeping receiver is always
+        // either seen here or sees this message.
+        let r = self.stamp(claim.index).compare_exchange(
+            stamp::claimed(claim.holder),
+            word,
+            SeqCst,
+            Relaxed,
+        );
+        if self.recv_waiters().load(SeqCst) > 0 {
+            self.data_seq().fetch_add(1, SeqCst);
+            comesg_sys::futex::wake(self.data_seq(), 1);
+        }
+        r.map(|_| ())
+            .map_err(|_| RingError::Corrupt("sender's claim was taken over"))
+    }
+
+    /// Claims, copies and publishes in one go, without waiting.
+    pub fn try_send(&self, holder: u32, bytes: &[u8]) -> Result<(), RingError> {
+        if bytes.len() > self.geo.slot_size as usize {
+            return Err(RingError::TooLong {
+                len: bytes.len(),
+                slot_size: self.geo.slot_size,
+            });
+        }
+        let mut claim = self.try_claim_send(holder)?;
+        self.write(&mut claim, bytes)?;
+        self.publish(claim, bytes.len())
+    }
+
+    // ---- receiving ----
+
+    fn recv_step(&self, pos: u64, i: usize) -> Result<RecvStep, RingError> {
+        let full = self.stamp(i).load(Acquire);
+        Ok(match decode_full(full) {
+            Full::Done { pos: p, skip } if p == pos => RecvStep::Claim { skip },
+            Full::Done { pos: p, .. } if p == pos.wrapping_sub(self.cap) => RecvStep::Empty,
+            Full::Done { pos: p, .. }
+                if p.wrapping_sub(pos) < (1 << 60) && (p - pos) % self.cap == 0 =>
+            {
+                RecvStep::Advance
+            }
+            Full::Claimed(_) => match decode_free(self.free(i).load(Acquire)) {
+                // A sender is writing position `pos`.
+                Free::For(f) if f == pos => RecvStep::Empty,
+                // Claimed for a later lap: our view of `head` is behind.
+                Free::For(f) if f.wrapping_sub(pos) < (1 << 60) => RecvStep::Advance,
+                Free::Claimed(_) => RecvStep::Reload,
+                Free::For(_) => return Err(RingError::Corrupt("slot stamps out of sequence")),
+            },
+            Full::Done { .. } => RecvStep::Reload,
+        })
+    }
+
+    /// Claims the next message for `holder` without waiting.
+    pub fn try_claim_recv(&self, holder: u32) -> Result<RecvClaim, RingError> {
+        self.writable(Side::Recv)?;
+        self.check_holder(holder)?;
+        let head = self.head();
+        let mut pos = head.load(Acquire);
+        for _ in 0..MAX_ATTEMPTS {
+            let i = (pos & self.mask) as usize;
+            match self.recv_step(pos, i)? {
+                RecvStep::Claim { skip } => {
+                    if self
+                        .free(i)
+                        .compare_exchange(pos, stamp::claimed(holder), AcqRel, Relaxed)
+                        .is_ok()
+                    {
+                        head.store(pos.wrapping_add(1), Release);
+                        let claim = RecvClaim {
+                            pos,
+                            index: i,
+                            holder,
+                            len: 0,
+                        };
+                        if skip {
+                            self.finish_recv(&claim)?;
+                            pos = head.load(Acquire);
+                            continue;
+                        }
+                        let len = self.len_word(i).load(Relaxed) as usize;
+                        if len > self.geo.slot_size as usize {
+                            self.finish_recv(&claim)?;
+                            return Err(RingError::Corrupt("message length exceeds slot"));
+                        }
+                        return Ok(RecvClaim { len, ..claim });
+                    }
+                    let _ = head.compare_exchange(pos, pos.wrapping_add(1), AcqRel, Relaxed);
+                    pos = head.load(Acquire);
+                }
+                RecvStep::Empty => {
+                    let now = head.load(Acquire);
+                    if now == pos {
+                        return Err(RingError::Empty);
+                    }
+                    pos = now;
+                }
+                RecvStep::Advance => {
+                    let _ = head.compare_exchange(pos, pos.wrapping_add(1), AcqRel, Relaxed);
+                    pos = head.load(Acquire);
+                }
+                RecvStep::Reload => pos = head.load(Acquire),
+            }
+        }
+        Err(RingError::Corrupt("no progress claiming a message"))
+    }
+
+    /// The claimed message's bytes, in place (read-only for receivers).
+    pub fn slot<'a>(&'a self, claim: &'a RecvClaim) -> &'a [u8] {
+        debug_assert!(claim.len <= self.geo.slot_size as usize);
+        // SAFETY: the slot is claimed by this receiver and was published, so
+        // no honest sender writes it until it is released; `len` was checked
+        // against the slot size; the range lies in the sender mapping.
+        unsafe { std::slice::from_raw_parts(self.data_ptr(claim.index), claim.len) }
+    }
+
+    /// Releases a claimed message's slot to senders, waking a sleeping sender
+    /// if there is one.
+    pub fn release(&self, claim: RecvClaim) -> Result<(), RingError> {
+        self.finish_recv(&claim)?;
+        bump(self.rec_msgs(Side::Recv, claim.holder), 1);
+        bump(self.rec_bytes(Side::Recv, claim.holder), claim.len as u64);
+        Ok(())
+    }
+
+    fn finish_recv(&self, claim: &RecvClaim) -> Result<(), RingError> {
+        let next = claim.pos.wrapping_add(self.cap);
+        let r = self.free(claim.index).compare_exchange(
+            stamp::claimed(claim.holder),
+            next,
+            SeqCst,
+            Relaxed,
+        );
+        if self.send_waiters().load(SeqCst) > 0 {
+            self.space_seq().fetch_add(1, SeqCst);
+            comesg_sys::futex::wake(self.space_seq(), 1);
+        }
+        r.map(|_| ())
+            .map_err(|_| RingError::Corrupt("receiver's claim was taken over"))
+    }
+
+    /// Receives into `buf` without waiting; returns the message's length.
+    ///
+    /// Like `recv(2)` on a datagram socket with `MSG_TRUNC`: if the message is
+    /// longer than `buf`, the rest is discarded and the full length returned.
+    pub fn try_recv(&self, holder: u32, buf: &mut [u8]) -> Result<usize, RingError> {
+        let claim = self.try_claim_recv(holder)?;
+        let len = claim.len;
+        let n = len.min(buf.len());
+        buf[..n].copy_from_slice(&self.slot(&claim)[..n]);
+        self.release(claim)?;
+        Ok(len)
+    }
+
+    // ---- observation and repair (microkernel) ----
+
+    /// Positions and depth.
+    pub fn stats(&self) -> RingStats {
+        let tail = self.tail().load(Acquire);
+        let head = self.head().load(Acquire);
+        let depth = tail.saturating_sub(head).min(self.cap);
+        RingStats { tail, head, depth }
+    }
+
+    /// Counters of holder record `h` on `side`.
+    pub fn holder_counters(&self, side: Side, h: u32) -> HolderCounters {
+        if h >= self.geo.max_holders {
+            return HolderCounters::default();
+        }
+        HolderCounters {
+            msgs: self.rec_msgs(side, h).load(Relaxed),
+            bytes: self.rec_bytes(side, h).load(Relaxed),
+        }
+    }
+
+    /// Clears holder record `h` on `side` before it is handed to a new holder.
+    pub fn reset_holder(&self, side: Side, h: u32) -> Result<(), RingError> {
+        self.writable(side)?;
+        self.check_holder(h)?;
+        self.rec_msgs(side, h).store(0, Relaxed);
+        self.rec_bytes(side, h).store(0, Relaxed);
+        self.rec_waiting(side, h).store(0, Relaxed);
+        Ok(())
+    }
+
+    /// Finishes every slot that holder `h` on `side` left claimed (it died or
+    /// closed mid-operation), forgets its sleeping registrations, and wakes
+    /// every sleeper on both sides so that nobody waits on its account.
+    /// Returns the number of messages lost. Only the microkernel, which maps
+    /// both segments writable, calls this, and only once `h` can no longer run.
+    pub fn repair_holder(&self, side: Side, h: u32) -> Result<u64, RingError> {
+        self.writable(Side::Send)?;
+        self.writable(Side::Recv)?;
+        self.check_holder(h)?;
+        let mut lost = 0;
+        let mine = stamp::claimed(h);
+        for i in 0..self.geo.slots as usize {
+            match side {
+                Side::Send => {
+                    if self.stamp(i).load(Acquire) != mine {
+                        continue;
+                    }
+                    // A sender's claim is for the position the slot is free for.
+                    if let Free::For(pos) = decode_free(self.free(i).load(Acquire)) {
+                        if self
+                            .stamp(i)
+                            .compare_exchange(mine, stamp::skipped(pos), SeqCst, Relaxed)
+                            .is_ok()
+                        {
+                            lost += 1;
+                        }
+                    }
+                }
+                Side::Recv => {
+                    if self.free(i).load(Acquire) != mine {
+                        continue;
+                    }
+                    if let Full::Done { pos, skip } = decode_full(self.stamp(i).load(Acquire)) {
+                        let next = pos.wrapping_add(self.cap);
+                        if self
+                            .free(i)
+                            .compare_exchange(mine, next, SeqCst, Relaxed)
+                            .is_ok()
+                            && !skip
+                        {
+                            lost += 1;
+                        }
+                    }
+                }
+            }
+        }
+        // Forget the dead holder's sleeping registrations.
+        let waiting = self.rec_waiting(side, h).swap(0, SeqCst);
+        let total = match side {
+            Side::Send => self.send_waiters(),
+            Side::Recv => self.recv_waiters(),
+        };
+        let _ = total.fetch_update(SeqCst, SeqCst, |v| Some(v.saturating_sub(waiting)));
+        self.wake_everyone();
+        Ok(lost)
+    }
+
+    /// Wakes every sleeper on both sides (they re-check and sleep again).
+    pub fn wake_everyone(&self) {
+        if self.can(Side::Send) {
+            self.data_seq().fetch_add(1, SeqCst);
+        }
+        if self.can(Side::Recv) {
+            self.space_seq().fetch_add(1, SeqCst);
+        }
+        comesg_sys::futex::wake_all(self.data_seq());
+        comesg_sys::futex::wake_all(self.space_seq());
+    }
+}
+
+/// Adds to a per-holder counter. Only threads of the holder's own process
+/// write it, so a plain load and store is enough; a rare lost update between
+/// two threads of one process sharing a handle only blurs a statistic.
+fn bump(word: &AtomicU64, by: u64) {
+    word.store(word.load(Relaxed).wrapping_add(by), Relaxed);
+}

@@ -1,0 +1,102 @@
+//! Encoding of the per-slot words of the COCHANNEL ring.
+//!
+//! Positions count up from `slots` (not 0) so that "the previous lap" of every
+//! slot is a valid position from the start.
+//!
+//! A slot's **full stamp** (sender segment, written only by senders):
+//!
+//! | bits | meaning |
+//! |---|---|
+//! | bit 63 set | `CLAIMED`: a sender is writing the slot; bits 0..32 are its holder index |
+//! | bit 62 set | `SKIP`: position `(bits 0..62) - 1` carries no message (cancelled loan or sender died) |
+//! | neither | `COMPLETE`: position `value - 1` holds a message |
+//!
+//! A slot's **free stamp** (receiver segment, written only by receivers):
+//!
+//! | bits | meaning |
+//! |---|---|
+//! | bit 63 set | `CLAIMED`: a receiver is reading the slot; bits 0..32 are its holder index |
+//! | clear | the slot may be written for position `value` |
+
+/// A sender or receiver holds the slot.
+pub const CLAIM_BIT: u64 = 1 << 63;
+/// The position carries no message.
+pub const SKIP_BIT: u64 = 1 << 62;
+const VALUE_MASK: u64 = SKIP_BIT - 1;
+
+/// Stamp of a slot held by holder `h`.
+pub const fn claimed(h: u32) -> u64 {
+    CLAIM_BIT | h as u64
+}
+
+/// Full stamp: position `pos` holds a message.
+pub const fn complete(pos: u64) -> u64 {
+    pos.wrapping_add(1) & VALUE_MASK
+}
+
+/// Full stamp: position `pos` carries no message.
+pub const fn skipped(pos: u64) -> u64 {
+    SKIP_BIT | complete(pos)
+}
+
+/// A decoded full stamp.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Full {
+    /// Held by a sender with this holder index.
+    Claimed(u32),
+    /// Position done: `skip` says whether it carries a message.
+    Done {
+        /// The position.
+        pos: u64,
+        /// No message at this position.
+        skip: bool,
+    },
+}
+
+/// Decodes a full stamp.
+pub const fn decode_full(word: u64) -> Full {
+    if word & CLAIM_BIT != 0 {
+        Full::Claimed(word as u32)
+    } else {
+        Full::Done {
+            pos: (word & VALUE_MASK).wrapping_sub(1) & VALUE_MASK,
+            skip: word & SKIP_BIT != 0,
+        }
+    }
+}
+
+/// A decoded free stamp.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Free {
+    /// Held by a receiver with this holder index.
+    Claimed(u32),
+    /// The slot may be written for this position.
+    For(u64),
+}
+
+/// Decodes a free stamp.
+pub const fn decode_free(word: u64) -> Free {
+    if word & CLAIM_BIT != 0 {
+        Free::Claimed(word as u32)
+    } else {
+        Free::For(word)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn stamps_round_trip(pos in 0u64..(1 << 61), h in any::<u32>()) {
+            prop_assert_eq!(decode_full(complete(pos)), Full::Done { pos, skip: false });
+            prop_assert_eq!(decode_full(skipped(pos)), Full::Done { pos, skip: true });
+            prop_assert_eq!(decode_full(claimed(h)), Full::Claimed(h));
+            prop_assert_eq!(decode_free(claimed(h)), Free::Claimed(h));
+            prop_assert_eq!(decode_free(pos), Free::For(pos));
+            prop_assert_ne!(complete(pos), skipped(pos));
+        }
+    }
+}

@@ -1,0 +1,281 @@
+//! Ring invariants: sequential model checks (property tests), concurrent
+//! exactly-once delivery, rights of read-only mappings, crash repair.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use comesg_shm::channel::{blocking, Geometry, Ring, RingError, Side};
+use comesg_sys::mapping::{Access, Mapping};
+use comesg_sys::memfd;
+use proptest::prelude::*;
+
+struct Fds {
+    s: comesg_sys::OwnedFd,
+    r: comesg_sys::OwnedFd,
+    geo: Geometry,
+}
+
+fn segments(geo: Geometry) -> Fds {
+    let s = memfd::create_segment("t-s", geo.sender_segment_len() as u64).unwrap();
+    let r = memfd::create_segment("t-r", geo.receiver_segment_len() as u64).unwrap();
+    Fds { s, r, geo }
+}
+
+fn map(f: &Fds, s: Access, r: Access) -> Ring {
+    let so = if s == Access::ReadOnly {
+        memfd::reopen_read_only(&f.s).unwrap()
+    } else {
+        f.s.try_clone().unwrap()
+    };
+    let ro = if r == Access::ReadOnly {
+        memfd::reopen_read_only(&f.r).unwrap()
+    } else {
+        f.r.try_clone().unwrap()
+    };
+    Ring::new(
+        f.geo,
+        Mapping::map(&so, f.geo.sender_segment_len(), s).unwrap(),
+        Mapping::map(&ro, f.geo.receiver_segment_len(), r).unwrap(),
+    )
+    .unwrap()
+}
+
+fn ring(slot_size: u32, slots: u32) -> (Fds, Ring) {
+    let f = segments(Geometry {
+        slot_size,
+        slots,
+        max_holders: 8,
+    });
+    let r = map(&f, Access::ReadWrite, Access::ReadWrite);
+    r.initialize().unwrap();
+    (f, r)
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Send(u8),
+    Recv,
+    Loan { send: bool },
+    Peek { release: bool },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        any::<u8>().prop_map(Op::Send),
+        Just(Op::Recv),
+        any::<bool>().prop_map(|send| Op::Loan { send }),
+        any::<bool>().prop_map(|release| Op::Peek { release }),
+    ]
+}
+
+proptest! {
+    /// Any sequence of operations behaves like a bounded FIFO queue in which
+    /// a cancelled loan holds its slot (as `None`) until a receiver passes it.
+    #[test]
+    fn behaves_like_a_bounded_fifo(ops in proptest::collection::vec(op(), 1..400), slots_log in 1u32..5) {
+        let cap = 1usize << slots_log;
+        let (_f, ring) = ring(16, cap as u32);
+        let mut model: VecDeque<Option<Vec<u8>>> = VecDeque::new();
+        let mut n = 0u32;
+        for op in ops {
+            match op {
+                Op::Send(len) => {
+                    let msg: Vec<u8> = (0..(len % 17)).map(|i| i ^ n as u8).collect();
+                    n += 1;
+                    match ring.try_send(1, &msg) {
+                        Ok(()) => { prop_assert!(msg.len() <= 16); prop_assert!(model.len() < cap); model.push_back(Some(msg)) }
+                        Err(RingError::Full) => prop_assert_eq!(model.len(), cap),
+                        Err(RingError::TooLong { .. }) => prop_assert!(msg.len() > 16),
+                        Err(e) => prop_assert!(false, "unexpected {e}"),
+                    }
+                }
+                Op::Recv => {
+                    let mut buf = [0u8; 16];
+                    match ring.try_recv(2, &mut buf) {
+                        Ok(len) => prop_assert_eq!(Some(buf[..len].to_vec()), pop(&mut model)),
+                        Err(RingError::Empty) => prop_assert_eq!(pop(&mut model), None),
+                        Err(e) => prop_assert!(false, "unexpected {e}"),
+                    }
+                }
+                Op::Loan { send } => match ring.try_claim_send(3) {
+                    Ok(claim) => {
+                        let mut loan = comesg_shm::channel::SendLoan::new(&ring, claim);
+                        loan.as_mut_slice()[..3].copy_from_slice(b"abc");
+                        if send { loan.send(3).unwrap(); model.push_back(Some(b"abc".to_vec())); } else { model.push_back(None) }
+                    }
+                    Err(RingError::Full) => prop_assert_eq!(model.len(), cap),
+                    Err(e) => prop_assert!(false, "unexpected {e}"),
+                },
+                Op::Peek { release } => match ring.try_claim_recv(4) {
+                    Ok(claim) => {
+                        let slot = comesg_shm::channel::RecvSlot::new(&ring, claim);
+                        prop_assert_eq!(Some(slot.to_vec()), pop(&mut model));
+                        if release { slot.release().unwrap() }
+                    }
+                    Err(RingError::Empty) => prop_assert_eq!(pop(&mut model), None),
+                    Err(e) => prop_assert!(false, "unexpected {e}"),
+                },
+            }
+            prop_assert_eq!(ring.stats().depth as usize, model.len());
+        }
+    }
+}
+
+/// What a receiver gets from the model: cancelled slots are passed over.
+fn pop(model: &mut VecDeque<Option<Vec<u8>>>) -> Option<Vec<u8>> {
+    while let Some(front) = model.pop_front() {
+        if front.is_some() {
+            return front;
+        }
+    }
+    None
+}
+
+#[test]
+fn concurrent_senders_and_receivers_deliver_each_message_once() {
+    let (_f, ring) = ring(16, 64);
+    let ring = Arc::new(ring);
+    const SENDERS: u32 = 3;
+    const PER: u64 = 20_000;
+    let mut handles = Vec::new();
+    for s in 0..SENDERS {
+        let ring = ring.clone();
+        handles.push(std::thread::spawn(move || {
+            for seq in 0..PER {
+                let mut msg = [0u8; 16];
+                msg[..4].copy_from_slice(&s.to_le_bytes());
+                msg[4..12].copy_from_slice(&seq.to_le_bytes());
+                let mut claim = blocking::claim_send(&ring, s, None).unwrap();
+                ring.write(&mut claim, &msg).unwrap();
+                ring.publish(claim, 16).unwrap();
+            }
+        }));
+    }
+    let total = SENDERS as u64 * PER;
+    let got = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut recv = Vec::new();
+    for r in 0..3u32 {
+        let ring = ring.clone();
+        let got = got.clone();
+        recv.push(std::thread::spawn(move || {
+            let mut mine = Vec::new();
+            loop {
+                let deadline = std::time::Instant::now() + std::time::Duration::from_millis(500);
+                match blocking::claim_recv(&ring, 4 + r, Some(deadline)) {
+                    Ok(c) => {
+                        let m = ring.slot(&c);
+                        let s = u32::from_le_bytes(m[..4].try_into().unwrap());
+                        let q = u64::from_le_bytes(m[4..12].try_into().unwrap());
+                        mine.push((s, q));
+                        ring.release(c).unwrap();
+                    }
+                    Err(blocking::WaitError::TimedOut) => break,
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            got.lock().unwrap().extend(mine);
+        }));
+    }
+    for h in handles {
+        h.join().unwrap();
+    }
+    for h in recv {
+        h.join().unwrap();
+    }
+    let mut got = got.lock().unwrap().clone();
+    assert_eq!(got.len() as u64, total);
+    got.sort();
+    got.dedup();
+    assert_eq!(got.len() as u64, total, "duplicates");
+}
+
+#[test]
+fn read_only_sides_are_refused_without_faulting() {
+    let f = segments(Geometry {
+        slot_size: 8,
+        slots: 4,
+        max_holders: 4,
+    });
+    let kernel = map(&f, Access::ReadWrite, Access::ReadWrite);
+    kernel.initialize().unwrap();
+    let rx = map(&f, Access::ReadOnly, Access::ReadWrite);
+    let tx = map(&f, Access::ReadWrite, Access::ReadOnly);
+    assert_eq!(rx.try_send(0, b"x"), Err(RingError::NoRight(Side::Send)));
+    assert_eq!(
+        tx.try_recv(0, &mut [0; 8]),
+        Err(RingError::NoRight(Side::Recv))
+    );
+    tx.try_send(0, b"hi").unwrap();
+    let mut buf = [0; 8];
+    assert_eq!(rx.try_recv(1, &mut buf), Ok(2));
+}
+
+#[test]
+fn repair_finishes_a_dead_senders_and_a_dead_receivers_claims() {
+    let (_f, ring) = ring(8, 4);
+    ring.try_send(0, b"one").unwrap();
+    let stuck = ring.try_claim_send(5).unwrap(); // sender 5 "dies" holding this
+    std::mem::forget(stuck);
+    ring.try_send(0, b"three").unwrap();
+    let mut buf = [0; 8];
+    assert_eq!(ring.try_recv(1, &mut buf), Ok(3));
+    assert_eq!(
+        ring.try_recv(1, &mut buf),
+        Err(RingError::Empty),
+        "blocked behind the claim"
+    );
+    assert_eq!(ring.repair_holder(Side::Send, 5), Ok(1));
+    assert_eq!(ring.try_recv(1, &mut buf), Ok(5));
+    assert_eq!(&buf[..5], b"three");
+
+    ring.try_send(0, b"four").unwrap();
+    let held = ring.try_claim_recv(6).unwrap(); // receiver 6 "dies" reading
+    std::mem::forget(held);
+    for _ in 0..3 {
+        ring.try_send(0, b"x").unwrap();
+    }
+    assert_eq!(
+        ring.try_send(0, b"x"),
+        Err(RingError::Full),
+        "slot held by the dead receiver"
+    );
+    assert_eq!(ring.repair_holder(Side::Recv, 6), Ok(1));
+    ring.try_send(0, b"y").unwrap();
+    for want in [&b"x"[..], b"x", b"x", b"y"] {
+        let n = ring.try_recv(1, &mut buf).unwrap();
+        assert_eq!(&buf[..n], want);
+    }
+}
+
+#[test]
+fn scribbled_stamps_give_errors_not_faults() {
+    let f = segments(Geometry {
+        slot_size: 8,
+        slots: 4,
+        max_holders: 4,
+    });
+    let ring = map(&f, Access::ReadWrite, Access::ReadWrite);
+    ring.initialize().unwrap();
+    // Overwrite the whole sender segment with junk, as a hostile sender could.
+    let m = Mapping::map(&f.s, f.geo.sender_segment_len(), Access::ReadWrite).unwrap();
+    for (i, chunk) in (0..m.len()).step_by(8).enumerate() {
+        let w = comesg_shm_test_word(&m, chunk);
+        w.store(
+            0x9E37_79B9_7F4A_7C15u64.wrapping_mul(i as u64 + 1),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+    let mut buf = [0; 8];
+    for _ in 0..100 {
+        match ring.try_recv(1, &mut buf) {
+            Ok(n) => assert!(n <= 8),
+            Err(RingError::Corrupt(_)) | Err(RingError::Empty) => {}
+            Err(e) => panic!("unexpected {e}"),
+        }
+        let _ = ring.try_send(0, b"abc");
+    }
+}
+
+fn comesg_shm_test_word(m: &Mapping, off: usize) -> &std::sync::atomic::AtomicU64 {
+    &m.words()[off / 8]
+}

@@ -1,0 +1,20 @@
+//! Platform layer of comesg: every system call the project makes goes through
+//! this crate, so that everything above it is safe Rust.
+//!
+//! What it provides (Linux only):
+//! - [`memfd`]: anonymous shared-memory files, sized, sealed, reopened read-only;
+//! - [`mapping`]: shared mappings of those files, unmapped on drop;
+//! - [`futex`]: process-shared futex wait and wake;
+//! - [`seqpacket`]: `SOCK_SEQPACKET` UNIX sockets carrying fds with `SCM_RIGHTS`
+//!   and peer credentials;
+//! - [`process`]: pidfds, CPU pinning, resource limits.
+#![deny(missing_docs)]
+
+pub mod futex;
+pub mod mapping;
+pub mod memfd;
+pub mod process;
+pub mod seqpacket;
+
+pub use rustix::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+pub use rustix::io::Errno;

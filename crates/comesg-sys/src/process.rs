@@ -1,0 +1,60 @@
+//! Process-level system calls: pidfds, CPU pinning, resource limits.
+//!
+//! # References
+//! - [`pidfd_open(2)`](https://man7.org/linux/man-pages/man2/pidfd_open.2.html)
+//! - [`sched_setaffinity(2)`](https://man7.org/linux/man-pages/man2/sched_setaffinity.2.html)
+
+use std::io;
+
+use rustix::fd::OwnedFd;
+use rustix::process::{self, Pid, PidfdFlags, Resource};
+
+/// Opens a pidfd for `pid`: it becomes readable when the process exits.
+pub fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
+    let pid = Pid::from_raw(pid as i32).ok_or_else(|| io::Error::other("pid 0"))?;
+    Ok(process::pidfd_open(pid, PidfdFlags::NONBLOCK)?)
+}
+
+/// Pins the calling thread to one CPU.
+pub fn pin_to_cpu(cpu: usize) -> io::Result<()> {
+    let mut set = rustix::thread::CpuSet::new();
+    set.set(cpu);
+    Ok(rustix::thread::sched_setaffinity(None, &set)?)
+}
+
+/// Number of CPUs the calling thread may run on.
+pub fn allowed_cpus() -> Vec<usize> {
+    match rustix::thread::sched_getaffinity(None) {
+        Ok(set) => (0..rustix::thread::CpuSet::MAX_CPU)
+            .filter(|&c| set.is_set(c))
+            .collect(),
+        Err(_) => vec![0],
+    }
+}
+
+/// Raises the soft limit on open files to the hard limit, returning the new
+/// soft limit. The microkernel holds a socket and a pidfd per client.
+pub fn raise_nofile_limit() -> io::Result<u64> {
+    let mut lim = process::getrlimit(Resource::Nofile);
+    lim.current = lim.maximum;
+    process::setrlimit(Resource::Nofile, lim.clone())?;
+    Ok(lim.current.unwrap_or(u64::MAX))
+}
+
+/// The calling process's pid.
+pub fn pid() -> u32 {
+    process::getpid().as_raw_nonzero().get() as u32
+}
+
+/// The calling process's real uid.
+pub fn uid() -> u32 {
+    process::getuid().as_raw()
+}
+
+/// Whether a process with this pid exists (`kill(pid, 0)`).
+pub fn is_alive(pid: u32) -> bool {
+    match Pid::from_raw(pid as i32) {
+        Some(p) => process::test_kill_process(p).is_ok(),
+        None => false,
+    }
+}

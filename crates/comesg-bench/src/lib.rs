@@ -1,1 +1,21 @@
+//! The comesg benchmark.
+//!
+//! Two processes, pinned to different CPUs where the machine has two, move
+//! messages through each transport with the same loop:
+//! - **latency**: ping-pong round trips, each timed on its own; median and p99;
+//! - **throughput**: one-way streams of N messages, timed from the first send
+//!   to the receiver's acknowledgement of the last.
+//!
+//! Baselines measured in the same run: a raw shared-memory spin ping-pong
+//! (the hardware limit), futex wait/wake, a pipe, a UNIX `SOCK_SEQPACKET`
+//! socket, and single-threaded `memcpy`. The report prints every figure's
+//! ratio to them, because on a shared, noisy machine only ratios from one run
+//! compare.
 
+pub mod link;
+pub mod peer;
+pub mod report;
+mod runner;
+
+pub use report::{LatencyRow, Report, ThroughputRow};
+pub use runner::{run, BenchConfig};

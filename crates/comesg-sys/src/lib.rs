@@ -7,12 +7,18 @@
 //! - [`futex`]: process-shared futex wait and wake;
 //! - [`seqpacket`]: `SOCK_SEQPACKET` UNIX sockets carrying fds with `SCM_RIGHTS`
 //!   and peer credentials;
-//! - [`process`]: pidfds, CPU pinning, resource limits.
+//! - [`process`]: pidfds, CPU pinning, resource limits;
+//! - [`poll`]: epoll readiness and an eventfd waker;
+//! - [`barrier`]: asymmetric memory barriers (`membarrier`);
+//! - [`lockfile`]: an exclusive `flock` that dies with its holder.
 #![deny(missing_docs)]
 
+pub mod barrier;
 pub mod futex;
+pub mod lockfile;
 pub mod mapping;
 pub mod memfd;
+pub mod poll;
 pub mod process;
 pub mod seqpacket;
 

@@ -93,6 +93,12 @@ impl Mapping {
         unsafe { std::slice::from_raw_parts(self.ptr.as_ptr().cast(), self.len / 8) }
     }
 
+    /// The mapping as 32-bit atomic words (futex words live in these).
+    pub fn words32(&self) -> &[std::sync::atomic::AtomicU32] {
+        // SAFETY: as for `words`, with 4-byte words.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr().cast(), self.len / 4) }
+    }
+
     /// Tries to make a read-only mapping writable with `mprotect`. Exists to
     /// show (in tests) that the operating system refuses it.
     pub fn try_make_writable(&self) -> io::Result<()> {

@@ -3,6 +3,7 @@
 //! # References
 //! - [`pidfd_open(2)`](https://man7.org/linux/man-pages/man2/pidfd_open.2.html)
 //! - [`sched_setaffinity(2)`](https://man7.org/linux/man-pages/man2/sched_setaffinity.2.html)
+#![allow(unsafe_code)]
 
 use std::io;
 
@@ -57,4 +58,36 @@ pub fn is_alive(pid: u32) -> bool {
         Some(p) => process::test_kill_process(p).is_ok(),
         None => false,
     }
+}
+
+/// Lets `fd` survive `exec` (clears `FD_CLOEXEC`) or not. Benchmarks use it
+/// to hand pipes and segments to the peer processes they start.
+pub fn set_inheritable(fd: rustix::fd::BorrowedFd<'_>, inherit: bool) -> io::Result<()> {
+    let flags = if inherit {
+        rustix::io::FdFlags::empty()
+    } else {
+        rustix::io::FdFlags::CLOEXEC
+    };
+    Ok(rustix::io::fcntl_setfd(fd, flags)?)
+}
+
+/// Takes ownership of an fd inherited from the parent process by number.
+/// Fails unless `fd` is open in this process.
+pub fn inherited_fd(fd: i32) -> io::Result<OwnedFd> {
+    use rustix::fd::BorrowedFd;
+    // Validate before taking ownership: F_GETFD fails on a closed fd.
+    let probe = |fd: i32| -> io::Result<()> {
+        // SAFETY: the fd number is only used for F_GETFD, which is harmless
+        // on any number; it is not retained.
+        let b = unsafe { BorrowedFd::borrow_raw(fd) };
+        rustix::io::fcntl_getfd(b)?;
+        Ok(())
+    };
+    if fd < 0 {
+        return Err(io::Error::other("negative fd"));
+    }
+    probe(fd)?;
+    // SAFETY: the fd is open (checked above) and was handed to this process
+    // for it to own; the caller passes each number once.
+    Ok(unsafe { <OwnedFd as rustix::fd::FromRawFd>::from_raw_fd(fd) })
 }

@@ -1,1 +1,35 @@
+//! comesg: fast, capability-style inter-process communication on Linux.
+//!
+//! Processes open named ports through a userspace microkernel (the
+//! `comesg kernel` daemon, or one embedded in a thread), then move data
+//! through shared memory without system calls. Rights are enforced by the
+//! operating system: a handle without SEND maps message data read-only.
+//!
+//! ```no_run
+//! use comesg::{ChannelOptions, Connection, Rights};
+//!
+//! // Process A
+//! let conn = Connection::connect_default()?;
+//! let tx = conn.create_channel("/app/jobs", ChannelOptions { slot_size: 128, ..Default::default() })?;
+//! tx.send(b"job 1")?;
+//!
+//! // Process B
+//! let conn = Connection::connect_default()?;
+//! let rx = conn.open_channel("/app/jobs", Rights::RECV)?;
+//! let msg = rx.recv_vec()?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+#![deny(missing_docs)]
 
+mod autostart;
+mod channel;
+mod connection;
+mod error;
+
+pub use channel::{Channel, RecvSlot, SendLoan};
+pub use comesg_kernel::{
+    default_socket_path, Kernel, KernelConfig, KernelHandle, StartError as KernelStartError,
+};
+pub use comesg_proto::{Entry, EntryKind, HandleId, Holder, KernelError, Name, PortKind, Rights};
+pub use connection::{ChannelOptions, Connection, REPLY_TIMEOUT};
+pub use error::{Error, RecvError, SendError};

@@ -2,7 +2,7 @@
 //!
 //! Waking a sleeping process costs about 300 times a spinning hand-off on
 //! the machines this runs on, so a blocked operation first retries in a busy
-//! loop for [`SPIN`], then registers as a sleeper and waits on the other
+//! loop ([`SPIN_ROUNDS`] times), then registers as a sleeper and waits on the other
 //! side's sequence word. A sender or receiver that completes an operation
 //! checks the sleeper count (after a sequentially consistent write, so the
 //! check and the sleeper's registration cannot both miss each other) and
@@ -10,14 +10,18 @@
 //! makes no system call.
 
 use std::sync::atomic::Ordering::SeqCst;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use comesg_sys::futex::{self, Wake};
 
 use super::ring::{RecvClaim, Ring, RingError, SendClaim, Side};
 
-/// How long a blocked operation busy-waits before it sleeps.
-pub const SPIN: Duration = Duration::from_micros(20);
+/// How many times a blocked operation retries in a busy loop (each retry
+/// after a `pause`, together some tens of microseconds) before it sleeps.
+pub const SPIN_ROUNDS: u32 = 2048;
+
+/// Longest sleep between re-checks when the kernel refuses `membarrier`.
+const NAP: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// Why a waiting operation gave up.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -69,20 +73,15 @@ fn wait<T>(
     if let Some(r) = again(attempt()) {
         return r;
     }
-    let start = Instant::now();
-    let spin_until = start + SPIN;
-    let mut n = 0u32;
-    loop {
+    // Spin without reading the clock (it costs as much as a hand-off);
+    // only a caller with a deadline pays for checking it.
+    for n in 1..=SPIN_ROUNDS {
         std::hint::spin_loop();
         if let Some(r) = again(attempt()) {
             return r;
         }
-        n += 1;
-        if n % 16 == 0 {
-            let now = Instant::now();
-            if now >= spin_until || deadline.is_some_and(|d| now >= d) {
-                break;
-            }
+        if n % 64 == 0 && deadline.is_some_and(|d| Instant::now() >= d) {
+            break;
         }
     }
     // Sleep. A sender sleeps on the receivers' sequence word and the other
@@ -96,8 +95,16 @@ fn wait<T>(
         sleepers.fetch_add(1, SeqCst);
         mine.fetch_add(1, SeqCst);
         let seen = seq.load(SeqCst);
+        // Force a barrier on every process on the fast side, so that a
+        // message published before it is seen by the re-check below and one
+        // published after it sees us registered. If the kernel refuses,
+        // sleep in short naps instead of trusting the wake-up.
+        let trusted = comesg_sys::barrier::heavy();
         let result = again(attempt());
-        let timeout = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        let mut timeout = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        if !trusted {
+            timeout = Some(timeout.map_or(NAP, |t| t.min(NAP)));
+        }
         let woke = match (&result, timeout) {
             (None, Some(t)) if t.is_zero() => Wake::TimedOut,
             (None, t) => futex::wait(seq, seen, t),
@@ -108,7 +115,7 @@ fn wait<T>(
         if let Some(r) = result {
             return r;
         }
-        if woke == Wake::TimedOut {
+        if woke == Wake::TimedOut && deadline.is_some_and(|d| Instant::now() >= d) {
             // A wake-up may have raced the timeout: take the message (or
             // slot) it was for rather than strand it.
             return again(attempt()).unwrap_or(Err(WaitError::TimedOut));

@@ -131,7 +131,13 @@ pub struct Ring {
     cap: u64,
     mask: u64,
     stride: usize,
+    /// Positions this process has seen free, packed as `end << 4 | count`:
+    /// `[end - count, end)`. Process-local memory, not shared.
+    free_hint: AtomicU64,
 }
+
+/// Free stamps per cache line.
+const FREE_PER_LINE: u64 = (LINE / 8) as u64;
 
 enum SendStep {
     Claim(u64),
@@ -168,6 +174,7 @@ impl Ring {
             cap: geo.slots as u64,
             mask: geo.slots as u64 - 1,
             stride: geo.stride(),
+            free_hint: AtomicU64::new(0),
         })
     }
 
@@ -184,6 +191,12 @@ impl Ring {
         self.tail().store(self.cap, Relaxed);
         self.head().store(self.cap, Release);
         Ok(())
+    }
+
+    /// The sender and receiver segments' mappings, for inspection and for
+    /// tests that play a hostile peer.
+    pub fn segments(&self) -> (&Mapping, &Mapping) {
+        (&self.s, &self.r)
     }
 
     /// The channel's geometry.
@@ -295,10 +308,47 @@ impl Ring {
 
     // ---- sending ----
 
+    /// Whether this process has already seen slot `pos % slots` free for
+    /// `pos`. That stays true until some sender claims `pos`, and the claim's
+    /// compare-and-swap on the full stamp checks exactly that, so senders may
+    /// skip reading the free stamp (a line the receivers keep writing) for
+    /// positions they learnt about in bulk.
+    fn known_free(&self, pos: u64) -> bool {
+        let h = self.free_hint.load(Relaxed);
+        let (end, count) = (h >> 4, h & 0xf);
+        pos < end && pos >= end.wrapping_sub(count)
+    }
+
+    /// Reads the free stamps after `pos` that share its cache line (already
+    /// fetched) and remembers the run of them that are free for consecutive
+    /// positions.
+    fn learn_free(&self, pos: u64) {
+        let mut n = 1;
+        while n < FREE_PER_LINE {
+            let p = pos.wrapping_add(n);
+            let i = (p & self.mask) as usize;
+            if i % FREE_PER_LINE as usize == 0 || self.free(i).load(Acquire) != p {
+                break;
+            }
+            n += 1;
+        }
+        if pos.wrapping_add(n) < (1 << 60) {
+            self.free_hint.store(pos.wrapping_add(n) << 4 | n, Relaxed);
+        }
+    }
+
     fn send_step(&self, pos: u64, i: usize) -> Result<SendStep, RingError> {
         let prev = pos.wrapping_sub(self.cap);
         let full = self.stamp(i).load(Acquire);
-        let free = self.free(i).load(Acquire);
+        let free = if self.known_free(pos) {
+            pos
+        } else {
+            let f = self.free(i).load(Acquire);
+            if f == pos {
+                self.learn_free(pos);
+            }
+            f
+        };
         Ok(match (decode_full(full), decode_free(free)) {
             // Previous lap done and received: the slot is ours to claim.
             (Full::Done { pos: p, .. }, Free::For(f)) if p == prev && f == pos => {
@@ -409,21 +459,23 @@ impl Ring {
     }
 
     fn finish_send(&self, claim: &SendClaim, word: u64) -> Result<(), RingError> {
-        // SeqCst: pairs with a receiver that registers in `recv_waiters` and
-        // then re-checks the ring (Dekker), so a sleeping receiver is always
-        // either seen here or sees this message.
-        let r = self.stamp(claim.index).compare_exchange(
-            stamp::claimed(claim.holder),
-            word,
-            SeqCst,
-            Relaxed,
-        );
-        if self.recv_waiters().load(SeqCst) > 0 {
+        // Only this holder may move the stamp off its claim, so a load and a
+        // plain store suffice; a compare-and-swap here would wait for the
+        // line that a spinning receiver keeps reading.
+        let st = self.stamp(claim.index);
+        if st.load(Relaxed) != stamp::claimed(claim.holder) {
+            return Err(RingError::Corrupt("sender's claim was taken over"));
+        }
+        st.store(word, Release);
+        // Dekker with a receiver going to sleep: it registers, then runs a
+        // heavy barrier, then re-checks; we publish, then (light barrier)
+        // check for sleepers. One of us sees the other.
+        comesg_sys::barrier::light();
+        if self.recv_waiters().load(Relaxed) > 0 {
             self.data_seq().fetch_add(1, SeqCst);
             comesg_sys::futex::wake(self.data_seq(), 1);
         }
-        r.map(|_| ())
-            .map_err(|_| RingError::Corrupt("sender's claim was taken over"))
+        Ok(())
     }
 
     /// Claims, copies and publishes in one go, without waiting.
@@ -537,18 +589,17 @@ impl Ring {
 
     fn finish_recv(&self, claim: &RecvClaim) -> Result<(), RingError> {
         let next = claim.pos.wrapping_add(self.cap);
-        let r = self.free(claim.index).compare_exchange(
-            stamp::claimed(claim.holder),
-            next,
-            SeqCst,
-            Relaxed,
-        );
-        if self.send_waiters().load(SeqCst) > 0 {
+        let fr = self.free(claim.index);
+        if fr.load(Relaxed) != stamp::claimed(claim.holder) {
+            return Err(RingError::Corrupt("receiver's claim was taken over"));
+        }
+        fr.store(next, Release);
+        comesg_sys::barrier::light();
+        if self.send_waiters().load(Relaxed) > 0 {
             self.space_seq().fetch_add(1, SeqCst);
             comesg_sys::futex::wake(self.space_seq(), 1);
         }
-        r.map(|_| ())
-            .map_err(|_| RingError::Corrupt("receiver's claim was taken over"))
+        Ok(())
     }
 
     /// Receives into `buf` without waiting; returns the message's length.

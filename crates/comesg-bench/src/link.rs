@@ -1,0 +1,180 @@
+//! One end of a two-way message link, for every transport measured.
+//! Benchmarks drive every transport through this one trait so that each is
+//! measured by the same loop.
+
+use std::io::{self, Read, Write};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
+
+use comesg::Channel;
+use comesg_sys::mapping::Mapping;
+use comesg_sys::{futex, seqpacket, AsFd, OwnedFd};
+
+/// A two-way message link.
+pub trait Link {
+    /// Sends one message.
+    fn send(&mut self, msg: &[u8]) -> io::Result<()>;
+    /// Receives one message of `buf.len()` bytes (the benchmarks always know
+    /// the size).
+    fn recv(&mut self, buf: &mut [u8]) -> io::Result<()>;
+}
+
+/// Offsets (in 64-bit words) of the two flag words in the shared segment,
+/// a cache line apart in each direction.
+const WORD_A: usize = 0;
+const WORD_B: usize = 16;
+
+/// Raw shared-memory spin ping-pong: a store and a busy-wait on one word
+/// each way, no payload. The hardware limit.
+pub struct SpinLink {
+    seg: Mapping,
+    out: usize,
+    inp: usize,
+    sent: u64,
+    seen: u64,
+}
+
+impl SpinLink {
+    /// The end that writes word A (`first`) or word B.
+    pub fn new(seg: Mapping, first: bool) -> SpinLink {
+        let (out, inp) = if first {
+            (WORD_A, WORD_B)
+        } else {
+            (WORD_B, WORD_A)
+        };
+        SpinLink {
+            seg,
+            out,
+            inp,
+            sent: 0,
+            seen: 0,
+        }
+    }
+    fn word(&self, i: usize) -> &AtomicU64 {
+        &self.seg.words()[i]
+    }
+}
+
+impl Link for SpinLink {
+    fn send(&mut self, _msg: &[u8]) -> io::Result<()> {
+        self.sent += 1;
+        self.word(self.out).store(self.sent, Ordering::Release);
+        Ok(())
+    }
+    fn recv(&mut self, _buf: &mut [u8]) -> io::Result<()> {
+        let want = self.seen + 1;
+        while self.word(self.inp).load(Ordering::Acquire) < want {
+            std::hint::spin_loop();
+        }
+        self.seen = want;
+        Ok(())
+    }
+}
+
+/// Futex wait/wake ping-pong: the sleeping path, no spinning at all.
+pub struct FutexLink {
+    seg: Mapping,
+    out: usize,
+    inp: usize,
+    sent: u32,
+    seen: u32,
+}
+
+impl FutexLink {
+    /// The end that writes word A (`first`) or word B.
+    pub fn new(seg: Mapping, first: bool) -> FutexLink {
+        let (out, inp) = if first {
+            (WORD_A, WORD_B)
+        } else {
+            (WORD_B, WORD_A)
+        };
+        FutexLink {
+            seg,
+            out,
+            inp,
+            sent: 0,
+            seen: 0,
+        }
+    }
+    fn word(&self, i: usize) -> &AtomicU32 {
+        &self.seg.words32()[i * 2]
+    }
+}
+
+impl Link for FutexLink {
+    fn send(&mut self, _msg: &[u8]) -> io::Result<()> {
+        self.sent = self.sent.wrapping_add(1);
+        self.word(self.out).store(self.sent, Ordering::Release);
+        futex::wake(self.word(self.out), 1);
+        Ok(())
+    }
+    fn recv(&mut self, _buf: &mut [u8]) -> io::Result<()> {
+        let want = self.seen.wrapping_add(1);
+        loop {
+            let v = self.word(self.inp).load(Ordering::Acquire);
+            if v == want {
+                break;
+            }
+            futex::wait(self.word(self.inp), v, Some(Duration::from_secs(10)));
+        }
+        self.seen = want;
+        Ok(())
+    }
+}
+
+/// A pair of pipes.
+pub struct PipeLink {
+    /// Read end.
+    pub rx: std::fs::File,
+    /// Write end.
+    pub tx: std::fs::File,
+}
+
+impl Link for PipeLink {
+    fn send(&mut self, msg: &[u8]) -> io::Result<()> {
+        self.tx.write_all(msg)
+    }
+    fn recv(&mut self, buf: &mut [u8]) -> io::Result<()> {
+        self.rx.read_exact(buf)
+    }
+}
+
+/// A connected `SOCK_SEQPACKET` socket.
+pub struct SeqpacketLink {
+    /// The socket.
+    pub fd: OwnedFd,
+}
+
+impl Link for SeqpacketLink {
+    fn send(&mut self, msg: &[u8]) -> io::Result<()> {
+        seqpacket::send(self.fd.as_fd(), msg, &[])
+    }
+    fn recv(&mut self, buf: &mut [u8]) -> io::Result<()> {
+        match seqpacket::recv(self.fd.as_fd(), buf)? {
+            Some(r) if r.len == buf.len() => Ok(()),
+            Some(r) => Err(io::Error::other(format!(
+                "short record: {} of {}",
+                r.len,
+                buf.len()
+            ))),
+            None => Err(io::ErrorKind::UnexpectedEof.into()),
+        }
+    }
+}
+
+/// Two COCHANNELs, one each way, with blocking (spin-then-futex) calls.
+pub struct ChannelLink {
+    /// Outgoing channel (SEND).
+    pub tx: Channel,
+    /// Incoming channel (RECV).
+    pub rx: Channel,
+}
+
+impl Link for ChannelLink {
+    fn send(&mut self, msg: &[u8]) -> io::Result<()> {
+        self.tx.send(msg).map_err(io::Error::other)
+    }
+    fn recv(&mut self, buf: &mut [u8]) -> io::Result<()> {
+        self.rx.recv(buf).map(|_| ()).map_err(io::Error::other)
+    }
+}

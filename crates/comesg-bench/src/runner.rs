@@ -1,0 +1,395 @@
+//! The parent side of the benchmark: sets up each link, starts the peer
+//! process, measures, and collects the report.
+
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use comesg::{ChannelOptions, Connection, Kernel, KernelConfig, Rights};
+use comesg_sys::mapping::{Access, Mapping};
+use comesg_sys::process::set_inheritable;
+use comesg_sys::{memfd, seqpacket, AsFd, AsRawFd, OwnedFd};
+
+use crate::link::{ChannelLink, FutexLink, Link, PipeLink, SeqpacketLink, SpinLink};
+use crate::peer::{Transport, CMD_ECHO, CMD_EXIT, CMD_SINK, FLAG_SEGMENT};
+use crate::report::{percentiles, LatencyRow, Report, ThroughputRow};
+
+/// How to run the benchmark.
+#[derive(Debug, Clone)]
+pub struct BenchConfig {
+    /// The `comesg` executable, started as `comesg __peer bench ...`.
+    pub exe: PathBuf,
+    /// Longer, steadier runs (several times the default).
+    pub long: bool,
+    /// Only the quick subset the tour shows.
+    pub short: bool,
+    /// Progress lines on stderr.
+    pub progress: bool,
+}
+
+/// Message sizes of the throughput runs.
+pub const SIZES: [usize; 3] = [64, 4096, 65536];
+/// Size of the round-trip messages.
+pub const PING: usize = 64;
+
+struct Plan {
+    rt_fast: u64,
+    rt_slow: u64,
+    budget: Duration,
+}
+
+struct Peer {
+    child: Child,
+    ctl: std::fs::File,
+    ready: std::fs::File,
+}
+
+impl Peer {
+    fn command(&mut self, cmd: u8, n: u64, size: usize) -> io::Result<()> {
+        let mut b = [0u8; 17];
+        b[0] = cmd;
+        b[1..9].copy_from_slice(&n.to_le_bytes());
+        b[9..17].copy_from_slice(&(size as u64).to_le_bytes());
+        self.ctl.write_all(&b)
+    }
+    fn wait_done(&mut self) -> io::Result<()> {
+        let mut b = [0u8; 1];
+        self.ready.read_exact(&mut b)
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.command(CMD_EXIT, 0, 0);
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Setup<'a> {
+    exe: &'a Path,
+    socket: &'a Path,
+    cpus: Option<(usize, usize)>,
+    progress: bool,
+}
+
+impl Setup<'_> {
+    /// Builds both ends of a link; the peer's end is described by fds and
+    /// names passed on its command line.
+    fn start(&self, t: Transport, max_size: usize, tag: &str) -> io::Result<(Box<dyn Link>, Peer)> {
+        let mut child_fds: Vec<OwnedFd> = Vec::new();
+        let mut extra: Vec<String> = Vec::new();
+        let mine: Box<dyn Link> = match t {
+            Transport::Spin | Transport::Futex => {
+                let seg = memfd::create_segment("comesg-bench-flags", FLAG_SEGMENT as u64)?;
+                let m = Mapping::map(&seg, FLAG_SEGMENT, Access::ReadWrite)?;
+                child_fds.push(seg);
+                if t == Transport::Spin {
+                    Box::new(SpinLink::new(m, true))
+                } else {
+                    Box::new(FutexLink::new(m, true))
+                }
+            }
+            Transport::Pipe => {
+                let (r1, w1) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+                let (r2, w2) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+                child_fds.push(r1);
+                child_fds.push(w2);
+                Box::new(PipeLink {
+                    rx: r2.into(),
+                    tx: w1.into(),
+                })
+            }
+            Transport::Seqpacket => {
+                let (a, b) = seqpacket::pair()?;
+                child_fds.push(b);
+                Box::new(SeqpacketLink { fd: a })
+            }
+            Transport::Cochannel => {
+                let conn = Connection::connect(self.socket).map_err(io::Error::other)?;
+                let pid = comesg_sys::process::pid();
+                let ping = format!("/bench/{pid}/{tag}/ping");
+                let pong = format!("/bench/{pid}/{tag}/pong");
+                let slots = match max_size {
+                    s if s <= 64 && tag == "rt" => 64,
+                    s if s <= 64 => 4096,
+                    s if s <= 4096 => 1024,
+                    _ => 256,
+                };
+                let opts = ChannelOptions {
+                    slot_size: max_size as u32,
+                    slots,
+                    exclusive: true,
+                    ..Default::default()
+                };
+                let tx = conn.create_channel(&ping, opts).map_err(io::Error::other)?;
+                let back = ChannelOptions {
+                    slot_size: PING.max(max_size.min(4096)) as u32,
+                    slots: 256,
+                    ..opts
+                };
+                let rx = conn.create_channel(&pong, back).map_err(io::Error::other)?;
+                extra = vec![
+                    "--socket".into(),
+                    self.socket.display().to_string(),
+                    "--rx-name".into(),
+                    ping,
+                ];
+                extra.extend(["--tx-name".into(), pong]);
+                let tx = narrow(tx, &conn, Rights::SEND)?;
+                let rx = narrow(rx, &conn, Rights::RECV)?;
+                Box::new(ChannelLink { tx, rx })
+            }
+        };
+        let (ctl_r, ctl_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+        let (rdy_r, rdy_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+        let mut cmd = Command::new(self.exe);
+        cmd.args(["__peer", "bench", "--transport", t.name()]);
+        cmd.arg("--ctl").arg(ctl_r.as_raw_fd().to_string());
+        cmd.arg("--ready").arg(rdy_w.as_raw_fd().to_string());
+        cmd.arg("--max-size").arg(max_size.to_string());
+        if let Some((_, c)) = self.cpus {
+            cmd.arg("--cpu").arg(c.to_string());
+        }
+        if !child_fds.is_empty() {
+            cmd.arg("--fds");
+            for f in &child_fds {
+                cmd.arg(f.as_raw_fd().to_string());
+            }
+        }
+        cmd.args(&extra).stdin(Stdio::null());
+        let inherit: Vec<_> = child_fds.iter().chain([&ctl_r, &rdy_w]).collect();
+        for f in &inherit {
+            set_inheritable(f.as_fd(), true)?;
+        }
+        let spawned = cmd.spawn();
+        for f in &inherit {
+            set_inheritable(f.as_fd(), false)?;
+        }
+        let child = spawned?;
+        drop(child_fds);
+        drop(ctl_r);
+        drop(rdy_w);
+        let mut peer = Peer {
+            child,
+            ctl: ctl_w.into(),
+            ready: rdy_r.into(),
+        };
+        let mut b = [0u8; 1];
+        peer.ready
+            .read_exact(&mut b)
+            .map_err(|e| io::Error::other(format!("{} peer did not start: {e}", t.name())))?;
+        if self.progress {
+            eprintln!("  {} ({tag})", t.name());
+        }
+        Ok((mine, peer))
+    }
+}
+
+/// Reopens a channel the bench created with exactly the rights it uses, so
+/// the measured handle is what a real sender or receiver holds.
+fn narrow(ch: comesg::Channel, conn: &Connection, rights: Rights) -> io::Result<comesg::Channel> {
+    let name = ch.name().to_string();
+    let narrowed = conn.open_channel(&name, rights).map_err(io::Error::other)?;
+    drop(ch);
+    Ok(narrowed)
+}
+
+/// Cost of reading the clock twice, subtracted from each timed round trip.
+fn clock_overhead() -> f64 {
+    let mut v: Vec<f64> = (0..2001)
+        .map(|_| {
+            let a = Instant::now();
+            let b = Instant::now();
+            (b - a).as_nanos() as f64
+        })
+        .collect();
+    percentiles(&mut v).0
+}
+
+fn round_trips(
+    link: &mut dyn Link,
+    peer: &mut Peer,
+    n: u64,
+    size: usize,
+    overhead: f64,
+) -> io::Result<(f64, f64)> {
+    let mut buf = vec![0u8; size];
+    let warm = (n / 10).max(10);
+    peer.command(CMD_ECHO, warm + n, size)?;
+    for _ in 0..warm {
+        link.send(&buf)?;
+        link.recv(&mut buf)?;
+    }
+    let mut samples = Vec::with_capacity(n as usize);
+    for _ in 0..n {
+        let t = Instant::now();
+        link.send(&buf)?;
+        link.recv(&mut buf)?;
+        samples.push(((t.elapsed().as_nanos() as f64) - overhead).max(1.0));
+    }
+    peer.wait_done()?;
+    Ok(percentiles(&mut samples))
+}
+
+fn stream(link: &mut dyn Link, peer: &mut Peer, n: u64, size: usize) -> io::Result<Duration> {
+    let buf = vec![0x5au8; size];
+    let mut ack = [0u8; 1];
+    peer.command(CMD_SINK, n, size)?;
+    let t = Instant::now();
+    for _ in 0..n {
+        link.send(&buf)?;
+    }
+    link.recv(&mut ack)?;
+    let d = t.elapsed();
+    peer.wait_done()?;
+    Ok(d)
+}
+
+/// Streams for about `budget`: a short calibration run picks the count.
+fn throughput(
+    link: &mut dyn Link,
+    peer: &mut Peer,
+    size: usize,
+    budget: Duration,
+) -> io::Result<(f64, f64)> {
+    let probe = 2000u64;
+    let d = stream(link, peer, probe, size)?;
+    let per = d.as_secs_f64() / probe as f64;
+    let n = ((budget.as_secs_f64() / per.max(1e-9)) as u64).clamp(probe, 50_000_000);
+    let d = stream(link, peer, n, size)?;
+    let msgs = n as f64 / d.as_secs_f64();
+    Ok((msgs, msgs * size as f64 / 1e9))
+}
+
+fn memcpy_row(size: usize, budget: Duration) -> ThroughputRow {
+    let src = vec![0xa5u8; size];
+    let mut dst = vec![0u8; size];
+    dst.copy_from_slice(&src);
+    let mut n = 0u64;
+    let t = Instant::now();
+    while t.elapsed() < budget {
+        for _ in 0..64 {
+            dst.copy_from_slice(std::hint::black_box(&src));
+            std::hint::black_box(&mut dst);
+        }
+        n += 64;
+    }
+    let msgs = n as f64 / t.elapsed().as_secs_f64();
+    ThroughputRow {
+        transport: "memcpy".into(),
+        size: size as u64,
+        msgs_per_s: msgs,
+        gb_per_s: msgs * size as f64 / 1e9,
+    }
+}
+
+fn machine(cpus: Option<(usize, usize)>) -> String {
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown cpu".into());
+    let n = comesg_sys::process::allowed_cpus().len();
+    let pin = match cpus {
+        Some((a, b)) => format!("processes pinned to cpu {a} and {b}"),
+        None => "one cpu: processes not pinned".into(),
+    };
+    format!("{model}, {n} cpus, {pin}")
+}
+
+/// Runs the whole benchmark and returns its report.
+pub fn run(cfg: &BenchConfig) -> io::Result<Report> {
+    let plan = if cfg.long {
+        Plan {
+            rt_fast: 1_000_000,
+            rt_slow: 50_000,
+            budget: Duration::from_millis(1500),
+        }
+    } else if cfg.short {
+        Plan {
+            rt_fast: 50_000,
+            rt_slow: 3_000,
+            budget: Duration::from_millis(120),
+        }
+    } else {
+        Plan {
+            rt_fast: 200_000,
+            rt_slow: 10_000,
+            budget: Duration::from_millis(300),
+        }
+    };
+    let dir = std::env::temp_dir().join(format!("comesg-bench-{}", comesg_sys::process::pid()));
+    let socket = dir.join("kernel.sock");
+    let kernel = Kernel::spawn(KernelConfig::new(&socket)).map_err(io::Error::other)?;
+    let allowed = comesg_sys::process::allowed_cpus();
+    let cpus = (allowed.len() >= 2).then(|| (allowed[0], allowed[1]));
+    if let Some((mine, _)) = cpus {
+        comesg_sys::process::pin_to_cpu(mine)?;
+    }
+    let setup = Setup {
+        exe: &cfg.exe,
+        socket: &socket,
+        cpus,
+        progress: cfg.progress,
+    };
+    let overhead = clock_overhead();
+    let mut report = Report {
+        machine: machine(cpus),
+        ..Report::default()
+    };
+
+    let latency_order = [
+        Transport::Spin,
+        Transport::Futex,
+        Transport::Pipe,
+        Transport::Seqpacket,
+        Transport::Cochannel,
+    ];
+    for t in latency_order {
+        let n = match t {
+            Transport::Spin | Transport::Cochannel => plan.rt_fast,
+            _ => plan.rt_slow,
+        };
+        let (mut link, mut peer) = setup.start(t, PING, "rt")?;
+        let (median_ns, p99_ns) = round_trips(link.as_mut(), &mut peer, n, PING, overhead)?;
+        report.latency.push(LatencyRow {
+            transport: t.name().into(),
+            size: PING as u64,
+            median_ns,
+            p99_ns,
+        });
+    }
+    for t in [Transport::Pipe, Transport::Seqpacket, Transport::Cochannel] {
+        for size in SIZES {
+            if cfg.short && size != 64 && t != Transport::Cochannel {
+                continue;
+            }
+            let (mut link, mut peer) = setup.start(t, size, &format!("tp{size}"))?;
+            let (msgs_per_s, gb_per_s) = throughput(link.as_mut(), &mut peer, size, plan.budget)?;
+            report.throughput.push(ThroughputRow {
+                transport: t.name().into(),
+                size: size as u64,
+                msgs_per_s,
+                gb_per_s,
+            });
+        }
+    }
+    for size in SIZES.into_iter().chain([16 << 20]) {
+        report.throughput.push(memcpy_row(size, plan.budget / 2));
+    }
+    drop(kernel);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(report)
+}

@@ -1,0 +1,78 @@
+//! `comesg create` and `comesg unlink`.
+
+use std::process::ExitCode;
+
+use comesg::{ChannelOptions, Rights};
+
+use super::Outcome;
+use crate::SocketArg;
+
+/// Kinds of port `comesg create` makes.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum Kind {
+    /// COCHANNEL: a ring of fixed-size slots.
+    Channel,
+}
+
+/// Arguments of `comesg create`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Name of the new port, e.g. /app/jobs.
+    path: String,
+    /// Kind of port.
+    #[arg(long, value_enum, default_value = "channel")]
+    kind: Kind,
+    /// Largest message in bytes.
+    #[arg(long, default_value_t = 1024)]
+    slot_size: u32,
+    /// Number of slots (a power of two).
+    #[arg(long, default_value_t = 256)]
+    slots: u32,
+    /// Permission bits, octal (w = send, r = receive).
+    #[arg(long, default_value = "600", value_parser = parse_mode)]
+    mode: u32,
+    #[command(flatten)]
+    socket: SocketArg,
+}
+
+fn parse_mode(s: &str) -> Result<u32, String> {
+    u32::from_str_radix(s, 8)
+        .ok()
+        .filter(|m| *m <= 0o777)
+        .ok_or_else(|| format!("{s:?} is not an octal mode"))
+}
+
+pub fn run(a: Args) -> Outcome {
+    let conn = a.socket.connect()?;
+    let Kind::Channel = a.kind;
+    let opts = ChannelOptions {
+        slot_size: a.slot_size,
+        slots: a.slots,
+        rights: Rights::ALL,
+        mode: a.mode,
+        persistent: true,
+        exclusive: true,
+    };
+    let ch = conn.create_channel(&a.path, opts)?;
+    println!(
+        "created {} (channel, {} slots of {} bytes, persistent)",
+        ch.name(),
+        ch.slots(),
+        ch.slot_size()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Arguments of `comesg unlink`.
+#[derive(Debug, clap::Args)]
+pub struct UnlinkArgs {
+    /// Name to remove.
+    path: String,
+    #[command(flatten)]
+    socket: SocketArg,
+}
+
+pub fn unlink(a: UnlinkArgs) -> Outcome {
+    a.socket.connect()?.unlink(&a.path)?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,50 @@
+//! `comesg kernel`: the microkernel in the foreground.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use comesg::{Kernel, KernelConfig};
+
+use super::Outcome;
+use crate::SocketArg;
+
+/// Arguments of `comesg kernel`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    socket: SocketArg,
+    /// Exit after this many seconds with no clients and no objects.
+    #[arg(long)]
+    idle_exit: Option<f64>,
+    /// Log filter (tracing's EnvFilter syntax); also $COMESG_LOG.
+    #[arg(long, default_value = "info")]
+    log: String,
+}
+
+pub fn run(a: Args) -> Outcome {
+    let filter = std::env::var("COMESG_LOG").unwrap_or(a.log);
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let mut config = KernelConfig::new(a.socket.path());
+    config.idle_exit = a
+        .idle_exit
+        .filter(|s| *s > 0.0)
+        .map(Duration::from_secs_f64);
+    match Kernel::bind(config) {
+        Ok(k) => {
+            k.run()?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(comesg::KernelStartError::AlreadyRunning(p)) => {
+            tracing::info!(
+                "a kernel already serves {}; leaving it to that one",
+                p.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => Err(e.into()),
+    }
+}

@@ -1,0 +1,130 @@
+//! `comesg ls`.
+
+use std::process::ExitCode;
+
+use comesg::{Connection, Entry, EntryKind, PortKind};
+
+use super::Outcome;
+use crate::SocketArg;
+
+/// Arguments of `comesg ls`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Namespace or object to list (default: the whole tree).
+    #[arg(default_value = "/")]
+    path: String,
+    /// Print JSON lines instead of a table.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    socket: SocketArg,
+}
+
+pub fn run(a: Args) -> Outcome {
+    let conn = a.socket.connect()?;
+    let mut rows = Vec::new();
+    walk(&conn, &a.path, &mut rows)?;
+    if a.json {
+        for e in &rows {
+            println!("{}", entry_json(e));
+        }
+    } else {
+        print!("{}", table(&rows));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn walk(conn: &Connection, path: &str, rows: &mut Vec<Entry>) -> Result<(), comesg::Error> {
+    for e in conn.list(path)? {
+        let recurse = e.kind == EntryKind::Namespace && e.name.as_str() != path;
+        let name = e.name.to_string();
+        rows.push(e);
+        if recurse {
+            walk(conn, &name, rows)?;
+        }
+    }
+    Ok(())
+}
+
+fn kind(e: &Entry) -> &'static str {
+    match e.kind {
+        EntryKind::Namespace => "namespace",
+        EntryKind::Port(PortKind::Channel) => "channel",
+        EntryKind::Dead => "dead",
+    }
+}
+
+/// The listing as an aligned table.
+pub fn table(rows: &[Entry]) -> String {
+    let mut out = format!(
+        "{:<32} {:<9} {:>4} {:>4} {:>6} {:>10} {:>8} {:>8} {:>5}  {}\n",
+        "NAME",
+        "KIND",
+        "MODE",
+        "REFS",
+        "DEPTH",
+        "SLOTS",
+        "SENT",
+        "RECV",
+        "LOST",
+        "HOLDERS (pid:rights)"
+    );
+    for e in rows {
+        let port = matches!(e.kind, EntryKind::Port(_));
+        let slots = e
+            .channel
+            .map(|c| format!("{}x{}", c.slots, c.slot_size))
+            .unwrap_or_default();
+        let holders: Vec<String> = e
+            .holders
+            .iter()
+            .map(|h| format!("{}:{}", h.pid, h.rights))
+            .collect();
+        let mut more = String::new();
+        if (e.refs as usize) > e.holders.len() {
+            more = format!(" (+{})", e.refs as usize - e.holders.len());
+        }
+        let opt = |v: u64| if port { v.to_string() } else { String::new() };
+        out.push_str(&format!(
+            "{:<32} {:<9} {:>4} {:>4} {:>6} {:>10} {:>8} {:>8} {:>5}  {}{}{}\n",
+            e.name.as_str(),
+            kind(e),
+            format!("{:03o}", e.mode),
+            if port {
+                e.refs.to_string()
+            } else {
+                String::new()
+            },
+            opt(e.depth),
+            slots,
+            opt(e.sent_msgs),
+            opt(e.received_msgs),
+            opt(e.lost),
+            holders.join(" "),
+            more,
+            if e.persistent { " [persistent]" } else { "" },
+        ));
+    }
+    out
+}
+
+fn entry_json(e: &Entry) -> serde_json::Value {
+    serde_json::json!({
+        "name": e.name.as_str(),
+        "kind": kind(e),
+        "uid": e.uid,
+        "gid": e.gid,
+        "mode": format!("{:03o}", e.mode),
+        "persistent": e.persistent,
+        "refs": e.refs,
+        "holders": e.holders.iter().map(|h| serde_json::json!({"pid": h.pid, "rights": h.rights.to_string()})).collect::<Vec<_>>(),
+        "slot_size": e.channel.map(|c| c.slot_size),
+        "slots": e.channel.map(|c| c.slots),
+        "depth": e.depth,
+        "sent_msgs": e.sent_msgs,
+        "sent_bytes": e.sent_bytes,
+        "received_msgs": e.received_msgs,
+        "received_bytes": e.received_bytes,
+        "lost": e.lost,
+    })
+}

@@ -1,0 +1,186 @@
+//! `comesg __peer ROLE`: helper processes that benchmarks and tests start,
+//! so that every multi-process scenario runs real, separate processes of the
+//! real binary. Each prints `ready` on stdout once it holds what it needs.
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use comesg::{RecvError, Rights};
+
+use super::Outcome;
+use crate::SocketArg;
+
+/// Arguments of `comesg __peer`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    role: Role,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Role {
+    /// Send COUNT messages tagged (ID, sequence number), 16 bytes each.
+    SeqSend {
+        path: String,
+        #[arg(long)]
+        id: u32,
+        #[arg(long)]
+        count: u64,
+        #[command(flatten)]
+        socket: SocketArg,
+    },
+    /// Receive tagged messages and print "ID SEQ" per message until none
+    /// came for IDLE seconds; then print "done N".
+    SeqRecv {
+        path: String,
+        #[arg(long, default_value_t = 2.0)]
+        idle: f64,
+        #[command(flatten)]
+        socket: SocketArg,
+    },
+    /// Open PATH with RIGHTS ("s", "r" or "sr") and hold it until killed.
+    Hold {
+        path: String,
+        #[arg(long, default_value = "sr")]
+        rights: String,
+        #[command(flatten)]
+        socket: SocketArg,
+    },
+    /// Claim a slot for sending (a zero-copy loan) and die holding it.
+    HoldSendClaim {
+        path: String,
+        #[command(flatten)]
+        socket: SocketArg,
+    },
+    /// Claim a message for receiving (in place) and die holding it.
+    HoldRecvClaim {
+        path: String,
+        #[command(flatten)]
+        socket: SocketArg,
+    },
+    /// Open PATH with RIGHTS and store into the SEGMENT ("sender" or
+    /// "receiver") mapping: dies by SIGSEGV if the mapping is read-only.
+    Poke {
+        path: String,
+        #[arg(long)]
+        rights: String,
+        #[arg(long)]
+        segment: String,
+        #[command(flatten)]
+        socket: SocketArg,
+    },
+    /// Benchmark peers.
+    Bench(comesg_bench::peer::PeerArgs),
+}
+
+fn rights(s: &str) -> Rights {
+    let mut r = Rights::NONE;
+    if s.contains('s') {
+        r = r | Rights::SEND;
+    }
+    if s.contains('r') {
+        r = r | Rights::RECV;
+    }
+    r
+}
+
+fn ready() {
+    println!("ready");
+    let _ = std::io::stdout().flush();
+}
+
+fn park() -> ! {
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
+    }
+}
+
+pub fn run(a: Args) -> Outcome {
+    match a.role {
+        Role::SeqSend {
+            path,
+            id,
+            count,
+            socket,
+        } => {
+            let ch = socket.connect()?.open_channel(&path, Rights::SEND)?;
+            ready();
+            for seq in 0..count {
+                let mut m = [0u8; 16];
+                m[..4].copy_from_slice(&id.to_le_bytes());
+                m[4..12].copy_from_slice(&seq.to_le_bytes());
+                ch.send(&m)?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Role::SeqRecv { path, idle, socket } => {
+            let ch = socket.connect()?.open_channel(&path, Rights::RECV)?;
+            ready();
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            let mut buf = vec![0u8; ch.slot_size()];
+            let mut n = 0u64;
+            loop {
+                match ch.recv_timeout(&mut buf, Duration::from_secs_f64(idle)) {
+                    Ok(16) => {
+                        let id = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]);
+                        let mut s = [0u8; 8];
+                        s.copy_from_slice(&buf[4..12]);
+                        writeln!(out, "{id} {}", u64::from_le_bytes(s))?;
+                        n += 1;
+                    }
+                    Ok(len) => writeln!(out, "bad-length {len}")?,
+                    Err(RecvError::TimedOut) => break,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            writeln!(out, "done {n}")?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Role::Hold {
+            path,
+            rights: r,
+            socket,
+        } => {
+            let _ch = socket.connect()?.open_channel(&path, rights(&r))?;
+            ready();
+            park()
+        }
+        Role::HoldSendClaim { path, socket } => {
+            let ch = socket.connect()?.open_channel(&path, Rights::SEND)?;
+            let mut loan = ch.loan()?;
+            loan.as_mut_slice()[..4].copy_from_slice(b"half");
+            ready();
+            park()
+        }
+        Role::HoldRecvClaim { path, socket } => {
+            let ch = socket.connect()?.open_channel(&path, Rights::RECV)?;
+            let _slot = ch.recv_in_place()?;
+            ready();
+            park()
+        }
+        Role::Poke {
+            path,
+            rights: r,
+            segment,
+            socket,
+        } => {
+            let ch = socket.connect()?.open_channel(&path, rights(&r))?;
+            let (s, rseg) = ch.segments();
+            let m = if segment == "sender" { s } else { rseg };
+            ready();
+            // The last word of the segment: slot data (sender) or a free
+            // stamp (receiver). A read-only mapping faults here.
+            let words = m.words();
+            if let Some(w) = words.last() {
+                w.store(0xdead_beef, std::sync::atomic::Ordering::Relaxed);
+            }
+            println!("wrote");
+            Ok(ExitCode::SUCCESS)
+        }
+        Role::Bench(args) => {
+            comesg_bench::peer::run(args)?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

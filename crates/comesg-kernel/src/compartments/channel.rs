@@ -1,0 +1,258 @@
+//! The microkernel's side of a COCHANNEL: it creates the two segments, keeps
+//! the only writable file descriptions, hands out per-right fds, assigns
+//! holder records, and repairs the ring when a holder goes away.
+
+use std::collections::BTreeSet;
+
+use comesg_proto::{ChannelSpec, KernelError, Name, Rights};
+use comesg_shm::channel::{Geometry, Ring, RingStats, Side};
+use comesg_sys::mapping::{Access, Mapping};
+use comesg_sys::{memfd, OwnedFd};
+
+/// Holder records assigned to one handle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Attachment {
+    /// Record on the sending side, with SEND.
+    pub send: Option<u32>,
+    /// Record on the receiving side, with RECV.
+    pub recv: Option<u32>,
+}
+
+/// Message and byte totals of a channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Totals {
+    /// Messages sent.
+    pub sent_msgs: u64,
+    /// Bytes sent.
+    pub sent_bytes: u64,
+    /// Messages received.
+    pub received_msgs: u64,
+    /// Bytes received.
+    pub received_bytes: u64,
+    /// Messages lost to holders that died mid-operation.
+    pub lost: u64,
+}
+
+/// Free-list allocator of holder record indices for one side.
+#[derive(Debug, Default)]
+struct Records {
+    free: Vec<u32>,
+    next: u32,
+    live: BTreeSet<u32>,
+}
+
+impl Records {
+    fn take(&mut self, max: u32) -> Option<u32> {
+        let h = match self.free.pop() {
+            Some(h) => h,
+            None if self.next < max => {
+                self.next += 1;
+                self.next - 1
+            }
+            None => return None,
+        };
+        self.live.insert(h);
+        Some(h)
+    }
+
+    fn give_back(&mut self, h: u32) {
+        if self.live.remove(&h) {
+            self.free.push(h);
+        }
+    }
+}
+
+/// A COCHANNEL as the kernel holds it.
+#[derive(Debug)]
+pub struct ChannelObject {
+    spec: ChannelSpec,
+    sender_rw: OwnedFd,
+    sender_ro: OwnedFd,
+    receiver_rw: OwnedFd,
+    receiver_ro: OwnedFd,
+    ring: Ring,
+    send_records: Records,
+    recv_records: Records,
+    departed: Totals,
+}
+
+fn internal(e: impl std::fmt::Display) -> KernelError {
+    KernelError::Internal(e.to_string())
+}
+
+impl ChannelObject {
+    /// Creates and initializes the segments of a channel for `name`.
+    pub fn create(
+        name: &Name,
+        spec: ChannelSpec,
+        max_holders: u32,
+    ) -> Result<ChannelObject, KernelError> {
+        let geo = Geometry {
+            slot_size: spec.slot_size,
+            slots: spec.slots,
+            max_holders,
+        };
+        geo.validate()
+            .map_err(|e| KernelError::InvalidArgument(e.to_string()))?;
+        let s_len = geo.sender_segment_len();
+        let r_len = geo.receiver_segment_len();
+        let sender_rw =
+            memfd::create_segment(&format!("comesg{name}:send"), s_len as u64).map_err(internal)?;
+        let receiver_rw =
+            memfd::create_segment(&format!("comesg{name}:recv"), r_len as u64).map_err(internal)?;
+        let sender_ro = memfd::reopen_read_only(&sender_rw).map_err(internal)?;
+        let receiver_ro = memfd::reopen_read_only(&receiver_rw).map_err(internal)?;
+        let ring = Ring::new(
+            geo,
+            Mapping::map(&sender_rw, s_len, Access::ReadWrite).map_err(internal)?,
+            Mapping::map(&receiver_rw, r_len, Access::ReadWrite).map_err(internal)?,
+        )
+        .map_err(internal)?;
+        ring.initialize().map_err(internal)?;
+        Ok(ChannelObject {
+            spec,
+            sender_rw,
+            sender_ro,
+            receiver_rw,
+            receiver_ro,
+            ring,
+            send_records: Records::default(),
+            recv_records: Records::default(),
+            departed: Totals::default(),
+        })
+    }
+
+    /// The channel's shape.
+    pub fn spec(&self) -> ChannelSpec {
+        self.spec
+    }
+
+    /// Holder records per side.
+    pub fn max_holders(&self) -> u32 {
+        self.ring.geometry().max_holders
+    }
+
+    /// Assigns holder records for a new handle with `rights`.
+    pub fn attach(&mut self, rights: Rights) -> Result<Attachment, KernelError> {
+        let max = self.max_holders();
+        let full = || KernelError::Limit(format!("{max} holders per side of one channel"));
+        let mut att = Attachment::default();
+        if rights.contains(Rights::SEND) {
+            let h = self.send_records.take(max).ok_or_else(full)?;
+            let _ = self.ring.reset_holder(Side::Send, h);
+            att.send = Some(h);
+        }
+        if rights.contains(Rights::RECV) {
+            match self.recv_records.take(max) {
+                Some(h) => {
+                    let _ = self.ring.reset_holder(Side::Recv, h);
+                    att.recv = Some(h);
+                }
+                None => {
+                    if let Some(h) = att.send {
+                        self.send_records.give_back(h);
+                    }
+                    return Err(full());
+                }
+            }
+        }
+        Ok(att)
+    }
+
+    /// The two fds a handle with `rights` receives: sender segment, receiver
+    /// segment; each writable only for the side the rights allow.
+    pub fn fds_for(&self, rights: Rights) -> Result<Vec<OwnedFd>, KernelError> {
+        let s = if rights.contains(Rights::SEND) {
+            &self.sender_rw
+        } else {
+            &self.sender_ro
+        };
+        let r = if rights.contains(Rights::RECV) {
+            &self.receiver_rw
+        } else {
+            &self.receiver_ro
+        };
+        Ok(vec![
+            s.try_clone().map_err(internal)?,
+            r.try_clone().map_err(internal)?,
+        ])
+    }
+
+    /// Releases a handle's records: finishes any slot it left claimed
+    /// (counting the message as lost), keeps its counters in the totals, and
+    /// frees the records for reuse. Returns the messages lost.
+    pub fn detach(&mut self, att: Attachment) -> u64 {
+        let mut lost = 0;
+        if let Some(h) = att.send {
+            let c = self.ring.holder_counters(Side::Send, h);
+            self.departed.sent_msgs += c.msgs;
+            self.departed.sent_bytes += c.bytes;
+            lost += self.ring.repair_holder(Side::Send, h).unwrap_or(0);
+            let _ = self.ring.reset_holder(Side::Send, h);
+            self.send_records.give_back(h);
+        }
+        if let Some(h) = att.recv {
+            let c = self.ring.holder_counters(Side::Recv, h);
+            self.departed.received_msgs += c.msgs;
+            self.departed.received_bytes += c.bytes;
+            lost += self.ring.repair_holder(Side::Recv, h).unwrap_or(0);
+            let _ = self.ring.reset_holder(Side::Recv, h);
+            self.recv_records.give_back(h);
+        }
+        self.departed.lost += lost;
+        lost
+    }
+
+    /// Totals so far, departed holders and live ones together.
+    pub fn totals(&self) -> Totals {
+        let mut t = self.departed;
+        for &h in &self.send_records.live {
+            let c = self.ring.holder_counters(Side::Send, h);
+            t.sent_msgs += c.msgs;
+            t.sent_bytes += c.bytes;
+        }
+        for &h in &self.recv_records.live {
+            let c = self.ring.holder_counters(Side::Recv, h);
+            t.received_msgs += c.msgs;
+            t.received_bytes += c.bytes;
+        }
+        t
+    }
+
+    /// Ring positions and depth.
+    pub fn ring_stats(&self) -> RingStats {
+        self.ring.stats()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attach_detach_reuses_records_and_limits_them() {
+        let name = Name::try_from("/t").unwrap();
+        let mut ch = ChannelObject::create(
+            &name,
+            ChannelSpec {
+                slot_size: 8,
+                slots: 4,
+            },
+            2,
+        )
+        .unwrap();
+        let a = ch.attach(Rights::ALL).unwrap();
+        let b = ch.attach(Rights::SEND).unwrap();
+        assert!(matches!(
+            ch.attach(Rights::SEND),
+            Err(KernelError::Limit(_))
+        ));
+        ch.detach(b);
+        let c = ch.attach(Rights::SEND).unwrap();
+        assert_eq!(c.send, b.send);
+        assert_eq!(ch.fds_for(Rights::RECV).unwrap().len(), 2);
+        ch.detach(a);
+        ch.detach(c);
+        assert_eq!(ch.totals(), Totals::default());
+    }
+}

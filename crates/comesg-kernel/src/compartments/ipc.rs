@@ -1,0 +1,180 @@
+//! The port table: objects, their holders and reference counts.
+//!
+//! Every handle is one reference. An object is destroyed when its last
+//! reference goes, unless it is persistent and still named; a persistent
+//! object lives with no holders until it is unlinked.
+
+use std::collections::{BTreeMap, HashMap};
+
+use comesg_proto::{HandleId, KernelError, Name, Rights};
+
+use super::channel::{Attachment, ChannelObject};
+
+/// An object's number in the table (never reused).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ObjectId(pub u64);
+
+/// A connection's number (never reused).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ClientId(pub u64);
+
+/// One reference to an object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HolderInfo {
+    /// Holding process.
+    pub pid: u32,
+    /// Rights of the handle.
+    pub rights: Rights,
+    /// Its records in the channel's segments.
+    pub attachment: Attachment,
+}
+
+/// A port object.
+#[derive(Debug)]
+pub struct Object {
+    /// Its name, until unlinked.
+    pub name: Option<Name>,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// Permission bits.
+    pub mode: u32,
+    /// Lives with no holders until unlinked.
+    pub persistent: bool,
+    /// The channel itself.
+    pub channel: ChannelObject,
+    holders: BTreeMap<(ClientId, HandleId), HolderInfo>,
+}
+
+impl Object {
+    /// A new object with no holders.
+    pub fn new(
+        name: Name,
+        uid: u32,
+        gid: u32,
+        mode: u32,
+        persistent: bool,
+        channel: ChannelObject,
+    ) -> Object {
+        Object {
+            name: Some(name),
+            uid,
+            gid,
+            mode: mode & 0o777,
+            persistent,
+            channel,
+            holders: BTreeMap::new(),
+        }
+    }
+
+    /// Number of references.
+    pub fn refs(&self) -> usize {
+        self.holders.len()
+    }
+
+    /// Every reference.
+    pub fn holders(&self) -> impl Iterator<Item = &HolderInfo> {
+        self.holders.values()
+    }
+
+    fn doomed(&self) -> bool {
+        self.holders.is_empty() && (!self.persistent || self.name.is_none())
+    }
+}
+
+/// What releasing a reference did.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Released {
+    /// Messages the holder left half-done, now counted lost.
+    pub lost: u64,
+    /// The object was destroyed; if it was still named, this is the name
+    /// that is now dead.
+    pub destroyed: Option<Option<Name>>,
+}
+
+/// The table of objects.
+#[derive(Debug, Default)]
+pub struct Ports {
+    objects: HashMap<ObjectId, Object>,
+    next: u64,
+}
+
+impl Ports {
+    /// Adds an object.
+    pub fn insert(&mut self, obj: Object) -> ObjectId {
+        self.next += 1;
+        let id = ObjectId(self.next);
+        self.objects.insert(id, obj);
+        id
+    }
+
+    /// Looks an object up.
+    pub fn get(&self, id: ObjectId) -> Option<&Object> {
+        self.objects.get(&id)
+    }
+
+    /// Number of live objects.
+    pub fn len(&self) -> usize {
+        self.objects.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.objects.is_empty()
+    }
+
+    /// Adds a reference held by `handle` of `client`.
+    pub fn hold(
+        &mut self,
+        id: ObjectId,
+        client: ClientId,
+        handle: HandleId,
+        pid: u32,
+        rights: Rights,
+    ) -> Result<Attachment, KernelError> {
+        let obj = self
+            .objects
+            .get_mut(&id)
+            .ok_or_else(|| KernelError::Internal("object vanished".into()))?;
+        let attachment = obj.channel.attach(rights)?;
+        obj.holders.insert(
+            (client, handle),
+            HolderInfo {
+                pid,
+                rights,
+                attachment,
+            },
+        );
+        Ok(attachment)
+    }
+
+    /// Drops a reference, destroying the object if it was the last one.
+    pub fn release(&mut self, id: ObjectId, client: ClientId, handle: HandleId) -> Released {
+        let Some(obj) = self.objects.get_mut(&id) else {
+            return Released::default();
+        };
+        let mut out = Released::default();
+        if let Some(h) = obj.holders.remove(&(client, handle)) {
+            out.lost = obj.channel.detach(h.attachment);
+        }
+        if obj.doomed() {
+            out.destroyed = self.objects.remove(&id).map(|o| o.name);
+        }
+        out
+    }
+
+    /// Forgets an object's name (it was unlinked); destroys it if nobody
+    /// holds it. Returns whether it was destroyed.
+    pub fn unname(&mut self, id: ObjectId) -> bool {
+        let Some(obj) = self.objects.get_mut(&id) else {
+            return false;
+        };
+        obj.name = None;
+        if obj.doomed() {
+            self.objects.remove(&id);
+            return true;
+        }
+        false
+    }
+}

@@ -1,0 +1,686 @@
+//! The microkernel's request handler: one decoded request from one client in,
+//! one reply (and the fds it grants) out. It ties the compartments together
+//! and does no I/O, so tests and fuzzers drive it directly.
+
+use std::collections::{BTreeMap, HashMap};
+
+use comesg_proto::{
+    Entry, EntryKind, HandleId, Holder, KernelError, Listing, Name, PortGrant, PortKind, PortSpec,
+    Reply, Request, Rights, VERSION,
+};
+use comesg_sys::OwnedFd;
+
+use crate::compartments::channel::ChannelObject;
+use crate::compartments::ipc::{ClientId, Object, ObjectId, Ports};
+use crate::compartments::names::{Names, NodeKind};
+use crate::compartments::{allowed, Cred, Perm};
+
+/// Bounds that keep one client from exhausting the kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Most connected clients.
+    pub max_clients: usize,
+    /// Most live objects.
+    pub max_objects: usize,
+    /// Most open handles per connection.
+    pub max_handles_per_client: usize,
+    /// Holder records per side of each channel.
+    pub max_holders_per_channel: u32,
+    /// Entries per listing page.
+    pub list_page: usize,
+    /// Holders shown per entry in a listing.
+    pub list_holders: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_clients: 16_384,
+            max_objects: 65_536,
+            max_handles_per_client: 65_536,
+            max_holders_per_channel: 4096,
+            list_page: 64,
+            list_holders: 32,
+        }
+    }
+}
+
+/// The result of one request.
+#[derive(Debug)]
+pub struct Outcome {
+    /// The reply to send.
+    pub reply: Reply,
+    /// Fds to send with it.
+    pub fds: Vec<OwnedFd>,
+    /// Close the connection after replying.
+    pub close: bool,
+}
+
+impl Outcome {
+    fn reply(reply: Reply) -> Outcome {
+        Outcome {
+            reply,
+            fds: Vec::new(),
+            close: false,
+        }
+    }
+    fn error(e: KernelError) -> Outcome {
+        Outcome::reply(Reply::Error(e))
+    }
+}
+
+/// What a client's departure released.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Departure {
+    /// Handles it still held.
+    pub handles: usize,
+    /// Messages it left half-done (now counted lost).
+    pub lost: u64,
+    /// Objects destroyed because it held the last reference.
+    pub destroyed: usize,
+}
+
+#[derive(Debug)]
+struct Client {
+    cred: Cred,
+    greeted: bool,
+    handles: BTreeMap<HandleId, ObjectId>,
+    next_handle: u64,
+}
+
+/// All of the microkernel's tables.
+#[derive(Debug)]
+pub struct State {
+    names: Names,
+    ports: Ports,
+    clients: HashMap<ClientId, Client>,
+    limits: Limits,
+}
+
+impl State {
+    /// An empty kernel whose root namespace belongs to `uid`/`gid`.
+    pub fn new(uid: u32, gid: u32, limits: Limits) -> State {
+        State {
+            names: Names::new(uid, gid, 0o755),
+            ports: Ports::default(),
+            clients: HashMap::new(),
+            limits,
+        }
+    }
+
+    /// Registers a new connection.
+    pub fn connect(&mut self, id: ClientId, cred: Cred) -> Result<(), KernelError> {
+        if self.clients.len() >= self.limits.max_clients {
+            return Err(KernelError::Limit(format!(
+                "{} clients",
+                self.limits.max_clients
+            )));
+        }
+        self.clients.insert(
+            id,
+            Client {
+                cred,
+                greeted: false,
+                handles: BTreeMap::new(),
+                next_handle: 0,
+            },
+        );
+        Ok(())
+    }
+
+    /// Releases everything a connection held (it closed or its process died).
+    pub fn disconnect(&mut self, id: ClientId) -> Departure {
+        let Some(client) = self.clients.remove(&id) else {
+            return Departure::default();
+        };
+        let mut d = Departure {
+            handles: client.handles.len(),
+            ..Departure::default()
+        };
+        for (handle, obj) in client.handles {
+            let (lost, destroyed) = self.release(id, handle, obj);
+            d.lost += lost;
+            d.destroyed += destroyed as usize;
+        }
+        d
+    }
+
+    /// Whether no client is connected and no object exists.
+    pub fn is_idle(&self) -> bool {
+        self.clients.is_empty() && self.ports.is_empty()
+    }
+
+    /// Number of connected clients.
+    pub fn clients(&self) -> usize {
+        self.clients.len()
+    }
+
+    /// Number of live objects.
+    pub fn objects(&self) -> usize {
+        self.ports.len()
+    }
+
+    fn release(&mut self, client: ClientId, handle: HandleId, obj: ObjectId) -> (u64, bool) {
+        let r = self.ports.release(obj, client, handle);
+        let destroyed = r.destroyed.is_some();
+        if let Some(Some(name)) = r.destroyed {
+            self.names.mark_dead(&name, obj);
+        }
+        (r.lost, destroyed)
+    }
+
+    /// Handles one request from client `id`.
+    pub fn handle(&mut self, id: ClientId, request: Request) -> Outcome {
+        let Some(client) = self.clients.get_mut(&id) else {
+            return Outcome {
+                close: true,
+                ..Outcome::error(KernelError::Internal("unknown client".into()))
+            };
+        };
+        let cred = client.cred;
+        if !client.greeted {
+            return match request {
+                Request::Hello { version, .. } if version == VERSION => {
+                    client.greeted = true;
+                    Outcome::reply(Reply::Welcome {
+                        version: VERSION,
+                        kernel_pid: comesg_sys::process::pid(),
+                    })
+                }
+                Request::Hello { version, .. } => Outcome {
+                    close: true,
+                    ..Outcome::error(KernelError::Version {
+                        kernel: VERSION,
+                        client: version,
+                    })
+                },
+                _ => Outcome::error(KernelError::HelloFirst),
+            };
+        }
+        let result = match request {
+            Request::Hello { .. } => Err(KernelError::InvalidArgument("already greeted".into())),
+            Request::Ping => Ok(Outcome::reply(Reply::Pong)),
+            Request::Create {
+                name,
+                spec,
+                rights,
+                mode,
+                persistent,
+                exclusive,
+            } => self.create(id, cred, name, spec, rights, mode, persistent, exclusive),
+            Request::Open { name, rights } => self.open(id, cred, &name, rights),
+            Request::Close { handle } => self.close(id, handle),
+            Request::Unlink { name } => self.unlink(cred, &name),
+            Request::Mkdir { name, mode } => self
+                .names
+                .mkdir(&name, cred, mode)
+                .map(|_| Outcome::reply(Reply::Done)),
+            Request::List { name, offset } => self.list(cred, &name, offset as usize),
+        };
+        result.unwrap_or_else(Outcome::error)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn create(
+        &mut self,
+        id: ClientId,
+        cred: Cred,
+        name: Name,
+        spec: PortSpec,
+        rights: Rights,
+        mode: u32,
+        persistent: bool,
+        exclusive: bool,
+    ) -> Result<Outcome, KernelError> {
+        check_rights(rights)?;
+        match self.names.prepare_create(&name, cred)? {
+            Some(NodeKind::Object(_)) if exclusive => Err(KernelError::Exists(name)),
+            Some(NodeKind::Object(_)) => self.open(id, cred, &name, rights),
+            Some(NodeKind::Namespace) => Err(KernelError::IsANamespace(name)),
+            Some(NodeKind::Dead) | None => {
+                if self.ports.len() >= self.limits.max_objects {
+                    return Err(KernelError::Limit(format!(
+                        "{} objects",
+                        self.limits.max_objects
+                    )));
+                }
+                self.check_handle_limit(id)?;
+                let PortSpec::Channel(ch) = spec;
+                let channel =
+                    ChannelObject::create(&name, ch, self.limits.max_holders_per_channel)?;
+                let obj = self.ports.insert(Object::new(
+                    name.clone(),
+                    cred.uid,
+                    cred.gid,
+                    mode,
+                    persistent,
+                    channel,
+                ));
+                self.names.bind(name, obj, cred, mode);
+                // The creator gets the rights it asked for, whatever the mode
+                // (as open(2) with O_CREAT does).
+                let out = self.grant(id, cred, obj, rights, true);
+                if out.is_err() {
+                    if let Some(n) = self.ports.get(obj).and_then(|o| o.name.clone()) {
+                        self.names.mark_dead(&n, obj);
+                    }
+                    self.ports.unname(obj);
+                }
+                out
+            }
+        }
+    }
+
+    fn check_handle_limit(&self, id: ClientId) -> Result<(), KernelError> {
+        match self.clients.get(&id) {
+            Some(c) if c.handles.len() >= self.limits.max_handles_per_client => {
+                Err(KernelError::Limit(format!(
+                    "{} handles per connection",
+                    self.limits.max_handles_per_client
+                )))
+            }
+            Some(_) => Ok(()),
+            None => Err(KernelError::Internal("unknown client".into())),
+        }
+    }
+
+    fn open(
+        &mut self,
+        id: ClientId,
+        cred: Cred,
+        name: &Name,
+        rights: Rights,
+    ) -> Result<Outcome, KernelError> {
+        check_rights(rights)?;
+        let obj = self.names.resolve(name, cred)?;
+        let o = self
+            .ports
+            .get(obj)
+            .ok_or_else(|| KernelError::DeadName(name.clone()))?;
+        for (right, perm) in [(Rights::SEND, Perm::Write), (Rights::RECV, Perm::Read)] {
+            if rights.contains(right) && !allowed(cred, o.uid, o.gid, o.mode, perm) {
+                let need = if right == Rights::SEND {
+                    "send (w)"
+                } else {
+                    "receive (r)"
+                };
+                return Err(KernelError::PermissionDenied {
+                    name: name.clone(),
+                    need: need.into(),
+                });
+            }
+        }
+        self.check_handle_limit(id)?;
+        self.grant(id, cred, obj, rights, false)
+    }
+
+    fn grant(
+        &mut self,
+        id: ClientId,
+        cred: Cred,
+        obj: ObjectId,
+        rights: Rights,
+        created: bool,
+    ) -> Result<Outcome, KernelError> {
+        let client = self
+            .clients
+            .get_mut(&id)
+            .ok_or_else(|| KernelError::Internal("unknown client".into()))?;
+        client.next_handle += 1;
+        let handle = HandleId(client.next_handle);
+        let attachment = self.ports.hold(obj, id, handle, cred.pid, rights)?;
+        let o = self
+            .ports
+            .get(obj)
+            .ok_or_else(|| KernelError::Internal("object vanished".into()))?;
+        let fds = match o.channel.fds_for(rights) {
+            Ok(fds) => fds,
+            Err(e) => {
+                self.release(id, handle, obj);
+                return Err(e);
+            }
+        };
+        let grant = PortGrant {
+            handle,
+            rights,
+            created,
+            channel: o.channel.spec(),
+            max_holders: o.channel.max_holders(),
+            send_holder: attachment.send,
+            recv_holder: attachment.recv,
+        };
+        if let Some(c) = self.clients.get_mut(&id) {
+            c.handles.insert(handle, obj);
+        }
+        Ok(Outcome {
+            reply: Reply::Port(grant),
+            fds,
+            close: false,
+        })
+    }
+
+    fn close(&mut self, id: ClientId, handle: HandleId) -> Result<Outcome, KernelError> {
+        let client = self
+            .clients
+            .get_mut(&id)
+            .ok_or_else(|| KernelError::Internal("unknown client".into()))?;
+        let obj = client
+            .handles
+            .remove(&handle)
+            .ok_or(KernelError::NoSuchHandle(handle))?;
+        self.release(id, handle, obj);
+        Ok(Outcome::reply(Reply::Done))
+    }
+
+    fn unlink(&mut self, cred: Cred, name: &Name) -> Result<Outcome, KernelError> {
+        if let Some(obj) = self.names.unlink(name, cred)? {
+            self.ports.unname(obj);
+        }
+        Ok(Outcome::reply(Reply::Done))
+    }
+
+    fn list(&self, cred: Cred, name: &Name, offset: usize) -> Result<Outcome, KernelError> {
+        let (page, more) = self.names.list(name, cred, offset, self.limits.list_page)?;
+        let entries = page
+            .into_iter()
+            .map(|(n, node)| self.entry(n, node.kind, node.uid, node.gid, node.mode))
+            .collect();
+        let next = more.then_some((offset + self.limits.list_page) as u32);
+        Ok(Outcome::reply(Reply::Listing(Listing { entries, next })))
+    }
+
+    fn entry(&self, name: Name, kind: NodeKind, uid: u32, gid: u32, mode: u32) -> Entry {
+        let obj = match kind {
+            NodeKind::Namespace => return Entry::bare(name, EntryKind::Namespace, uid, gid, mode),
+            NodeKind::Dead => return Entry::bare(name, EntryKind::Dead, uid, gid, mode),
+            NodeKind::Object(id) => id,
+        };
+        let Some(o) = self.ports.get(obj) else {
+            return Entry::bare(name, EntryKind::Dead, uid, gid, mode);
+        };
+        let t = o.channel.totals();
+        let mut e = Entry::bare(name, EntryKind::Port(PortKind::Channel), uid, gid, mode);
+        e.persistent = o.persistent;
+        e.refs = o.refs() as u32;
+        e.holders = o
+            .holders()
+            .take(self.limits.list_holders)
+            .map(|h| Holder {
+                pid: h.pid,
+                rights: h.rights,
+            })
+            .collect();
+        e.channel = Some(o.channel.spec());
+        e.depth = o.channel.ring_stats().depth;
+        e.sent_msgs = t.sent_msgs;
+        e.sent_bytes = t.sent_bytes;
+        e.received_msgs = t.received_msgs;
+        e.received_bytes = t.received_bytes;
+        e.lost = t.lost;
+        e
+    }
+}
+
+fn check_rights(rights: Rights) -> Result<(), KernelError> {
+    if rights.is_empty() || !rights.is_subset_of(Rights::ALL) {
+        return Err(KernelError::InvalidArgument(
+            "a port handle needs SEND, RECV or both".into(),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use comesg_proto::ChannelSpec;
+
+    const ME: Cred = Cred {
+        pid: 100,
+        uid: 1000,
+        gid: 1000,
+    };
+    const OTHER: Cred = Cred {
+        pid: 200,
+        uid: 1001,
+        gid: 1001,
+    };
+
+    fn n(s: &str) -> Name {
+        Name::try_from(s).unwrap()
+    }
+
+    fn create(name: &str, persistent: bool) -> Request {
+        Request::Create {
+            name: n(name),
+            spec: PortSpec::Channel(ChannelSpec {
+                slot_size: 64,
+                slots: 8,
+            }),
+            rights: Rights::ALL,
+            mode: 0o600,
+            persistent,
+            exclusive: true,
+        }
+    }
+
+    fn greeted(s: &mut State, id: u64, cred: Cred) -> ClientId {
+        let c = ClientId(id);
+        s.connect(c, cred).unwrap();
+        let out = s.handle(
+            c,
+            Request::Hello {
+                version: VERSION,
+                client: "t".into(),
+            },
+        );
+        assert!(matches!(out.reply, Reply::Welcome { .. }));
+        c
+    }
+
+    fn handle_of(out: Outcome) -> HandleId {
+        match out.reply {
+            Reply::Port(g) => {
+                assert_eq!(out.fds.len(), 2);
+                g.handle
+            }
+            r => panic!("expected a port, got {r:?}"),
+        }
+    }
+
+    fn kind(s: &mut State, c: ClientId, name: &str) -> EntryKind {
+        match s
+            .handle(
+                c,
+                Request::List {
+                    name: n(name),
+                    offset: 0,
+                },
+            )
+            .reply
+        {
+            Reply::Listing(l) => l.entries[0].kind,
+            r => panic!("{r:?}"),
+        }
+    }
+
+    #[test]
+    fn handshake_comes_first_and_checks_the_version() {
+        let mut s = State::new(1000, 1000, Limits::default());
+        s.connect(ClientId(1), ME).unwrap();
+        assert_eq!(
+            s.handle(ClientId(1), Request::Ping).reply,
+            Reply::Error(KernelError::HelloFirst)
+        );
+        let out = s.handle(
+            ClientId(1),
+            Request::Hello {
+                version: VERSION + 1,
+                client: "x".into(),
+            },
+        );
+        assert!(out.close);
+        assert!(matches!(
+            out.reply,
+            Reply::Error(KernelError::Version { .. })
+        ));
+    }
+
+    #[test]
+    fn last_close_destroys_and_the_name_goes_dead_then_revives() {
+        let mut s = State::new(1000, 1000, Limits::default());
+        let a = greeted(&mut s, 1, ME);
+        let b = greeted(&mut s, 2, ME);
+        let h = handle_of(s.handle(a, create("/app/ch", false)));
+        let h2 = handle_of(s.handle(
+            b,
+            Request::Open {
+                name: n("/app/ch"),
+                rights: Rights::RECV,
+            },
+        ));
+        assert!(matches!(
+            s.handle(a, create("/app/ch", false)).reply,
+            Reply::Error(KernelError::Exists(_))
+        ));
+        assert_eq!(s.handle(a, Request::Close { handle: h }).reply, Reply::Done);
+        assert_eq!(
+            kind(&mut s, a, "/app/ch"),
+            EntryKind::Port(PortKind::Channel)
+        );
+        assert_eq!(
+            s.disconnect(b),
+            Departure {
+                handles: 1,
+                lost: 0,
+                destroyed: 1
+            }
+        );
+        assert_eq!(kind(&mut s, a, "/app/ch"), EntryKind::Dead);
+        assert_eq!(
+            s.handle(
+                a,
+                Request::Open {
+                    name: n("/app/ch"),
+                    rights: Rights::RECV
+                }
+            )
+            .reply,
+            Reply::Error(KernelError::DeadName(n("/app/ch")))
+        );
+        handle_of(s.handle(a, create("/app/ch", false)));
+        assert_eq!(
+            s.handle(a, Request::Close { handle: h2 }).reply,
+            Reply::Error(KernelError::NoSuchHandle(h2))
+        );
+    }
+
+    #[test]
+    fn persistent_objects_outlive_holders_until_unlinked() {
+        let mut s = State::new(1000, 1000, Limits::default());
+        let a = greeted(&mut s, 1, ME);
+        handle_of(s.handle(a, create("/p", true)));
+        s.disconnect(a);
+        assert_eq!(s.objects(), 1);
+        let b = greeted(&mut s, 2, ME);
+        let h = handle_of(s.handle(
+            b,
+            Request::Open {
+                name: n("/p"),
+                rights: Rights::SEND,
+            },
+        ));
+        assert_eq!(
+            s.handle(b, Request::Unlink { name: n("/p") }).reply,
+            Reply::Done
+        );
+        assert_eq!(s.objects(), 1, "still held");
+        s.handle(b, Request::Close { handle: h });
+        assert_eq!(s.objects(), 0);
+        assert!(matches!(
+            s.handle(
+                b,
+                Request::List {
+                    name: n("/p"),
+                    offset: 0
+                }
+            )
+            .reply,
+            Reply::Error(KernelError::NotFound(_))
+        ));
+    }
+
+    #[test]
+    fn modes_decide_who_may_send_and_receive() {
+        let mut s = State::new(1000, 1000, Limits::default());
+        let a = greeted(&mut s, 1, ME);
+        let o = greeted(&mut s, 2, OTHER);
+        s.handle(
+            a,
+            Request::Mkdir {
+                name: n("/shared"),
+                mode: 0o755,
+            },
+        );
+        let mut req = create("/shared/ch", false);
+        if let Request::Create { mode, .. } = &mut req {
+            *mode = 0o624; // others may receive only
+        }
+        handle_of(s.handle(a, req));
+        handle_of(s.handle(
+            o,
+            Request::Open {
+                name: n("/shared/ch"),
+                rights: Rights::RECV,
+            },
+        ));
+        assert!(matches!(
+            s.handle(
+                o,
+                Request::Open {
+                    name: n("/shared/ch"),
+                    rights: Rights::SEND
+                }
+            )
+            .reply,
+            Reply::Error(KernelError::PermissionDenied { .. })
+        ));
+        assert!(matches!(
+            s.handle(o, create("/shared/x", false)).reply,
+            Reply::Error(KernelError::PermissionDenied { .. })
+        ));
+    }
+
+    #[test]
+    fn bad_arguments_are_errors() {
+        let mut s = State::new(1000, 1000, Limits::default());
+        let a = greeted(&mut s, 1, ME);
+        let bad = Request::Create {
+            name: n("/x"),
+            spec: PortSpec::Channel(ChannelSpec {
+                slot_size: 64,
+                slots: 3,
+            }),
+            rights: Rights::ALL,
+            mode: 0o600,
+            persistent: false,
+            exclusive: true,
+        };
+        assert!(matches!(
+            s.handle(a, bad).reply,
+            Reply::Error(KernelError::InvalidArgument(_))
+        ));
+        assert!(matches!(
+            s.handle(
+                a,
+                Request::Open {
+                    name: n("/x"),
+                    rights: Rights::NONE
+                }
+            )
+            .reply,
+            Reply::Error(KernelError::InvalidArgument(_))
+        ));
+        assert_eq!(s.objects(), 0);
+    }
+}

@@ -1,0 +1,255 @@
+//! Requests and replies.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{KernelError, Name, Rights};
+
+/// A handle's number on its connection: slot index in the low 32 bits and a
+/// generation in the high 32, so a stale number never names a newer handle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct HandleId(pub u64);
+
+/// A request with the number its reply will carry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestFrame {
+    /// Chosen by the client; echoed in the reply.
+    pub id: u32,
+    /// The request.
+    pub request: Request,
+}
+
+/// A reply to the request with the same `id` (0 when the request could not
+/// be decoded far enough to know it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplyFrame {
+    /// The request's `id`.
+    pub id: u32,
+    /// The reply.
+    pub reply: Reply,
+}
+
+/// What a client asks of the microkernel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    /// First request on every connection.
+    Hello {
+        /// Protocol version the client speaks ([`crate::VERSION`]).
+        version: u32,
+        /// Free-form client name for logs.
+        client: String,
+    },
+    /// Creates a port at `name` (its parent namespaces are created as
+    /// needed) and opens it. Reply: [`Reply::Port`].
+    Create {
+        /// Where.
+        name: Name,
+        /// Kind and shape.
+        spec: PortSpec,
+        /// Rights of the handle returned to the creator.
+        rights: Rights,
+        /// Permission bits (`0o600` style: owner/group/other, `w` = send,
+        /// `r` = receive).
+        mode: u32,
+        /// Lives with no holders until unlinked.
+        persistent: bool,
+        /// Fail with [`KernelError::Exists`] if a live object has the name;
+        /// otherwise open it.
+        exclusive: bool,
+    },
+    /// Opens an existing port. Reply: [`Reply::Port`].
+    Open {
+        /// Which.
+        name: Name,
+        /// Rights wanted; the kernel checks them against the object's mode.
+        rights: Rights,
+    },
+    /// Releases a handle (its reference). Reply: [`Reply::Done`].
+    Close {
+        /// The handle.
+        handle: HandleId,
+    },
+    /// Removes a name. A port with holders lives on, nameless, until the last
+    /// one closes it. Reply: [`Reply::Done`].
+    Unlink {
+        /// Which.
+        name: Name,
+    },
+    /// Creates a namespace. Reply: [`Reply::Done`].
+    Mkdir {
+        /// Where.
+        name: Name,
+        /// Permission bits (`r` = list, `w` = create and unlink, `x` = look up).
+        mode: u32,
+    },
+    /// Lists a namespace's entries (or one object's), a page at a time.
+    /// Reply: [`Reply::Listing`].
+    List {
+        /// Namespace or object.
+        name: Name,
+        /// Index of the first entry wanted.
+        offset: u32,
+    },
+    /// Liveness check. Reply: [`Reply::Pong`].
+    Ping,
+}
+
+/// Kind and shape of a port to create.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PortSpec {
+    /// A COCHANNEL.
+    Channel(ChannelSpec),
+}
+
+/// Shape of a COCHANNEL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelSpec {
+    /// Largest message in bytes.
+    pub slot_size: u32,
+    /// Number of slots (a power of two).
+    pub slots: u32,
+}
+
+/// Kinds of port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PortKind {
+    /// COCHANNEL.
+    Channel,
+}
+
+/// A handle granted by [`Request::Create`] or [`Request::Open`].
+///
+/// For a channel, two fds come with the reply: the sender segment, then the
+/// receiver segment, each writable only if the rights allow that side.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortGrant {
+    /// The new handle.
+    pub handle: HandleId,
+    /// Its rights.
+    pub rights: Rights,
+    /// Whether the request created the object (rather than opening it).
+    pub created: bool,
+    /// Shape of the channel.
+    pub channel: ChannelSpec,
+    /// Holder records per side in the segments.
+    pub max_holders: u32,
+    /// This handle's record index on the sending side, with SEND.
+    pub send_holder: Option<u32>,
+    /// This handle's record index on the receiving side, with RECV.
+    pub recv_holder: Option<u32>,
+}
+
+/// The microkernel's answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Reply {
+    /// Handshake accepted.
+    Welcome {
+        /// Protocol version of the kernel.
+        version: u32,
+        /// The kernel's pid.
+        kernel_pid: u32,
+    },
+    /// A handle was granted (fds follow as ancillary data).
+    Port(PortGrant),
+    /// Done.
+    Done,
+    /// A page of a listing.
+    Listing(Listing),
+    /// Answer to [`Request::Ping`].
+    Pong,
+    /// The request failed.
+    Error(KernelError),
+}
+
+/// A page of entries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Listing {
+    /// Entries, sorted by name.
+    pub entries: Vec<Entry>,
+    /// Offset of the next page, if there is one.
+    pub next: Option<u32>,
+}
+
+/// What a name refers to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EntryKind {
+    /// A namespace.
+    Namespace,
+    /// A live port.
+    Port(PortKind),
+    /// A dead name: its object is gone; creating it again succeeds.
+    Dead,
+}
+
+/// A process holding a handle to an object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Holder {
+    /// Its pid.
+    pub pid: u32,
+    /// Rights of its handle.
+    pub rights: Rights,
+}
+
+/// One line of a listing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// Full name.
+    pub name: Name,
+    /// What it is.
+    pub kind: EntryKind,
+    /// Owner uid.
+    pub uid: u32,
+    /// Group gid.
+    pub gid: u32,
+    /// Permission bits.
+    pub mode: u32,
+    /// Lives with no holders.
+    pub persistent: bool,
+    /// Handles open on it.
+    pub refs: u32,
+    /// Who holds them.
+    pub holders: Vec<Holder>,
+    /// Shape, for channels.
+    pub channel: Option<ChannelSpec>,
+    /// Messages waiting.
+    pub depth: u64,
+    /// Messages sent.
+    pub sent_msgs: u64,
+    /// Bytes sent.
+    pub sent_bytes: u64,
+    /// Messages received.
+    pub received_msgs: u64,
+    /// Bytes received.
+    pub received_bytes: u64,
+    /// Messages lost because a holder died mid-operation.
+    pub lost: u64,
+}
+
+impl Entry {
+    /// An entry with no statistics.
+    pub fn bare(name: Name, kind: EntryKind, uid: u32, gid: u32, mode: u32) -> Entry {
+        Entry {
+            name,
+            kind,
+            uid,
+            gid,
+            mode,
+            persistent: false,
+            refs: 0,
+            holders: Vec::new(),
+            channel: None,
+            depth: 0,
+            sent_msgs: 0,
+            sent_bytes: 0,
+            received_msgs: 0,
+            received_bytes: 0,
+            lost: 0,
+        }
+    }
+}
+
+impl Reply {
+    /// Wraps an error.
+    pub fn error(e: KernelError) -> Reply {
+        Reply::Error(e)
+    }
+}

@@ -1,0 +1,294 @@
+//! COCHANNEL handles: the data path, in the caller's own process.
+
+use std::time::{Duration, Instant};
+
+use comesg_proto::{Entry, HandleId, Name, PortGrant, Rights};
+use comesg_shm::channel::{blocking, Geometry, Ring, RingError};
+use comesg_sys::mapping::{Access, Mapping};
+use comesg_sys::OwnedFd;
+
+pub use comesg_shm::channel::{RecvSlot, SendLoan};
+
+use crate::{Connection, Error, RecvError, SendError};
+
+/// A handle to a COCHANNEL: a bounded ring of fixed-size slots in shared
+/// memory, many senders and many receivers, each message received by exactly
+/// one receiver.
+///
+/// Sending and receiving run entirely in this process: no system call unless
+/// a side has to sleep (spin first, then futex). Rights are enforced by the
+/// mappings: without SEND the message data is mapped read-only, without RECV
+/// the receivers' state is.
+///
+/// Dropping the handle releases its reference in the kernel.
+#[derive(Debug)]
+pub struct Channel {
+    ring: Ring,
+    conn: Connection,
+    handle: HandleId,
+    name: Name,
+    rights: Rights,
+    send_holder: Option<u32>,
+    recv_holder: Option<u32>,
+}
+
+impl Channel {
+    pub(crate) fn attach(
+        conn: Connection,
+        name: Name,
+        g: PortGrant,
+        fds: Vec<OwnedFd>,
+    ) -> Result<Channel, Error> {
+        let geo = Geometry {
+            slot_size: g.channel.slot_size,
+            slots: g.channel.slots,
+            max_holders: g.max_holders,
+        };
+        // If anything below fails, dropping `release` gives the handle back.
+        let release = Release {
+            conn: &conn,
+            handle: Some(g.handle),
+        };
+        geo.validate().map_err(|e| Error::Protocol(e.to_string()))?;
+        let [s, r]: [OwnedFd; 2] = fds
+            .try_into()
+            .map_err(|v: Vec<_>| Error::Protocol(format!("expected 2 fds, got {}", v.len())))?;
+        let access = |right| {
+            if g.rights.contains(right) {
+                Access::ReadWrite
+            } else {
+                Access::ReadOnly
+            }
+        };
+        let s = Mapping::map(&s, geo.sender_segment_len(), access(Rights::SEND))?;
+        let r = Mapping::map(&r, geo.receiver_segment_len(), access(Rights::RECV))?;
+        let ring = Ring::new(geo, s, r).map_err(|e| Error::Protocol(e.to_string()))?;
+        std::mem::forget(release);
+        Ok(Channel {
+            ring,
+            conn,
+            handle: g.handle,
+            name,
+            rights: g.rights,
+            send_holder: g.send_holder,
+            recv_holder: g.recv_holder,
+        })
+    }
+
+    /// The channel's name when it was opened.
+    pub fn name(&self) -> &Name {
+        &self.name
+    }
+
+    /// This handle's rights.
+    pub fn rights(&self) -> Rights {
+        self.rights
+    }
+
+    /// Largest message in bytes.
+    pub fn slot_size(&self) -> usize {
+        self.ring.geometry().slot_size as usize
+    }
+
+    /// Number of slots.
+    pub fn slots(&self) -> usize {
+        self.ring.geometry().slots as usize
+    }
+
+    fn sender(&self) -> Result<u32, SendError> {
+        self.send_holder.ok_or(SendError::NoRight)
+    }
+
+    fn receiver(&self) -> Result<u32, RecvError> {
+        self.recv_holder.ok_or(RecvError::NoRight)
+    }
+
+    fn send_until(&self, msg: &[u8], deadline: Option<Instant>) -> Result<(), SendError> {
+        let h = self.sender()?;
+        if msg.len() > self.slot_size() {
+            return Err(SendError::TooLong {
+                len: msg.len(),
+                slot_size: self.slot_size() as u32,
+            });
+        }
+        let mut claim = blocking::claim_send(&self.ring, h, deadline)?;
+        self.ring.write(&mut claim, msg)?;
+        Ok(self.ring.publish(claim, msg.len())?)
+    }
+
+    /// Sends one message, waiting while the channel is full.
+    pub fn send(&self, msg: &[u8]) -> Result<(), SendError> {
+        self.send_until(msg, None)
+    }
+
+    /// Sends one message, waiting at most `timeout` for a free slot.
+    pub fn send_timeout(&self, msg: &[u8], timeout: Duration) -> Result<(), SendError> {
+        self.send_until(msg, Some(Instant::now() + timeout))
+    }
+
+    /// Sends one message if a slot is free now ([`SendError::Full`] otherwise).
+    pub fn try_send(&self, msg: &[u8]) -> Result<(), SendError> {
+        let h = self.sender()?;
+        Ok(self.ring.try_send(h, msg)?)
+    }
+
+    /// Loans a free slot for writing a message in place (zero copy), waiting
+    /// while the channel is full. Write into [`SendLoan::as_mut_slice`], then
+    /// [`SendLoan::send`]; dropping the loan sends nothing.
+    ///
+    /// ```no_run
+    /// # let conn = comesg::Connection::connect_default()?;
+    /// # let ch = conn.open_channel("/demo", comesg::Rights::SEND)?;
+    /// let mut loan = ch.loan()?;
+    /// let n = {
+    ///     let buf = loan.as_mut_slice();
+    ///     buf[..5].copy_from_slice(b"hello");
+    ///     5
+    /// };
+    /// loan.send(n)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn loan(&self) -> Result<SendLoan<'_>, SendError> {
+        self.loan_until(None)
+    }
+
+    /// Like [`Channel::loan`] but gives up after `timeout`.
+    pub fn loan_timeout(&self, timeout: Duration) -> Result<SendLoan<'_>, SendError> {
+        self.loan_until(Some(Instant::now() + timeout))
+    }
+
+    /// Like [`Channel::loan`] but does not wait.
+    pub fn try_loan(&self) -> Result<SendLoan<'_>, SendError> {
+        let h = self.sender()?;
+        Ok(SendLoan::new(&self.ring, self.ring.try_claim_send(h)?))
+    }
+
+    fn loan_until(&self, deadline: Option<Instant>) -> Result<SendLoan<'_>, SendError> {
+        let h = self.sender()?;
+        Ok(SendLoan::new(
+            &self.ring,
+            blocking::claim_send(&self.ring, h, deadline)?,
+        ))
+    }
+
+    fn recv_until(&self, buf: &mut [u8], deadline: Option<Instant>) -> Result<usize, RecvError> {
+        let slot = self.slot_until(deadline)?;
+        let n = slot.len().min(buf.len());
+        buf[..n].copy_from_slice(&slot[..n]);
+        let len = slot.len();
+        slot.release().map_err(RecvError::from)?;
+        Ok(len)
+    }
+
+    /// Receives one message into `buf`, waiting until one arrives; returns
+    /// its length. If the message is longer than `buf`, the rest is dropped
+    /// (as `recv(2)` does for datagrams); a buffer of [`Channel::slot_size`]
+    /// bytes always suffices.
+    pub fn recv(&self, buf: &mut [u8]) -> Result<usize, RecvError> {
+        self.recv_until(buf, None)
+    }
+
+    /// Like [`Channel::recv`] but gives up after `timeout`.
+    pub fn recv_timeout(&self, buf: &mut [u8], timeout: Duration) -> Result<usize, RecvError> {
+        self.recv_until(buf, Some(Instant::now() + timeout))
+    }
+
+    /// Like [`Channel::recv`] but returns [`RecvError::Empty`] at once when
+    /// no message is waiting.
+    pub fn try_recv(&self, buf: &mut [u8]) -> Result<usize, RecvError> {
+        let h = self.receiver()?;
+        Ok(self.ring.try_recv(h, buf)?)
+    }
+
+    /// Receives one message as a new `Vec`.
+    pub fn recv_vec(&self) -> Result<Vec<u8>, RecvError> {
+        let slot = self.slot_until(None)?;
+        let v = slot.to_vec();
+        slot.release()?;
+        Ok(v)
+    }
+
+    fn slot_until(&self, deadline: Option<Instant>) -> Result<RecvSlot<'_>, RecvError> {
+        let h = self.receiver()?;
+        Ok(RecvSlot::new(
+            &self.ring,
+            blocking::claim_recv(&self.ring, h, deadline)?,
+        ))
+    }
+
+    /// Receives one message in place (zero copy): the slot stays claimed
+    /// until the returned guard is dropped. Waits until a message arrives.
+    pub fn recv_in_place(&self) -> Result<RecvSlot<'_>, RecvError> {
+        self.slot_until(None)
+    }
+
+    /// Like [`Channel::recv_in_place`] but gives up after `timeout`.
+    pub fn recv_in_place_timeout(&self, timeout: Duration) -> Result<RecvSlot<'_>, RecvError> {
+        self.slot_until(Some(Instant::now() + timeout))
+    }
+
+    /// Like [`Channel::recv_in_place`] but does not wait.
+    pub fn try_recv_in_place(&self) -> Result<RecvSlot<'_>, RecvError> {
+        let h = self.receiver()?;
+        Ok(RecvSlot::new(&self.ring, self.ring.try_claim_recv(h)?))
+    }
+
+    /// The mappings of the sender and receiver segments. Not for normal use:
+    /// tests use it to show that the operating system refuses writes a
+    /// handle has no right to make.
+    #[doc(hidden)]
+    pub fn segments(&self) -> (&Mapping, &Mapping) {
+        self.ring.segments()
+    }
+
+    /// Messages waiting, read from shared memory.
+    pub fn depth(&self) -> u64 {
+        self.ring.stats().depth
+    }
+
+    /// The kernel's view of this channel (references, holders, totals), if
+    /// it still has a name.
+    pub fn stats(&self) -> Result<Entry, Error> {
+        let mut v = self.conn.list(self.name.as_str())?;
+        v.pop()
+            .ok_or_else(|| Error::Protocol("empty listing".into()))
+    }
+
+    /// Closes the handle, reporting whether the kernel acknowledged it
+    /// (dropping closes too, silently).
+    pub fn close(mut self) -> Result<(), Error> {
+        let r = self.conn.close_handle(self.handle);
+        self.handle = CLOSED;
+        r
+    }
+}
+
+/// Handle numbers start at 1; 0 marks a handle already closed.
+const CLOSED: HandleId = HandleId(0);
+
+impl Drop for Channel {
+    fn drop(&mut self) {
+        if self.handle != CLOSED {
+            let _ = self.conn.close_handle(self.handle);
+        }
+    }
+}
+
+struct Release<'a> {
+    conn: &'a Connection,
+    handle: Option<HandleId>,
+}
+
+impl Drop for Release<'_> {
+    fn drop(&mut self) {
+        if let Some(h) = self.handle.take() {
+            let _ = self.conn.close_handle(h);
+        }
+    }
+}
+
+impl From<RingError> for Error {
+    fn from(e: RingError) -> Self {
+        Error::Protocol(e.to_string())
+    }
+}

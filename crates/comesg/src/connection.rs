@@ -1,0 +1,285 @@
+//! A connection to the microkernel: the control path.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use comesg_proto::{
+    decode_reply, encode_request, ChannelSpec, Entry, HandleId, Name, PortSpec, Reply, ReplyFrame,
+    Request, RequestFrame, Rights, MAX_FRAME, VERSION,
+};
+use comesg_sys::{seqpacket, AsFd, OwnedFd};
+
+use crate::channel::Channel;
+use crate::Error;
+
+/// How long a control request may wait for the kernel's reply before the
+/// call fails (the kernel answers in microseconds; this only catches a hung
+/// or stopped kernel).
+pub const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Debug)]
+struct Inner {
+    fd: Mutex<OwnedFd>,
+    next_id: AtomicU32,
+    kernel_pid: u32,
+    socket: PathBuf,
+}
+
+/// A connection to the comesg microkernel. Cheap to clone (shared); every
+/// handle opened through it keeps it alive.
+///
+/// ```no_run
+/// use comesg::{Connection, ChannelOptions};
+/// let conn = Connection::connect_default()?;
+/// let ch = conn.create_channel("/demo/hello", ChannelOptions::default())?;
+/// ch.send(b"hello")?;
+/// let mut buf = [0u8; 64];
+/// let n = ch.recv(&mut buf)?;
+/// assert_eq!(&buf[..n], b"hello");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct Connection {
+    inner: Arc<Inner>,
+}
+
+/// How to create a channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChannelOptions {
+    /// Largest message in bytes.
+    pub slot_size: u32,
+    /// Number of slots (a power of two).
+    pub slots: u32,
+    /// Rights of the creator's handle.
+    pub rights: Rights,
+    /// Permission bits: `w` lets others send, `r` lets them receive.
+    pub mode: u32,
+    /// Lives with no holders until unlinked.
+    pub persistent: bool,
+    /// Fail if the name exists (otherwise open the existing channel).
+    pub exclusive: bool,
+}
+
+impl Default for ChannelOptions {
+    fn default() -> Self {
+        ChannelOptions {
+            slot_size: 256,
+            slots: 256,
+            rights: Rights::ALL,
+            mode: 0o600,
+            persistent: false,
+            exclusive: false,
+        }
+    }
+}
+
+fn name(s: &str) -> Result<Name, Error> {
+    Name::try_from(s)
+        .map_err(|e| Error::Kernel(comesg_proto::KernelError::InvalidArgument(e.to_string())))
+}
+
+impl Connection {
+    /// Connects to the kernel at the default socket path (see
+    /// [`comesg_kernel::default_socket_path`]).
+    pub fn connect_default() -> Result<Connection, Error> {
+        Connection::connect(&comesg_kernel::default_socket_path())
+    }
+
+    /// Connects to the kernel listening at `socket`.
+    pub fn connect(socket: &Path) -> Result<Connection, Error> {
+        let err = |source| Error::Connect {
+            path: socket.to_owned(),
+            source,
+        };
+        let fd = seqpacket::connect(socket).map_err(err)?;
+        seqpacket::set_timeouts(fd.as_fd(), Some(REPLY_TIMEOUT)).map_err(err)?;
+        let mut conn = Connection {
+            inner: Arc::new(Inner {
+                fd: Mutex::new(fd),
+                next_id: AtomicU32::new(1),
+                kernel_pid: 0,
+                socket: socket.to_owned(),
+            }),
+        };
+        let client = std::env::args().next().unwrap_or_default();
+        match conn.request(Request::Hello {
+            version: VERSION,
+            client,
+        })? {
+            (Reply::Welcome { kernel_pid, .. }, _) => {
+                if let Some(inner) = Arc::get_mut(&mut conn.inner) {
+                    inner.kernel_pid = kernel_pid;
+                }
+                Ok(conn)
+            }
+            (other, _) => Err(Error::Protocol(format!("expected Welcome, got {other:?}"))),
+        }
+    }
+
+    /// Connects to the kernel at `socket`, starting one in the background
+    /// (`kernel_exe kernel --socket SOCKET --idle-exit SECS`) if none answers.
+    /// A kernel started this way exits by itself after `idle_exit` with no
+    /// clients and no objects. Two callers racing here share one kernel.
+    pub fn connect_or_start(
+        socket: &Path,
+        kernel_exe: &Path,
+        idle_exit: Duration,
+    ) -> Result<Connection, Error> {
+        if let Ok(c) = Connection::connect(socket) {
+            return Ok(c);
+        }
+        let log = socket.with_extension("log");
+        crate::autostart::spawn_kernel(kernel_exe, socket, idle_exit, &log)?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match Connection::connect(socket) {
+                Ok(c) => return Ok(c),
+                Err(e) if Instant::now() >= deadline => return Err(e),
+                Err(_) => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
+    }
+
+    /// The socket this connection uses.
+    pub fn socket(&self) -> &Path {
+        &self.inner.socket
+    }
+
+    /// The kernel's pid.
+    pub fn kernel_pid(&self) -> u32 {
+        self.inner.kernel_pid
+    }
+
+    /// Sends one request and waits for its reply (and the fds it carries).
+    pub fn request(&self, request: Request) -> Result<(Reply, Vec<OwnedFd>), Error> {
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let bytes = encode_request(&RequestFrame { id, request });
+        let fd = self.inner.fd.lock().unwrap_or_else(|p| p.into_inner());
+        seqpacket::send(fd.as_fd(), &bytes, &[]).map_err(gone)?;
+        let mut buf = vec![0u8; MAX_FRAME];
+        loop {
+            let rec = seqpacket::recv(fd.as_fd(), &mut buf)
+                .map_err(gone)?
+                .ok_or(Error::KernelGone)?;
+            if rec.truncated {
+                return Err(Error::Protocol("reply larger than a frame".into()));
+            }
+            let ReplyFrame { id: got, reply } =
+                decode_reply(&buf[..rec.len]).map_err(|e| Error::Protocol(e.to_string()))?;
+            if got == id {
+                return Ok((reply, rec.fds));
+            }
+            if got == 0 {
+                if let Reply::Error(e) = reply {
+                    return Err(Error::Kernel(e));
+                }
+            }
+            // A reply to an earlier request whose caller gave up: skip it.
+        }
+    }
+
+    fn expect_done(&self, request: Request) -> Result<(), Error> {
+        match self.request(request)? {
+            (Reply::Done, _) => Ok(()),
+            (Reply::Error(e), _) => Err(Error::Kernel(e)),
+            (other, _) => Err(Error::Protocol(format!("expected Done, got {other:?}"))),
+        }
+    }
+
+    /// Creates a COCHANNEL at `path` (or opens it, unless `exclusive`).
+    pub fn create_channel(&self, path: &str, opts: ChannelOptions) -> Result<Channel, Error> {
+        let request = Request::Create {
+            name: name(path)?,
+            spec: PortSpec::Channel(ChannelSpec {
+                slot_size: opts.slot_size,
+                slots: opts.slots,
+            }),
+            rights: opts.rights,
+            mode: opts.mode,
+            persistent: opts.persistent,
+            exclusive: opts.exclusive,
+        };
+        self.port(path, request)
+    }
+
+    /// Opens the COCHANNEL at `path` with `rights`.
+    pub fn open_channel(&self, path: &str, rights: Rights) -> Result<Channel, Error> {
+        self.port(
+            path,
+            Request::Open {
+                name: name(path)?,
+                rights,
+            },
+        )
+    }
+
+    fn port(&self, path: &str, request: Request) -> Result<Channel, Error> {
+        match self.request(request)? {
+            (Reply::Port(grant), fds) => Channel::attach(self.clone(), name(path)?, grant, fds),
+            (Reply::Error(e), _) => Err(Error::Kernel(e)),
+            (other, _) => Err(Error::Protocol(format!("expected Port, got {other:?}"))),
+        }
+    }
+
+    /// Releases a handle. Channels do this when dropped.
+    pub(crate) fn close_handle(&self, handle: HandleId) -> Result<(), Error> {
+        self.expect_done(Request::Close { handle })
+    }
+
+    /// Removes a name; a port still held lives on until its last handle closes.
+    pub fn unlink(&self, path: &str) -> Result<(), Error> {
+        self.expect_done(Request::Unlink { name: name(path)? })
+    }
+
+    /// Creates a namespace.
+    pub fn mkdir(&self, path: &str, mode: u32) -> Result<(), Error> {
+        self.expect_done(Request::Mkdir {
+            name: name(path)?,
+            mode,
+        })
+    }
+
+    /// Lists a namespace's entries (or one object), every page.
+    pub fn list(&self, path: &str) -> Result<Vec<Entry>, Error> {
+        let name = name(path)?;
+        let mut out = Vec::new();
+        let mut offset = 0;
+        loop {
+            match self.request(Request::List {
+                name: name.clone(),
+                offset,
+            })? {
+                (Reply::Listing(l), _) => {
+                    out.extend(l.entries);
+                    match l.next {
+                        Some(n) if n > offset => offset = n,
+                        _ => return Ok(out),
+                    }
+                }
+                (Reply::Error(e), _) => return Err(Error::Kernel(e)),
+                (other, _) => {
+                    return Err(Error::Protocol(format!("expected Listing, got {other:?}")))
+                }
+            }
+        }
+    }
+
+    /// Checks that the kernel answers.
+    pub fn ping(&self) -> Result<(), Error> {
+        match self.request(Request::Ping)? {
+            (Reply::Pong, _) => Ok(()),
+            (other, _) => Err(Error::Protocol(format!("expected Pong, got {other:?}"))),
+        }
+    }
+}
+
+fn gone(e: std::io::Error) -> Error {
+    match e.kind() {
+        std::io::ErrorKind::BrokenPipe
+        | std::io::ErrorKind::ConnectionReset
+        | std::io::ErrorKind::NotConnected => Error::KernelGone,
+        _ => Error::Io(e),
+    }
+}

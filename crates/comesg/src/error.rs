@@ -1,0 +1,119 @@
+//! Errors of the client library: one enum per kind of operation.
+
+use std::io;
+use std::path::PathBuf;
+
+use comesg_proto::KernelError;
+use comesg_shm::channel::blocking::WaitError;
+use comesg_shm::channel::RingError;
+
+/// A control operation (connect, create, open, list, close...) failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// No microkernel answered on the socket.
+    #[error("cannot reach the comesg microkernel at {path}: {source}")]
+    Connect {
+        /// The socket path.
+        path: PathBuf,
+        /// The cause.
+        source: io::Error,
+    },
+    /// The microkernel closed the connection (it exited or was killed).
+    #[error("the comesg microkernel closed the connection")]
+    KernelGone,
+    /// The microkernel refused the request.
+    #[error(transparent)]
+    Kernel(#[from] KernelError),
+    /// The microkernel's answer made no sense (wrong version, wrong fds).
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    /// A system call failed.
+    #[error("I/O error: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// A send failed; nothing was sent.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SendError {
+    /// Every slot is full (non-blocking forms only).
+    #[error("channel is full")]
+    Full,
+    /// The channel stayed full until the timeout.
+    #[error("timed out waiting for a free slot")]
+    TimedOut,
+    /// The message is longer than a slot.
+    #[error("message of {len} bytes exceeds the {slot_size}-byte slot")]
+    TooLong {
+        /// Message length.
+        len: usize,
+        /// Slot size.
+        slot_size: u32,
+    },
+    /// The handle lacks the SEND right.
+    #[error("this handle has no SEND right")]
+    NoRight,
+    /// A peer corrupted the channel's shared state.
+    #[error("channel state corrupt: {0}")]
+    Corrupt(&'static str),
+}
+
+/// A receive failed; nothing was received.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RecvError {
+    /// No message is waiting (non-blocking forms only).
+    #[error("channel is empty")]
+    Empty,
+    /// No message came before the timeout.
+    #[error("timed out waiting for a message")]
+    TimedOut,
+    /// The handle lacks the RECV right.
+    #[error("this handle has no RECV right")]
+    NoRight,
+    /// A peer corrupted the channel's shared state (the message, if any, is lost).
+    #[error("channel state corrupt: {0}")]
+    Corrupt(&'static str),
+}
+
+impl From<RingError> for SendError {
+    fn from(e: RingError) -> Self {
+        match e {
+            RingError::Full => SendError::Full,
+            RingError::TooLong { len, slot_size } => SendError::TooLong { len, slot_size },
+            RingError::NoRight(_) => SendError::NoRight,
+            RingError::Empty => SendError::Corrupt("empty on send"),
+            RingError::Corrupt(c) => SendError::Corrupt(c),
+        }
+    }
+}
+
+impl From<WaitError> for SendError {
+    fn from(e: WaitError) -> Self {
+        match e {
+            WaitError::TimedOut => SendError::TimedOut,
+            WaitError::Ring(r) => r.into(),
+        }
+    }
+}
+
+impl From<RingError> for RecvError {
+    fn from(e: RingError) -> Self {
+        match e {
+            RingError::Empty => RecvError::Empty,
+            RingError::NoRight(_) => RecvError::NoRight,
+            RingError::Full | RingError::TooLong { .. } => RecvError::Corrupt("full on receive"),
+            RingError::Corrupt(c) => RecvError::Corrupt(c),
+        }
+    }
+}
+
+impl From<WaitError> for RecvError {
+    fn from(e: WaitError) -> Self {
+        match e {
+            WaitError::TimedOut => RecvError::TimedOut,
+            WaitError::Ring(r) => r.into(),
+        }
+    }
+}

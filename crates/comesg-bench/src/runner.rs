@@ -292,7 +292,7 @@ fn memcpy_row(size: usize, budget: Duration) -> ThroughputRow {
     }
 }
 
-fn machine(cpus: Option<(usize, usize)>) -> String {
+fn machine(cpus: Option<(usize, usize)>, n: usize) -> String {
     let model = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|s| {
@@ -301,7 +301,6 @@ fn machine(cpus: Option<(usize, usize)>) -> String {
                 .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
         })
         .unwrap_or_else(|| "unknown cpu".into());
-    let n = comesg_sys::process::allowed_cpus().len();
     let pin = match cpus {
         Some((a, b)) => format!("processes pinned to cpu {a} and {b}"),
         None => "one cpu: processes not pinned".into(),
@@ -346,7 +345,7 @@ pub fn run(cfg: &BenchConfig) -> io::Result<Report> {
     };
     let overhead = clock_overhead();
     let mut report = Report {
-        machine: machine(cpus),
+        machine: machine(cpus, allowed.len()),
         ..Report::default()
     };
 

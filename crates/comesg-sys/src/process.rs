@@ -38,7 +38,7 @@ pub fn allowed_cpus() -> Vec<usize> {
 pub fn raise_nofile_limit() -> io::Result<u64> {
     let mut lim = process::getrlimit(Resource::Nofile);
     lim.current = lim.maximum;
-    process::setrlimit(Resource::Nofile, lim.clone())?;
+    process::setrlimit(Resource::Nofile, lim)?;
     Ok(lim.current.unwrap_or(u64::MAX))
 }
 

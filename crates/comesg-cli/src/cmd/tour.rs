@@ -1,6 +1,16 @@
-//! `comesg tour`: to be filled in.
+//! `comesg tour`: what comesg is, shown in one minute with real processes.
+//!
+//! It connects to the microkernel (starting one if none runs), creates a
+//! channel, starts two sender and two receiver processes on it, shows
+//! `comesg ls` while they hold it, checks that every message arrived exactly
+//! once, and ends with a short benchmark against the baselines.
 
-use std::process::ExitCode;
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::time::Instant;
+
+use comesg::ChannelOptions;
 
 use super::Outcome;
 use crate::SocketArg;
@@ -8,10 +18,179 @@ use crate::SocketArg;
 /// Arguments of `comesg tour`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
+    /// Messages each sender sends.
+    #[arg(long, default_value_t = 100_000)]
+    messages: u64,
+    /// Skip the closing benchmark.
+    #[arg(long)]
+    no_bench: bool,
     #[command(flatten)]
     socket: SocketArg,
 }
 
-pub fn run(_a: Args) -> Outcome {
-    Ok(ExitCode::SUCCESS)
+fn peer(
+    exe: &std::path::Path,
+    socket: &std::path::Path,
+    args: &[&str],
+) -> std::io::Result<(Child, BufReader<std::process::ChildStdout>)> {
+    let mut child = Command::new(exe)
+        .arg("__peer")
+        .args(args)
+        .arg("--socket")
+        .arg(socket)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let out = child
+        .stdout
+        .take()
+        .ok_or_else(|| std::io::Error::other("no stdout"))?;
+    let mut out = BufReader::new(out);
+    let mut line = String::new();
+    out.read_line(&mut line)?;
+    if line.trim() != "ready" {
+        return Err(std::io::Error::other(format!(
+            "peer did not start: {line:?}"
+        )));
+    }
+    Ok((child, out))
+}
+
+pub fn run(a: Args) -> Outcome {
+    let exe = std::env::current_exe()?;
+    let socket = a.socket.path();
+    let fresh = comesg::Connection::connect(&socket).is_err();
+    let conn = a.socket.connect()?;
+    println!("== comesg tour ==\n");
+    println!(
+        "microkernel: pid {} on {} ({})",
+        conn.kernel_pid(),
+        socket.display(),
+        if fresh {
+            "just started it; it exits by itself when idle"
+        } else {
+            "already running"
+        }
+    );
+    let me = std::process::id();
+    let ns = format!("/tour/{me}");
+    let path = format!("{ns}/jobs");
+    let ch = conn.create_channel(
+        &path,
+        ChannelOptions {
+            slot_size: 64,
+            slots: 1024,
+            exclusive: true,
+            ..Default::default()
+        },
+    )?;
+    println!(
+        "created COCHANNEL {path}: {} slots of {} bytes, in two shared segments\n",
+        ch.slots(),
+        ch.slot_size()
+    );
+
+    println!("starting 2 receivers and 2 senders, each its own process...");
+    let sock = socket.clone();
+    let mut receivers = Vec::new();
+    for _ in 0..2 {
+        let (child, out) = peer(&exe, &sock, &["seq-recv", &path, "--idle", "1.5"])?;
+        // Drain each receiver's output as it comes, or its pipe fills and
+        // it stops receiving.
+        let reader = std::thread::spawn(move || out.lines().collect::<Result<Vec<String>, _>>());
+        receivers.push((child, reader));
+    }
+    let count = a.messages.to_string();
+    let mut senders = Vec::new();
+    for id in 0..2 {
+        senders.push(
+            peer(
+                &exe,
+                &sock,
+                &[
+                    "seq-send",
+                    &path,
+                    "--id",
+                    &id.to_string(),
+                    "--count",
+                    &count,
+                ],
+            )?
+            .0,
+        );
+    }
+    println!("\n$ comesg ls {ns}   (while they run)");
+    print!("{}", super::ls::table(&conn.list(&ns)?));
+
+    let t = Instant::now();
+    for mut s in senders {
+        let st = s.wait()?;
+        if !st.success() {
+            return Err(format!("a sender failed: {st}").into());
+        }
+    }
+    let sent_in = t.elapsed();
+    let mut seen = HashSet::new();
+    let mut dupes = 0u64;
+    let mut per = Vec::new();
+    for (mut child, reader) in receivers {
+        let mut n = 0u64;
+        let lines = reader
+            .join()
+            .map_err(|_| "receiver output thread panicked")??;
+        for line in lines {
+            let mut it = line.split_whitespace();
+            if let (Some(id), Some(seq)) = (it.next(), it.next()) {
+                if id == "done" {
+                    continue;
+                }
+                if !seen.insert((id.to_string(), seq.to_string())) {
+                    dupes += 1;
+                }
+                n += 1;
+            }
+        }
+        child.wait()?;
+        per.push(n);
+    }
+    let total = 2 * a.messages;
+    println!(
+        "\nsenders sent {total} messages in {:.0} ms; receivers got {} and {} (anycast: each message to exactly one)",
+        sent_in.as_secs_f64() * 1e3,
+        per[0],
+        per[1]
+    );
+    let ok = seen.len() as u64 == total && dupes == 0;
+    println!(
+        "every message received exactly once: {} ({} distinct, {} duplicates)",
+        if ok { "yes" } else { "NO" },
+        seen.len(),
+        dupes
+    );
+    let e = ch.stats()?;
+    println!(
+        "kernel's counters: sent {} received {} lost {}",
+        e.sent_msgs, e.received_msgs, e.lost
+    );
+    drop(ch);
+    let _ = conn.unlink(&path);
+    let _ = conn.unlink(&ns);
+
+    if !a.no_bench {
+        println!("\n== a short benchmark (two processes, pinned; full run: comesg bench) ==");
+        let cfg = comesg_bench::BenchConfig {
+            exe,
+            long: false,
+            short: true,
+            progress: false,
+        };
+        let report = comesg_bench::run(&cfg)?;
+        print!("{}", report.table());
+    }
+    println!("\nnext: `comesg create /app/q`, then `comesg send /app/q hello` in one terminal and `comesg recv /app/q` in another.");
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

@@ -224,7 +224,7 @@ impl Ring {
     // ---- word accessors: offsets come only from the trusted geometry ----
 
     fn word64(m: &Mapping, off: usize) -> &AtomicU64 {
-        debug_assert!(off % 8 == 0 && off + 8 <= m.len());
+        debug_assert!(off.is_multiple_of(8) && off + 8 <= m.len());
         // SAFETY: `off` is 8-aligned and inside the mapping (asserted above and
         // guaranteed by the geometry checked in `new`); the mapping lives as
         // long as `&self`; AtomicU64 has no invalid bit patterns, and loads on
@@ -233,7 +233,7 @@ impl Ring {
     }
 
     fn word32(m: &Mapping, off: usize) -> &AtomicU32 {
-        debug_assert!(off % 4 == 0 && off + 4 <= m.len());
+        debug_assert!(off.is_multiple_of(4) && off + 4 <= m.len());
         // SAFETY: as in `word64`, for a 4-aligned 4-byte word.
         unsafe { &*(m.as_ptr().add(off) as *const AtomicU32) }
     }
@@ -327,7 +327,7 @@ impl Ring {
         while n < FREE_PER_LINE {
             let p = pos.wrapping_add(n);
             let i = (p & self.mask) as usize;
-            if i % FREE_PER_LINE as usize == 0 || self.free(i).load(Acquire) != p {
+            if i.is_multiple_of(FREE_PER_LINE as usize) || self.free(i).load(Acquire) != p {
                 break;
             }
             n += 1;
@@ -362,7 +362,7 @@ impl Ring {
             // Position already taken: our view of `tail` is behind.
             (Full::Claimed(_), Free::For(f)) if f == pos => SendStep::Advance,
             (Full::Done { pos: p, .. }, _)
-                if p.wrapping_sub(pos) < (1 << 60) && (p - pos) % self.cap == 0 =>
+                if p.wrapping_sub(pos) < (1 << 60) && (p - pos).is_multiple_of(self.cap) =>
             {
                 SendStep::Advance
             }
@@ -499,7 +499,7 @@ impl Ring {
             Full::Done { pos: p, skip } if p == pos => RecvStep::Claim { skip },
             Full::Done { pos: p, .. } if p == pos.wrapping_sub(self.cap) => RecvStep::Empty,
             Full::Done { pos: p, .. }
-                if p.wrapping_sub(pos) < (1 << 60) && (p - pos) % self.cap == 0 =>
+                if p.wrapping_sub(pos) < (1 << 60) && (p - pos).is_multiple_of(self.cap) =>
             {
                 RecvStep::Advance
             }

@@ -37,18 +37,8 @@ pub struct SpinLink {
 impl SpinLink {
     /// The end that writes word A (`first`) or word B.
     pub fn new(seg: Mapping, first: bool) -> SpinLink {
-        let (out, inp) = if first {
-            (WORD_A, WORD_B)
-        } else {
-            (WORD_B, WORD_A)
-        };
-        SpinLink {
-            seg,
-            out,
-            inp,
-            sent: 0,
-            seen: 0,
-        }
+        let (out, inp) = if first { (WORD_A, WORD_B) } else { (WORD_B, WORD_A) };
+        SpinLink { seg, out, inp, sent: 0, seen: 0 }
     }
     fn word(&self, i: usize) -> &AtomicU64 {
         &self.seg.words()[i]
@@ -83,18 +73,8 @@ pub struct FutexLink {
 impl FutexLink {
     /// The end that writes word A (`first`) or word B.
     pub fn new(seg: Mapping, first: bool) -> FutexLink {
-        let (out, inp) = if first {
-            (WORD_A, WORD_B)
-        } else {
-            (WORD_B, WORD_A)
-        };
-        FutexLink {
-            seg,
-            out,
-            inp,
-            sent: 0,
-            seen: 0,
-        }
+        let (out, inp) = if first { (WORD_A, WORD_B) } else { (WORD_B, WORD_A) };
+        FutexLink { seg, out, inp, sent: 0, seen: 0 }
     }
     fn word(&self, i: usize) -> &AtomicU32 {
         &self.seg.words32()[i * 2]
@@ -152,11 +132,7 @@ impl Link for SeqpacketLink {
     fn recv(&mut self, buf: &mut [u8]) -> io::Result<()> {
         match seqpacket::recv(self.fd.as_fd(), buf)? {
             Some(r) if r.len == buf.len() => Ok(()),
-            Some(r) => Err(io::Error::other(format!(
-                "short record: {} of {}",
-                r.len,
-                buf.len()
-            ))),
+            Some(r) => Err(io::Error::other(format!("short record: {} of {}", r.len, buf.len()))),
             None => Err(io::ErrorKind::UnexpectedEof.into()),
         }
     }

@@ -82,45 +82,25 @@ pub struct PeerArgs {
 pub const FLAG_SEGMENT: usize = 4096;
 
 fn fd(args: &PeerArgs, i: usize) -> io::Result<comesg_sys::OwnedFd> {
-    let n = *args
-        .fds
-        .get(i)
-        .ok_or_else(|| io::Error::other("missing fd argument"))?;
+    let n = *args.fds.get(i).ok_or_else(|| io::Error::other("missing fd argument"))?;
     inherited_fd(n)
 }
 
 /// Builds this peer's end of the link.
 pub fn link(args: &PeerArgs, first: bool) -> io::Result<Box<dyn Link>> {
     Ok(match args.transport {
-        Transport::Spin => Box::new(SpinLink::new(
-            Mapping::map(fd(args, 0)?, FLAG_SEGMENT, Access::ReadWrite)?,
-            first,
-        )),
-        Transport::Futex => Box::new(FutexLink::new(
-            Mapping::map(fd(args, 0)?, FLAG_SEGMENT, Access::ReadWrite)?,
-            first,
-        )),
-        Transport::Pipe => Box::new(PipeLink {
-            rx: fd(args, 0)?.into(),
-            tx: fd(args, 1)?.into(),
-        }),
+        Transport::Spin => Box::new(SpinLink::new(Mapping::map(fd(args, 0)?, FLAG_SEGMENT, Access::ReadWrite)?, first)),
+        Transport::Futex => {
+            Box::new(FutexLink::new(Mapping::map(fd(args, 0)?, FLAG_SEGMENT, Access::ReadWrite)?, first))
+        }
+        Transport::Pipe => Box::new(PipeLink { rx: fd(args, 0)?.into(), tx: fd(args, 1)?.into() }),
         Transport::Seqpacket => Box::new(SeqpacketLink { fd: fd(args, 0)? }),
         Transport::Cochannel => {
-            let socket = args
-                .socket
-                .clone()
-                .ok_or_else(|| io::Error::other("--socket missing"))?;
+            let socket = args.socket.clone().ok_or_else(|| io::Error::other("--socket missing"))?;
             let conn = Connection::connect(&socket).map_err(io::Error::other)?;
-            let name = |n: &Option<String>| {
-                n.clone()
-                    .ok_or_else(|| io::Error::other("channel name missing"))
-            };
-            let rx = conn
-                .open_channel(&name(&args.rx_name)?, Rights::RECV)
-                .map_err(io::Error::other)?;
-            let tx = conn
-                .open_channel(&name(&args.tx_name)?, Rights::SEND)
-                .map_err(io::Error::other)?;
+            let name = |n: &Option<String>| n.clone().ok_or_else(|| io::Error::other("channel name missing"));
+            let rx = conn.open_channel(&name(&args.rx_name)?, Rights::RECV).map_err(io::Error::other)?;
+            let tx = conn.open_channel(&name(&args.tx_name)?, Rights::SEND).map_err(io::Error::other)?;
             Box::new(ChannelLink { tx, rx })
         }
     })
@@ -140,8 +120,7 @@ pub fn run(args: PeerArgs) -> io::Result<()> {
         let mut cmd = [0u8; 17];
         ctl.read_exact(&mut cmd)?;
         let n = u64::from_le_bytes(cmd[1..9].try_into().unwrap_or_default());
-        let size =
-            (u64::from_le_bytes(cmd[9..17].try_into().unwrap_or_default()) as usize).min(buf.len());
+        let size = (u64::from_le_bytes(cmd[9..17].try_into().unwrap_or_default()) as usize).min(buf.len());
         match cmd[0] {
             CMD_ECHO => {
                 for _ in 0..n {

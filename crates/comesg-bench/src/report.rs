@@ -60,17 +60,12 @@ fn human_size(b: u64) -> String {
 impl Report {
     /// Median round trip of `transport` at `size`.
     pub fn latency_of(&self, transport: &str, size: u64) -> Option<f64> {
-        self.latency
-            .iter()
-            .find(|r| r.transport == transport && r.size == size)
-            .map(|r| r.median_ns)
+        self.latency.iter().find(|r| r.transport == transport && r.size == size).map(|r| r.median_ns)
     }
 
     /// Throughput row of `transport` at `size`.
     pub fn throughput_of(&self, transport: &str, size: u64) -> Option<&ThroughputRow> {
-        self.throughput
-            .iter()
-            .find(|r| r.transport == transport && r.size == size)
+        self.throughput.iter().find(|r| r.transport == transport && r.size == size)
     }
 
     /// The report as one JSON object.
@@ -96,10 +91,8 @@ impl Report {
                 human_size(r.size),
                 human_ns(r.median_ns),
                 human_ns(r.p99_ns),
-                spin.map(|s| format!("{:.2}x", r.median_ns / s))
-                    .unwrap_or_default(),
-                seq.map(|s| format!("{:.1}x", s / r.median_ns))
-                    .unwrap_or_default(),
+                spin.map(|s| format!("{:.2}x", r.median_ns / s)).unwrap_or_default(),
+                seq.map(|s| format!("{:.1}x", s / r.median_ns)).unwrap_or_default(),
             ));
         }
         out.push_str("\nOne-way throughput (second process receives)\n");
@@ -116,10 +109,8 @@ impl Report {
                 human_size(r.size),
                 format!("{:.2} M", r.msgs_per_s / 1e6),
                 r.gb_per_s,
-                pipe.map(|p| format!("{:.2}x", r.gb_per_s / p))
-                    .unwrap_or_default(),
-                mem.map(|m| format!("{:.3}x", r.gb_per_s / m))
-                    .unwrap_or_default(),
+                pipe.map(|p| format!("{:.2}x", r.gb_per_s / p)).unwrap_or_default(),
+                mem.map(|m| format!("{:.3}x", r.gb_per_s / m)).unwrap_or_default(),
             ));
         }
         out

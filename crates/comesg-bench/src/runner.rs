@@ -103,10 +103,7 @@ impl Setup<'_> {
                 let (r2, w2) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
                 child_fds.push(r1);
                 child_fds.push(w2);
-                Box::new(PipeLink {
-                    rx: r2.into(),
-                    tx: w1.into(),
-                })
+                Box::new(PipeLink { rx: r2.into(), tx: w1.into() })
             }
             Transport::Seqpacket => {
                 let (a, b) = seqpacket::pair()?;
@@ -124,25 +121,11 @@ impl Setup<'_> {
                     s if s <= 4096 => 1024,
                     _ => 256,
                 };
-                let opts = ChannelOptions {
-                    slot_size: max_size as u32,
-                    slots,
-                    exclusive: true,
-                    ..Default::default()
-                };
+                let opts = ChannelOptions { slot_size: max_size as u32, slots, exclusive: true, ..Default::default() };
                 let tx = conn.create_channel(&ping, opts).map_err(io::Error::other)?;
-                let back = ChannelOptions {
-                    slot_size: PING.max(max_size.min(4096)) as u32,
-                    slots: 256,
-                    ..opts
-                };
+                let back = ChannelOptions { slot_size: PING.max(max_size.min(4096)) as u32, slots: 256, ..opts };
                 let rx = conn.create_channel(&pong, back).map_err(io::Error::other)?;
-                extra = vec![
-                    "--socket".into(),
-                    self.socket.display().to_string(),
-                    "--rx-name".into(),
-                    ping,
-                ];
+                extra = vec!["--socket".into(), self.socket.display().to_string(), "--rx-name".into(), ping];
                 extra.extend(["--tx-name".into(), pong]);
                 let tx = narrow(tx, &conn, Rights::SEND)?;
                 let rx = narrow(rx, &conn, Rights::RECV)?;
@@ -178,15 +161,9 @@ impl Setup<'_> {
         drop(child_fds);
         drop(ctl_r);
         drop(rdy_w);
-        let mut peer = Peer {
-            child,
-            ctl: ctl_w.into(),
-            ready: rdy_r.into(),
-        };
+        let mut peer = Peer { child, ctl: ctl_w.into(), ready: rdy_r.into() };
         let mut b = [0u8; 1];
-        peer.ready
-            .read_exact(&mut b)
-            .map_err(|e| io::Error::other(format!("{} peer did not start: {e}", t.name())))?;
+        peer.ready.read_exact(&mut b).map_err(|e| io::Error::other(format!("{} peer did not start: {e}", t.name())))?;
         if self.progress {
             eprintln!("  {} ({tag})", t.name());
         }
@@ -215,13 +192,7 @@ fn clock_overhead() -> f64 {
     percentiles(&mut v).0
 }
 
-fn round_trips(
-    link: &mut dyn Link,
-    peer: &mut Peer,
-    n: u64,
-    size: usize,
-    overhead: f64,
-) -> io::Result<(f64, f64)> {
+fn round_trips(link: &mut dyn Link, peer: &mut Peer, n: u64, size: usize, overhead: f64) -> io::Result<(f64, f64)> {
     let mut buf = vec![0u8; size];
     let warm = (n / 10).max(10);
     peer.command(CMD_ECHO, warm + n, size)?;
@@ -255,12 +226,7 @@ fn stream(link: &mut dyn Link, peer: &mut Peer, n: u64, size: usize) -> io::Resu
 }
 
 /// Streams for about `budget`: a short calibration run picks the count.
-fn throughput(
-    link: &mut dyn Link,
-    peer: &mut Peer,
-    size: usize,
-    budget: Duration,
-) -> io::Result<(f64, f64)> {
+fn throughput(link: &mut dyn Link, peer: &mut Peer, size: usize, budget: Duration) -> io::Result<(f64, f64)> {
     let probe = 2000u64;
     let d = stream(link, peer, probe, size)?;
     let per = d.as_secs_f64() / probe as f64;
@@ -311,23 +277,11 @@ fn machine(cpus: Option<(usize, usize)>, n: usize) -> String {
 /// Runs the whole benchmark and returns its report.
 pub fn run(cfg: &BenchConfig) -> io::Result<Report> {
     let plan = if cfg.long {
-        Plan {
-            rt_fast: 1_000_000,
-            rt_slow: 50_000,
-            budget: Duration::from_millis(1500),
-        }
+        Plan { rt_fast: 1_000_000, rt_slow: 50_000, budget: Duration::from_millis(1500) }
     } else if cfg.short {
-        Plan {
-            rt_fast: 50_000,
-            rt_slow: 3_000,
-            budget: Duration::from_millis(120),
-        }
+        Plan { rt_fast: 50_000, rt_slow: 3_000, budget: Duration::from_millis(120) }
     } else {
-        Plan {
-            rt_fast: 200_000,
-            rt_slow: 10_000,
-            budget: Duration::from_millis(300),
-        }
+        Plan { rt_fast: 200_000, rt_slow: 10_000, budget: Duration::from_millis(300) }
     };
     let dir = std::env::temp_dir().join(format!("comesg-bench-{}", comesg_sys::process::pid()));
     let socket = dir.join("kernel.sock");
@@ -337,25 +291,12 @@ pub fn run(cfg: &BenchConfig) -> io::Result<Report> {
     if let Some((mine, _)) = cpus {
         comesg_sys::process::pin_to_cpu(mine)?;
     }
-    let setup = Setup {
-        exe: &cfg.exe,
-        socket: &socket,
-        cpus,
-        progress: cfg.progress,
-    };
+    let setup = Setup { exe: &cfg.exe, socket: &socket, cpus, progress: cfg.progress };
     let overhead = clock_overhead();
-    let mut report = Report {
-        machine: machine(cpus, allowed.len()),
-        ..Report::default()
-    };
+    let mut report = Report { machine: machine(cpus, allowed.len()), ..Report::default() };
 
-    let latency_order = [
-        Transport::Spin,
-        Transport::Futex,
-        Transport::Pipe,
-        Transport::Seqpacket,
-        Transport::Cochannel,
-    ];
+    let latency_order =
+        [Transport::Spin, Transport::Futex, Transport::Pipe, Transport::Seqpacket, Transport::Cochannel];
     for t in latency_order {
         let n = match t {
             Transport::Spin | Transport::Cochannel => plan.rt_fast,
@@ -363,12 +304,7 @@ pub fn run(cfg: &BenchConfig) -> io::Result<Report> {
         };
         let (mut link, mut peer) = setup.start(t, PING, "rt")?;
         let (median_ns, p99_ns) = round_trips(link.as_mut(), &mut peer, n, PING, overhead)?;
-        report.latency.push(LatencyRow {
-            transport: t.name().into(),
-            size: PING as u64,
-            median_ns,
-            p99_ns,
-        });
+        report.latency.push(LatencyRow { transport: t.name().into(), size: PING as u64, median_ns, p99_ns });
     }
     for t in [Transport::Pipe, Transport::Seqpacket, Transport::Cochannel] {
         for size in SIZES {

@@ -15,10 +15,7 @@ pub fn default_socket_path() -> PathBuf {
     if let Some(d) = std::env::var_os("XDG_RUNTIME_DIR").filter(|p| !p.is_empty()) {
         return Path::new(&d).join("comesg").join("kernel.sock");
     }
-    PathBuf::from(format!(
-        "/tmp/comesg-{}/kernel.sock",
-        comesg_sys::process::uid()
-    ))
+    PathBuf::from(format!("/tmp/comesg-{}/kernel.sock", comesg_sys::process::uid()))
 }
 
 /// The lock file beside a socket.
@@ -37,26 +34,16 @@ pub fn prepare_dir(socket: &Path) -> io::Result<()> {
         return Ok(());
     };
     if !dir.exists() {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)?;
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
     }
     let md = std::fs::metadata(dir)?;
     let me = comesg_sys::process::uid();
     let sticky = md.mode() & 0o1000 != 0;
     if md.uid() != me && md.uid() != 0 {
-        return Err(io::Error::other(format!(
-            "{} belongs to uid {}, not to us",
-            dir.display(),
-            md.uid()
-        )));
+        return Err(io::Error::other(format!("{} belongs to uid {}, not to us", dir.display(), md.uid())));
     }
     if md.mode() & 0o022 != 0 && !sticky {
-        return Err(io::Error::other(format!(
-            "{} is writable by others",
-            dir.display()
-        )));
+        return Err(io::Error::other(format!("{} is writable by others", dir.display())));
     }
     Ok(())
 }

@@ -37,11 +37,7 @@ pub struct KernelConfig {
 impl KernelConfig {
     /// A configuration for `socket` with default limits and no idle exit.
     pub fn new(socket: impl Into<PathBuf>) -> KernelConfig {
-        KernelConfig {
-            socket: socket.into(),
-            idle_exit: None,
-            limits: Limits::default(),
-        }
+        KernelConfig { socket: socket.into(), idle_exit: None, limits: Limits::default() }
     }
 }
 
@@ -88,10 +84,7 @@ pub struct Kernel {
 
 impl std::fmt::Debug for Kernel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Kernel")
-            .field("socket", &self.config.socket)
-            .field("clients", &self.conns.len())
-            .finish()
+        f.debug_struct("Kernel").field("socket", &self.config.socket).field("clients", &self.conns.len()).finish()
     }
 }
 
@@ -107,10 +100,7 @@ impl Kernel {
     /// [`StartError::AlreadyRunning`] if another kernel holds the lock.
     pub fn bind(config: KernelConfig) -> Result<Kernel, StartError> {
         let path = config.socket.clone();
-        let io = |source| StartError::Io {
-            path: path.clone(),
-            source,
-        };
+        let io = |source| StartError::Io { path: path.clone(), source };
         paths::prepare_dir(&path).map_err(io)?;
         let lock = LockFile::try_lock(&paths::lock_path(&path))
             .map_err(io)?
@@ -123,11 +113,7 @@ impl Kernel {
         let waker = Waker::new().map_err(io)?;
         poller.add(listener.as_fd(), LISTENER).map_err(io)?;
         poller.add(waker.as_fd(), WAKER).map_err(io)?;
-        let state = State::new(
-            comesg_sys::process::uid(),
-            rustix::process::getgid().as_raw(),
-            config.limits,
-        );
+        let state = State::new(comesg_sys::process::uid(), rustix::process::getgid().as_raw(), config.limits);
         tracing::info!(socket = %path.display(), pid = comesg_sys::process::pid(), "microkernel listening");
         Ok(Kernel {
             config,
@@ -194,10 +180,7 @@ impl Kernel {
     pub fn spawn(config: KernelConfig) -> Result<KernelHandle, StartError> {
         let k = Kernel::bind(config)?;
         let socket = k.config.socket.clone();
-        let stop = k.stopper().map_err(|source| StartError::Io {
-            path: socket.clone(),
-            source,
-        })?;
+        let stop = k.stopper().map_err(|source| StartError::Io { path: socket.clone(), source })?;
         let thread = std::thread::Builder::new()
             .name("comesg-kernel".into())
             .spawn(move || {
@@ -205,15 +188,8 @@ impl Kernel {
                     tracing::error!("microkernel stopped: {e}");
                 }
             })
-            .map_err(|source| StartError::Io {
-                path: socket.clone(),
-                source,
-            })?;
-        Ok(KernelHandle {
-            socket,
-            stop,
-            thread: Some(thread),
-        })
+            .map_err(|source| StartError::Io { path: socket.clone(), source })?;
+        Ok(KernelHandle { socket, stop, thread: Some(thread) })
     }
 
     fn dispatch(&mut self, r: Ready) {
@@ -245,20 +221,13 @@ impl Kernel {
                 }
             };
             let cred = match seqpacket::peer_cred(fd.as_fd()) {
-                Ok(c) => Cred {
-                    pid: c.pid,
-                    uid: c.uid,
-                    gid: c.gid,
-                },
+                Ok(c) => Cred { pid: c.pid, uid: c.uid, gid: c.gid },
                 Err(_) => continue,
             };
             self.next_client += 1;
             let id = ClientId(self.next_client);
             if let Err(e) = self.state.connect(id, cred) {
-                let bytes = encode_reply(&ReplyFrame {
-                    id: 0,
-                    reply: Reply::Error(e),
-                });
+                let bytes = encode_reply(&ReplyFrame { id: 0, reply: Reply::Error(e) });
                 let _ = seqpacket::send(fd.as_fd(), &bytes, &[]);
                 continue;
             }
@@ -311,23 +280,15 @@ impl Kernel {
             let outcome = match outcome {
                 Some(o) => o,
                 None => {
-                    let e = KernelError::TooLarge {
-                        max: MAX_FRAME as u32,
-                    };
-                    let bytes = encode_reply(&ReplyFrame {
-                        id: req_id,
-                        reply: Reply::Error(e),
-                    });
+                    let e = KernelError::TooLarge { max: MAX_FRAME as u32 };
+                    let bytes = encode_reply(&ReplyFrame { id: req_id, reply: Reply::Error(e) });
                     if !self.reply(id, &bytes, &[]) {
                         return;
                     }
                     continue;
                 }
             };
-            let bytes = encode_reply(&ReplyFrame {
-                id: req_id,
-                reply: outcome.reply,
-            });
+            let bytes = encode_reply(&ReplyFrame { id: req_id, reply: outcome.reply });
             let fds: Vec<_> = outcome.fds.iter().map(|f| f.as_fd()).collect();
             if !self.reply(id, &bytes, &fds) {
                 return;

@@ -5,8 +5,8 @@
 use std::collections::{BTreeMap, HashMap};
 
 use comesg_proto::{
-    Entry, EntryKind, HandleId, Holder, KernelError, Listing, Name, PortGrant, PortKind, PortSpec,
-    Reply, Request, Rights, VERSION,
+    Entry, EntryKind, HandleId, Holder, KernelError, Listing, Name, PortGrant, PortKind, PortSpec, Reply, Request,
+    Rights, VERSION,
 };
 use comesg_sys::OwnedFd;
 
@@ -58,11 +58,7 @@ pub struct Outcome {
 
 impl Outcome {
     fn reply(reply: Reply) -> Outcome {
-        Outcome {
-            reply,
-            fds: Vec::new(),
-            close: false,
-        }
+        Outcome { reply, fds: Vec::new(), close: false }
     }
     fn error(e: KernelError) -> Outcome {
         Outcome::reply(Reply::Error(e))
@@ -100,31 +96,15 @@ pub struct State {
 impl State {
     /// An empty kernel whose root namespace belongs to `uid`/`gid`.
     pub fn new(uid: u32, gid: u32, limits: Limits) -> State {
-        State {
-            names: Names::new(uid, gid, 0o755),
-            ports: Ports::default(),
-            clients: HashMap::new(),
-            limits,
-        }
+        State { names: Names::new(uid, gid, 0o755), ports: Ports::default(), clients: HashMap::new(), limits }
     }
 
     /// Registers a new connection.
     pub fn connect(&mut self, id: ClientId, cred: Cred) -> Result<(), KernelError> {
         if self.clients.len() >= self.limits.max_clients {
-            return Err(KernelError::Limit(format!(
-                "{} clients",
-                self.limits.max_clients
-            )));
+            return Err(KernelError::Limit(format!("{} clients", self.limits.max_clients)));
         }
-        self.clients.insert(
-            id,
-            Client {
-                cred,
-                greeted: false,
-                handles: BTreeMap::new(),
-                next_handle: 0,
-            },
-        );
+        self.clients.insert(id, Client { cred, greeted: false, handles: BTreeMap::new(), next_handle: 0 });
         Ok(())
     }
 
@@ -133,10 +113,7 @@ impl State {
         let Some(client) = self.clients.remove(&id) else {
             return Departure::default();
         };
-        let mut d = Departure {
-            handles: client.handles.len(),
-            ..Departure::default()
-        };
+        let mut d = Departure { handles: client.handles.len(), ..Departure::default() };
         for (handle, obj) in client.handles {
             let (lost, destroyed) = self.release(id, handle, obj);
             d.lost += lost;
@@ -172,49 +149,31 @@ impl State {
     /// Handles one request from client `id`.
     pub fn handle(&mut self, id: ClientId, request: Request) -> Outcome {
         let Some(client) = self.clients.get_mut(&id) else {
-            return Outcome {
-                close: true,
-                ..Outcome::error(KernelError::Internal("unknown client".into()))
-            };
+            return Outcome { close: true, ..Outcome::error(KernelError::Internal("unknown client".into())) };
         };
         let cred = client.cred;
         if !client.greeted {
             return match request {
                 Request::Hello { version, .. } if version == VERSION => {
                     client.greeted = true;
-                    Outcome::reply(Reply::Welcome {
-                        version: VERSION,
-                        kernel_pid: comesg_sys::process::pid(),
-                    })
+                    Outcome::reply(Reply::Welcome { version: VERSION, kernel_pid: comesg_sys::process::pid() })
                 }
-                Request::Hello { version, .. } => Outcome {
-                    close: true,
-                    ..Outcome::error(KernelError::Version {
-                        kernel: VERSION,
-                        client: version,
-                    })
-                },
+                Request::Hello { version, .. } => {
+                    Outcome { close: true, ..Outcome::error(KernelError::Version { kernel: VERSION, client: version }) }
+                }
                 _ => Outcome::error(KernelError::HelloFirst),
             };
         }
         let result = match request {
             Request::Hello { .. } => Err(KernelError::InvalidArgument("already greeted".into())),
             Request::Ping => Ok(Outcome::reply(Reply::Pong)),
-            Request::Create {
-                name,
-                spec,
-                rights,
-                mode,
-                persistent,
-                exclusive,
-            } => self.create(id, cred, name, spec, rights, mode, persistent, exclusive),
+            Request::Create { name, spec, rights, mode, persistent, exclusive } => {
+                self.create(id, cred, name, spec, rights, mode, persistent, exclusive)
+            }
             Request::Open { name, rights } => self.open(id, cred, &name, rights),
             Request::Close { handle } => self.close(id, handle),
             Request::Unlink { name } => self.unlink(cred, &name),
-            Request::Mkdir { name, mode } => self
-                .names
-                .mkdir(&name, cred, mode)
-                .map(|_| Outcome::reply(Reply::Done)),
+            Request::Mkdir { name, mode } => self.names.mkdir(&name, cred, mode).map(|_| Outcome::reply(Reply::Done)),
             Request::List { name, offset } => self.list(cred, &name, offset as usize),
         };
         result.unwrap_or_else(Outcome::error)
@@ -239,23 +198,12 @@ impl State {
             Some(NodeKind::Namespace) => Err(KernelError::IsANamespace(name)),
             Some(NodeKind::Dead) | None => {
                 if self.ports.len() >= self.limits.max_objects {
-                    return Err(KernelError::Limit(format!(
-                        "{} objects",
-                        self.limits.max_objects
-                    )));
+                    return Err(KernelError::Limit(format!("{} objects", self.limits.max_objects)));
                 }
                 self.check_handle_limit(id)?;
                 let PortSpec::Channel(ch) = spec;
-                let channel =
-                    ChannelObject::create(&name, ch, self.limits.max_holders_per_channel)?;
-                let obj = self.ports.insert(Object::new(
-                    name.clone(),
-                    cred.uid,
-                    cred.gid,
-                    mode,
-                    persistent,
-                    channel,
-                ));
+                let channel = ChannelObject::create(&name, ch, self.limits.max_holders_per_channel)?;
+                let obj = self.ports.insert(Object::new(name.clone(), cred.uid, cred.gid, mode, persistent, channel));
                 self.names.bind(name, obj, cred, mode);
                 // The creator gets the rights it asked for, whatever the mode
                 // (as open(2) with O_CREAT does).
@@ -274,40 +222,21 @@ impl State {
     fn check_handle_limit(&self, id: ClientId) -> Result<(), KernelError> {
         match self.clients.get(&id) {
             Some(c) if c.handles.len() >= self.limits.max_handles_per_client => {
-                Err(KernelError::Limit(format!(
-                    "{} handles per connection",
-                    self.limits.max_handles_per_client
-                )))
+                Err(KernelError::Limit(format!("{} handles per connection", self.limits.max_handles_per_client)))
             }
             Some(_) => Ok(()),
             None => Err(KernelError::Internal("unknown client".into())),
         }
     }
 
-    fn open(
-        &mut self,
-        id: ClientId,
-        cred: Cred,
-        name: &Name,
-        rights: Rights,
-    ) -> Result<Outcome, KernelError> {
+    fn open(&mut self, id: ClientId, cred: Cred, name: &Name, rights: Rights) -> Result<Outcome, KernelError> {
         check_rights(rights)?;
         let obj = self.names.resolve(name, cred)?;
-        let o = self
-            .ports
-            .get(obj)
-            .ok_or_else(|| KernelError::DeadName(name.clone()))?;
+        let o = self.ports.get(obj).ok_or_else(|| KernelError::DeadName(name.clone()))?;
         for (right, perm) in [(Rights::SEND, Perm::Write), (Rights::RECV, Perm::Read)] {
             if rights.contains(right) && !allowed(cred, o.uid, o.gid, o.mode, perm) {
-                let need = if right == Rights::SEND {
-                    "send (w)"
-                } else {
-                    "receive (r)"
-                };
-                return Err(KernelError::PermissionDenied {
-                    name: name.clone(),
-                    need: need.into(),
-                });
+                let need = if right == Rights::SEND { "send (w)" } else { "receive (r)" };
+                return Err(KernelError::PermissionDenied { name: name.clone(), need: need.into() });
             }
         }
         self.check_handle_limit(id)?;
@@ -322,17 +251,11 @@ impl State {
         rights: Rights,
         created: bool,
     ) -> Result<Outcome, KernelError> {
-        let client = self
-            .clients
-            .get_mut(&id)
-            .ok_or_else(|| KernelError::Internal("unknown client".into()))?;
+        let client = self.clients.get_mut(&id).ok_or_else(|| KernelError::Internal("unknown client".into()))?;
         client.next_handle += 1;
         let handle = HandleId(client.next_handle);
         let attachment = self.ports.hold(obj, id, handle, cred.pid, rights)?;
-        let o = self
-            .ports
-            .get(obj)
-            .ok_or_else(|| KernelError::Internal("object vanished".into()))?;
+        let o = self.ports.get(obj).ok_or_else(|| KernelError::Internal("object vanished".into()))?;
         let fds = match o.channel.fds_for(rights) {
             Ok(fds) => fds,
             Err(e) => {
@@ -352,22 +275,12 @@ impl State {
         if let Some(c) = self.clients.get_mut(&id) {
             c.handles.insert(handle, obj);
         }
-        Ok(Outcome {
-            reply: Reply::Port(grant),
-            fds,
-            close: false,
-        })
+        Ok(Outcome { reply: Reply::Port(grant), fds, close: false })
     }
 
     fn close(&mut self, id: ClientId, handle: HandleId) -> Result<Outcome, KernelError> {
-        let client = self
-            .clients
-            .get_mut(&id)
-            .ok_or_else(|| KernelError::Internal("unknown client".into()))?;
-        let obj = client
-            .handles
-            .remove(&handle)
-            .ok_or(KernelError::NoSuchHandle(handle))?;
+        let client = self.clients.get_mut(&id).ok_or_else(|| KernelError::Internal("unknown client".into()))?;
+        let obj = client.handles.remove(&handle).ok_or(KernelError::NoSuchHandle(handle))?;
         self.release(id, handle, obj);
         Ok(Outcome::reply(Reply::Done))
     }
@@ -381,10 +294,8 @@ impl State {
 
     fn list(&self, cred: Cred, name: &Name, offset: usize) -> Result<Outcome, KernelError> {
         let (page, more) = self.names.list(name, cred, offset, self.limits.list_page)?;
-        let entries = page
-            .into_iter()
-            .map(|(n, node)| self.entry(n, node.kind, node.uid, node.gid, node.mode))
-            .collect();
+        let entries =
+            page.into_iter().map(|(n, node)| self.entry(n, node.kind, node.uid, node.gid, node.mode)).collect();
         let next = more.then_some((offset + self.limits.list_page) as u32);
         Ok(Outcome::reply(Reply::Listing(Listing { entries, next })))
     }
@@ -402,14 +313,8 @@ impl State {
         let mut e = Entry::bare(name, EntryKind::Port(PortKind::Channel), uid, gid, mode);
         e.persistent = o.persistent;
         e.refs = o.refs() as u32;
-        e.holders = o
-            .holders()
-            .take(self.limits.list_holders)
-            .map(|h| Holder {
-                pid: h.pid,
-                rights: h.rights,
-            })
-            .collect();
+        e.holders =
+            o.holders().take(self.limits.list_holders).map(|h| Holder { pid: h.pid, rights: h.rights }).collect();
         e.channel = Some(o.channel.spec());
         e.depth = o.channel.ring_stats().depth;
         e.sent_msgs = t.sent_msgs;
@@ -423,9 +328,7 @@ impl State {
 
 fn check_rights(rights: Rights) -> Result<(), KernelError> {
     if rights.is_empty() || !rights.is_subset_of(Rights::ALL) {
-        return Err(KernelError::InvalidArgument(
-            "a port handle needs SEND, RECV or both".into(),
-        ));
+        return Err(KernelError::InvalidArgument("a port handle needs SEND, RECV or both".into()));
     }
     Ok(())
 }
@@ -435,16 +338,8 @@ mod tests {
     use super::*;
     use comesg_proto::ChannelSpec;
 
-    const ME: Cred = Cred {
-        pid: 100,
-        uid: 1000,
-        gid: 1000,
-    };
-    const OTHER: Cred = Cred {
-        pid: 200,
-        uid: 1001,
-        gid: 1001,
-    };
+    const ME: Cred = Cred { pid: 100, uid: 1000, gid: 1000 };
+    const OTHER: Cred = Cred { pid: 200, uid: 1001, gid: 1001 };
 
     fn n(s: &str) -> Name {
         Name::try_from(s).unwrap()
@@ -453,10 +348,7 @@ mod tests {
     fn create(name: &str, persistent: bool) -> Request {
         Request::Create {
             name: n(name),
-            spec: PortSpec::Channel(ChannelSpec {
-                slot_size: 64,
-                slots: 8,
-            }),
+            spec: PortSpec::Channel(ChannelSpec { slot_size: 64, slots: 8 }),
             rights: Rights::ALL,
             mode: 0o600,
             persistent,
@@ -467,13 +359,7 @@ mod tests {
     fn greeted(s: &mut State, id: u64, cred: Cred) -> ClientId {
         let c = ClientId(id);
         s.connect(c, cred).unwrap();
-        let out = s.handle(
-            c,
-            Request::Hello {
-                version: VERSION,
-                client: "t".into(),
-            },
-        );
+        let out = s.handle(c, Request::Hello { version: VERSION, client: "t".into() });
         assert!(matches!(out.reply, Reply::Welcome { .. }));
         c
     }
@@ -489,16 +375,7 @@ mod tests {
     }
 
     fn kind(s: &mut State, c: ClientId, name: &str) -> EntryKind {
-        match s
-            .handle(
-                c,
-                Request::List {
-                    name: n(name),
-                    offset: 0,
-                },
-            )
-            .reply
-        {
+        match s.handle(c, Request::List { name: n(name), offset: 0 }).reply {
             Reply::Listing(l) => l.entries[0].kind,
             r => panic!("{r:?}"),
         }
@@ -508,22 +385,10 @@ mod tests {
     fn handshake_comes_first_and_checks_the_version() {
         let mut s = State::new(1000, 1000, Limits::default());
         s.connect(ClientId(1), ME).unwrap();
-        assert_eq!(
-            s.handle(ClientId(1), Request::Ping).reply,
-            Reply::Error(KernelError::HelloFirst)
-        );
-        let out = s.handle(
-            ClientId(1),
-            Request::Hello {
-                version: VERSION + 1,
-                client: "x".into(),
-            },
-        );
+        assert_eq!(s.handle(ClientId(1), Request::Ping).reply, Reply::Error(KernelError::HelloFirst));
+        let out = s.handle(ClientId(1), Request::Hello { version: VERSION + 1, client: "x".into() });
         assert!(out.close);
-        assert!(matches!(
-            out.reply,
-            Reply::Error(KernelError::Version { .. })
-        ));
+        assert!(matches!(out.reply, Reply::Error(KernelError::Version { .. })));
     }
 
     #[test]
@@ -532,47 +397,18 @@ mod tests {
         let a = greeted(&mut s, 1, ME);
         let b = greeted(&mut s, 2, ME);
         let h = handle_of(s.handle(a, create("/app/ch", false)));
-        let h2 = handle_of(s.handle(
-            b,
-            Request::Open {
-                name: n("/app/ch"),
-                rights: Rights::RECV,
-            },
-        ));
-        assert!(matches!(
-            s.handle(a, create("/app/ch", false)).reply,
-            Reply::Error(KernelError::Exists(_))
-        ));
+        let h2 = handle_of(s.handle(b, Request::Open { name: n("/app/ch"), rights: Rights::RECV }));
+        assert!(matches!(s.handle(a, create("/app/ch", false)).reply, Reply::Error(KernelError::Exists(_))));
         assert_eq!(s.handle(a, Request::Close { handle: h }).reply, Reply::Done);
-        assert_eq!(
-            kind(&mut s, a, "/app/ch"),
-            EntryKind::Port(PortKind::Channel)
-        );
-        assert_eq!(
-            s.disconnect(b),
-            Departure {
-                handles: 1,
-                lost: 0,
-                destroyed: 1
-            }
-        );
+        assert_eq!(kind(&mut s, a, "/app/ch"), EntryKind::Port(PortKind::Channel));
+        assert_eq!(s.disconnect(b), Departure { handles: 1, lost: 0, destroyed: 1 });
         assert_eq!(kind(&mut s, a, "/app/ch"), EntryKind::Dead);
         assert_eq!(
-            s.handle(
-                a,
-                Request::Open {
-                    name: n("/app/ch"),
-                    rights: Rights::RECV
-                }
-            )
-            .reply,
+            s.handle(a, Request::Open { name: n("/app/ch"), rights: Rights::RECV }).reply,
             Reply::Error(KernelError::DeadName(n("/app/ch")))
         );
         handle_of(s.handle(a, create("/app/ch", false)));
-        assert_eq!(
-            s.handle(a, Request::Close { handle: h2 }).reply,
-            Reply::Error(KernelError::NoSuchHandle(h2))
-        );
+        assert_eq!(s.handle(a, Request::Close { handle: h2 }).reply, Reply::Error(KernelError::NoSuchHandle(h2)));
     }
 
     #[test]
@@ -583,29 +419,13 @@ mod tests {
         s.disconnect(a);
         assert_eq!(s.objects(), 1);
         let b = greeted(&mut s, 2, ME);
-        let h = handle_of(s.handle(
-            b,
-            Request::Open {
-                name: n("/p"),
-                rights: Rights::SEND,
-            },
-        ));
-        assert_eq!(
-            s.handle(b, Request::Unlink { name: n("/p") }).reply,
-            Reply::Done
-        );
+        let h = handle_of(s.handle(b, Request::Open { name: n("/p"), rights: Rights::SEND }));
+        assert_eq!(s.handle(b, Request::Unlink { name: n("/p") }).reply, Reply::Done);
         assert_eq!(s.objects(), 1, "still held");
         s.handle(b, Request::Close { handle: h });
         assert_eq!(s.objects(), 0);
         assert!(matches!(
-            s.handle(
-                b,
-                Request::List {
-                    name: n("/p"),
-                    offset: 0
-                }
-            )
-            .reply,
+            s.handle(b, Request::List { name: n("/p"), offset: 0 }).reply,
             Reply::Error(KernelError::NotFound(_))
         ));
     }
@@ -615,34 +435,15 @@ mod tests {
         let mut s = State::new(1000, 1000, Limits::default());
         let a = greeted(&mut s, 1, ME);
         let o = greeted(&mut s, 2, OTHER);
-        s.handle(
-            a,
-            Request::Mkdir {
-                name: n("/shared"),
-                mode: 0o755,
-            },
-        );
+        s.handle(a, Request::Mkdir { name: n("/shared"), mode: 0o755 });
         let mut req = create("/shared/ch", false);
         if let Request::Create { mode, .. } = &mut req {
             *mode = 0o624; // others may receive only
         }
         handle_of(s.handle(a, req));
-        handle_of(s.handle(
-            o,
-            Request::Open {
-                name: n("/shared/ch"),
-                rights: Rights::RECV,
-            },
-        ));
+        handle_of(s.handle(o, Request::Open { name: n("/shared/ch"), rights: Rights::RECV }));
         assert!(matches!(
-            s.handle(
-                o,
-                Request::Open {
-                    name: n("/shared/ch"),
-                    rights: Rights::SEND
-                }
-            )
-            .reply,
+            s.handle(o, Request::Open { name: n("/shared/ch"), rights: Rights::SEND }).reply,
             Reply::Error(KernelError::PermissionDenied { .. })
         ));
         assert!(matches!(
@@ -657,28 +458,15 @@ mod tests {
         let a = greeted(&mut s, 1, ME);
         let bad = Request::Create {
             name: n("/x"),
-            spec: PortSpec::Channel(ChannelSpec {
-                slot_size: 64,
-                slots: 3,
-            }),
+            spec: PortSpec::Channel(ChannelSpec { slot_size: 64, slots: 3 }),
             rights: Rights::ALL,
             mode: 0o600,
             persistent: false,
             exclusive: true,
         };
+        assert!(matches!(s.handle(a, bad).reply, Reply::Error(KernelError::InvalidArgument(_))));
         assert!(matches!(
-            s.handle(a, bad).reply,
-            Reply::Error(KernelError::InvalidArgument(_))
-        ));
-        assert!(matches!(
-            s.handle(
-                a,
-                Request::Open {
-                    name: n("/x"),
-                    rights: Rights::NONE
-                }
-            )
-            .reply,
+            s.handle(a, Request::Open { name: n("/x"), rights: Rights::NONE }).reply,
             Reply::Error(KernelError::InvalidArgument(_))
         ));
         assert_eq!(s.objects(), 0);

@@ -26,8 +26,7 @@ fn decode<'a, T: serde::Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, DecodeErr
     if bytes.len() > MAX_FRAME {
         return Err(DecodeError::TooLarge(bytes.len()));
     }
-    let (v, rest) =
-        postcard::take_from_bytes(bytes).map_err(|e| DecodeError::Invalid(e.to_string()))?;
+    let (v, rest) = postcard::take_from_bytes(bytes).map_err(|e| DecodeError::Invalid(e.to_string()))?;
     if !rest.is_empty() {
         return Err(DecodeError::Trailing(rest.len()));
     }
@@ -72,34 +71,19 @@ mod tests {
 
     fn request() -> impl Strategy<Value = Request> {
         prop_oneof![
-            (any::<u32>(), ".{0,20}")
-                .prop_map(|(version, client)| Request::Hello { version, client }),
-            (
-                name(),
-                any::<u32>(),
-                any::<u32>(),
-                any::<u8>(),
-                any::<u32>(),
-                any::<bool>(),
-                any::<bool>()
-            )
-                .prop_map(
-                    |(name, slot_size, slots, r, mode, persistent, exclusive)| Request::Create {
-                        name,
-                        spec: PortSpec::Channel(ChannelSpec { slot_size, slots }),
-                        rights: Rights::from_bits_truncate(r),
-                        mode,
-                        persistent,
-                        exclusive,
-                    }
-                ),
-            (name(), any::<u8>()).prop_map(|(name, r)| Request::Open {
-                name,
-                rights: Rights::from_bits_truncate(r)
-            }),
-            any::<u64>().prop_map(|h| Request::Close {
-                handle: HandleId(h)
-            }),
+            (any::<u32>(), ".{0,20}").prop_map(|(version, client)| Request::Hello { version, client }),
+            (name(), any::<u32>(), any::<u32>(), any::<u8>(), any::<u32>(), any::<bool>(), any::<bool>()).prop_map(
+                |(name, slot_size, slots, r, mode, persistent, exclusive)| Request::Create {
+                    name,
+                    spec: PortSpec::Channel(ChannelSpec { slot_size, slots }),
+                    rights: Rights::from_bits_truncate(r),
+                    mode,
+                    persistent,
+                    exclusive,
+                }
+            ),
+            (name(), any::<u8>()).prop_map(|(name, r)| Request::Open { name, rights: Rights::from_bits_truncate(r) }),
+            any::<u64>().prop_map(|h| Request::Close { handle: HandleId(h) }),
             name().prop_map(|name| Request::Unlink { name }),
             (name(), any::<u32>()).prop_map(|(name, offset)| Request::List { name, offset }),
             Just(Request::Ping),
@@ -130,19 +114,10 @@ mod tests {
     #[test]
     fn invalid_names_are_rejected_on_decode() {
         // A hand-made frame whose name is not absolute.
-        let mut bytes = encode_request(&RequestFrame {
-            id: 1,
-            request: Request::Unlink { name: Name::root() },
-        });
+        let mut bytes = encode_request(&RequestFrame { id: 1, request: Request::Unlink { name: Name::root() } });
         let last = bytes.len() - 1;
         bytes[last] = b'x';
-        assert!(matches!(
-            decode_request(&bytes),
-            Err(DecodeError::Invalid(_))
-        ));
-        assert_eq!(
-            decode_request(&vec![0; MAX_FRAME + 1]),
-            Err(DecodeError::TooLarge(MAX_FRAME + 1))
-        );
+        assert!(matches!(decode_request(&bytes), Err(DecodeError::Invalid(_))));
+        assert_eq!(decode_request(&vec![0; MAX_FRAME + 1]), Err(DecodeError::TooLarge(MAX_FRAME + 1)));
     }
 }

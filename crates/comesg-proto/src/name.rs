@@ -66,21 +66,13 @@ impl Name {
             return None;
         }
         let i = self.0.rfind('/')?;
-        let parent = if i == 0 {
-            "/".to_string()
-        } else {
-            self.0[..i].to_string()
-        };
+        let parent = if i == 0 { "/".to_string() } else { self.0[..i].to_string() };
         Some((Name(parent), &self.0[i + 1..]))
     }
 
     /// The child `component` of this namespace.
     pub fn join(&self, component: &str) -> Result<Name, NameError> {
-        let s = if self.is_root() {
-            format!("/{component}")
-        } else {
-            format!("{}/{component}", self.0)
-        };
+        let s = if self.is_root() { format!("/{component}") } else { format!("{}/{component}", self.0) };
         Name::try_from(s)
     }
 }
@@ -101,8 +93,7 @@ impl TryFrom<String> for Name {
             !c.is_empty()
                 && c != "."
                 && c != ".."
-                && c.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+                && c.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
         });
         if ok {
             Ok(Name(s))
@@ -148,10 +139,7 @@ mod tests {
         let (p, last) = n.split_last().unwrap();
         assert_eq!(p.as_str(), "/a");
         assert_eq!(last, "b");
-        assert_eq!(
-            Name::try_from("/a").unwrap().split_last().unwrap().0,
-            Name::root()
-        );
+        assert_eq!(Name::try_from("/a").unwrap().split_last().unwrap().0, Name::root());
         assert_eq!(Name::root().join("x").unwrap().as_str(), "/x");
         assert_eq!(n.components().collect::<Vec<_>>(), ["a", "b"]);
         let deep = "/a".repeat(17);

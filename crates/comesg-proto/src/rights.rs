@@ -67,16 +67,8 @@ impl std::ops::BitAnd for Rights {
 
 impl std::fmt::Display for Rights {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let s = if self.contains(Rights::SEND) {
-            "s"
-        } else {
-            "-"
-        };
-        let r = if self.contains(Rights::RECV) {
-            "r"
-        } else {
-            "-"
-        };
+        let s = if self.contains(Rights::SEND) { "s" } else { "-" };
+        let r = if self.contains(Rights::RECV) { "r" } else { "-" };
         write!(f, "{s}{r}")
     }
 }

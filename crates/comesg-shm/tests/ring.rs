@@ -22,16 +22,8 @@ fn segments(geo: Geometry) -> Fds {
 }
 
 fn map(f: &Fds, s: Access, r: Access) -> Ring {
-    let so = if s == Access::ReadOnly {
-        memfd::reopen_read_only(&f.s).unwrap()
-    } else {
-        f.s.try_clone().unwrap()
-    };
-    let ro = if r == Access::ReadOnly {
-        memfd::reopen_read_only(&f.r).unwrap()
-    } else {
-        f.r.try_clone().unwrap()
-    };
+    let so = if s == Access::ReadOnly { memfd::reopen_read_only(&f.s).unwrap() } else { f.s.try_clone().unwrap() };
+    let ro = if r == Access::ReadOnly { memfd::reopen_read_only(&f.r).unwrap() } else { f.r.try_clone().unwrap() };
     Ring::new(
         f.geo,
         Mapping::map(&so, f.geo.sender_segment_len(), s).unwrap(),
@@ -41,11 +33,7 @@ fn map(f: &Fds, s: Access, r: Access) -> Ring {
 }
 
 fn ring(slot_size: u32, slots: u32) -> (Fds, Ring) {
-    let f = segments(Geometry {
-        slot_size,
-        slots,
-        max_holders: 8,
-    });
+    let f = segments(Geometry { slot_size, slots, max_holders: 8 });
     let r = map(&f, Access::ReadWrite, Access::ReadWrite);
     r.initialize().unwrap();
     (f, r)
@@ -191,20 +179,13 @@ fn concurrent_senders_and_receivers_deliver_each_message_once() {
 
 #[test]
 fn read_only_sides_are_refused_without_faulting() {
-    let f = segments(Geometry {
-        slot_size: 8,
-        slots: 4,
-        max_holders: 4,
-    });
+    let f = segments(Geometry { slot_size: 8, slots: 4, max_holders: 4 });
     let kernel = map(&f, Access::ReadWrite, Access::ReadWrite);
     kernel.initialize().unwrap();
     let rx = map(&f, Access::ReadOnly, Access::ReadWrite);
     let tx = map(&f, Access::ReadWrite, Access::ReadOnly);
     assert_eq!(rx.try_send(0, b"x"), Err(RingError::NoRight(Side::Send)));
-    assert_eq!(
-        tx.try_recv(0, &mut [0; 8]),
-        Err(RingError::NoRight(Side::Recv))
-    );
+    assert_eq!(tx.try_recv(0, &mut [0; 8]), Err(RingError::NoRight(Side::Recv)));
     tx.try_send(0, b"hi").unwrap();
     let mut buf = [0; 8];
     assert_eq!(rx.try_recv(1, &mut buf), Ok(2));
@@ -219,11 +200,7 @@ fn repair_finishes_a_dead_senders_and_a_dead_receivers_claims() {
     ring.try_send(0, b"three").unwrap();
     let mut buf = [0; 8];
     assert_eq!(ring.try_recv(1, &mut buf), Ok(3));
-    assert_eq!(
-        ring.try_recv(1, &mut buf),
-        Err(RingError::Empty),
-        "blocked behind the claim"
-    );
+    assert_eq!(ring.try_recv(1, &mut buf), Err(RingError::Empty), "blocked behind the claim");
     assert_eq!(ring.repair_holder(Side::Send, 5), Ok(1));
     assert_eq!(ring.try_recv(1, &mut buf), Ok(5));
     assert_eq!(&buf[..5], b"three");
@@ -234,11 +211,7 @@ fn repair_finishes_a_dead_senders_and_a_dead_receivers_claims() {
     for _ in 0..3 {
         ring.try_send(0, b"x").unwrap();
     }
-    assert_eq!(
-        ring.try_send(0, b"x"),
-        Err(RingError::Full),
-        "slot held by the dead receiver"
-    );
+    assert_eq!(ring.try_send(0, b"x"), Err(RingError::Full), "slot held by the dead receiver");
     assert_eq!(ring.repair_holder(Side::Recv, 6), Ok(1));
     ring.try_send(0, b"y").unwrap();
     for want in [&b"x"[..], b"x", b"x", b"y"] {
@@ -249,21 +222,14 @@ fn repair_finishes_a_dead_senders_and_a_dead_receivers_claims() {
 
 #[test]
 fn scribbled_stamps_give_errors_not_faults() {
-    let f = segments(Geometry {
-        slot_size: 8,
-        slots: 4,
-        max_holders: 4,
-    });
+    let f = segments(Geometry { slot_size: 8, slots: 4, max_holders: 4 });
     let ring = map(&f, Access::ReadWrite, Access::ReadWrite);
     ring.initialize().unwrap();
     // Overwrite the whole sender segment with junk, as a hostile sender could.
     let m = Mapping::map(&f.s, f.geo.sender_segment_len(), Access::ReadWrite).unwrap();
     for (i, chunk) in (0..m.len()).step_by(8).enumerate() {
         let w = comesg_shm_test_word(&m, chunk);
-        w.store(
-            0x9E37_79B9_7F4A_7C15u64.wrapping_mul(i as u64 + 1),
-            std::sync::atomic::Ordering::Relaxed,
-        );
+        w.store(0x9E37_79B9_7F4A_7C15u64.wrapping_mul(i as u64 + 1), std::sync::atomic::Ordering::Relaxed);
     }
     let mut buf = [0; 8];
     for _ in 0..100 {

@@ -22,11 +22,7 @@ impl LockFile {
     /// Takes the lock at `path` (creating the file, mode 0600), or returns
     /// `Ok(None)` if another process holds it.
     pub fn try_lock(path: &Path) -> io::Result<Option<LockFile>> {
-        let fd = fs::open(
-            path,
-            OFlags::CREATE | OFlags::RDWR | OFlags::CLOEXEC,
-            Mode::from_raw_mode(0o600),
-        )?;
+        let fd = fs::open(path, OFlags::CREATE | OFlags::RDWR | OFlags::CLOEXEC, Mode::from_raw_mode(0o600))?;
         match fs::flock(&fd, FlockOperation::NonBlockingLockExclusive) {
             Ok(()) => Ok(Some(LockFile { _fd: fd })),
             Err(Errno::WOULDBLOCK) => Ok(None),

@@ -46,9 +46,7 @@ impl Mapping {
     pub fn map(fd: impl AsFd, len: usize, access: Access) -> io::Result<Mapping> {
         let fd = fd.as_fd();
         if len == 0 || (super::memfd::size(fd)? as usize) < len {
-            return Err(io::Error::from_raw_os_error(
-                rustix::io::Errno::INVAL.raw_os_error(),
-            ));
+            return Err(io::Error::from_raw_os_error(rustix::io::Errno::INVAL.raw_os_error()));
         }
         let prot = match access {
             Access::ReadOnly => ProtFlags::READ,
@@ -58,8 +56,7 @@ impl Mapping {
         // overlap any Rust object; the file is at least `len` bytes long and
         // sealed against shrinking by its creator, so no access faults.
         let ptr = unsafe { mm::mmap(std::ptr::null_mut(), len, prot, MapFlags::SHARED, fd, 0)? };
-        let ptr =
-            NonNull::new(ptr.cast::<u8>()).ok_or_else(|| io::Error::other("mmap returned null"))?;
+        let ptr = NonNull::new(ptr.cast::<u8>()).ok_or_else(|| io::Error::other("mmap returned null"))?;
         Ok(Mapping { ptr, len, access })
     }
 
@@ -106,11 +103,7 @@ impl Mapping {
         // cannot invalidate Rust references because none point into it
         // (all access goes through raw pointers and atomics).
         unsafe {
-            mm::mprotect(
-                self.ptr.as_ptr().cast(),
-                self.len,
-                mm::MprotectFlags::READ | mm::MprotectFlags::WRITE,
-            )?
+            mm::mprotect(self.ptr.as_ptr().cast(), self.len, mm::MprotectFlags::READ | mm::MprotectFlags::WRITE)?
         };
         Ok(())
     }
@@ -138,9 +131,6 @@ mod tests {
         let m = Mapping::map(&ro, 4096, Access::ReadOnly).unwrap();
         assert!(m.try_make_writable().is_err());
         assert!(Mapping::map(&ro, 4096, Access::ReadWrite).is_err());
-        assert!(
-            Mapping::map(&fd, 8192, Access::ReadWrite).is_err(),
-            "longer than file"
-        );
+        assert!(Mapping::map(&fd, 8192, Access::ReadWrite).is_err(), "longer than file");
     }
 }

@@ -35,11 +35,7 @@ pub fn create_segment(name: &str, size: u64) -> io::Result<OwnedFd> {
 pub fn reopen_read_only(fd: impl AsFd) -> io::Result<OwnedFd> {
     use rustix::fd::AsRawFd;
     let path = format!("/proc/self/fd/{}", fd.as_fd().as_raw_fd());
-    Ok(fs::open(
-        path.as_str(),
-        OFlags::RDONLY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )?)
+    Ok(fs::open(path.as_str(), OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())?)
 }
 
 /// Size in bytes of the file behind `fd`.

@@ -36,19 +36,12 @@ impl std::fmt::Debug for Poller {
 impl Poller {
     /// Creates a poller.
     pub fn new() -> io::Result<Poller> {
-        Ok(Poller {
-            ep: epoll::create(epoll::CreateFlags::CLOEXEC)?,
-        })
+        Ok(Poller { ep: epoll::create(epoll::CreateFlags::CLOEXEC)? })
     }
 
     /// Watches `fd` for reading under `token`.
     pub fn add(&self, fd: BorrowedFd<'_>, token: u64) -> io::Result<()> {
-        Ok(epoll::add(
-            &self.ep,
-            fd,
-            epoll::EventData::new_u64(token),
-            epoll::EventFlags::IN,
-        )?)
+        Ok(epoll::add(&self.ep, fd, epoll::EventData::new_u64(token), epoll::EventFlags::IN)?)
     }
 
     /// Stops watching `fd`.
@@ -65,11 +58,7 @@ impl Poller {
         // A fresh buffer per wait keeps the poller Send (events carry raw
         // pointers); one small allocation per wake-up is noise beside the syscall.
         let mut buf: Vec<epoll::Event> = Vec::with_capacity(256);
-        match epoll::wait(
-            &self.ep,
-            rustix::buffer::spare_capacity(&mut buf),
-            ts.as_ref(),
-        ) {
+        match epoll::wait(&self.ep, rustix::buffer::spare_capacity(&mut buf), ts.as_ref()) {
             Ok(_) | Err(Errno::INTR) => {}
             Err(e) => return Err(e.into()),
         }
@@ -78,9 +67,7 @@ impl Poller {
             out.push(Ready {
                 token: e.data.u64(),
                 readable: flags.contains(epoll::EventFlags::IN),
-                hangup: flags.intersects(
-                    epoll::EventFlags::HUP | epoll::EventFlags::ERR | epoll::EventFlags::RDHUP,
-                ),
+                hangup: flags.intersects(epoll::EventFlags::HUP | epoll::EventFlags::ERR | epoll::EventFlags::RDHUP),
             });
         }
         Ok(())
@@ -96,9 +83,7 @@ pub struct Waker {
 impl Waker {
     /// Creates a waker.
     pub fn new() -> io::Result<Waker> {
-        Ok(Waker {
-            fd: eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?,
-        })
+        Ok(Waker { fd: eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)? })
     }
 
     /// Makes the waker readable.
@@ -108,9 +93,7 @@ impl Waker {
 
     /// Another handle on the same waker.
     pub fn try_clone(&self) -> io::Result<Waker> {
-        Ok(Waker {
-            fd: self.fd.try_clone()?,
-        })
+        Ok(Waker { fd: self.fd.try_clone()? })
     }
 }
 

@@ -26,9 +26,7 @@ pub fn pin_to_cpu(cpu: usize) -> io::Result<()> {
 /// Number of CPUs the calling thread may run on.
 pub fn allowed_cpus() -> Vec<usize> {
     match rustix::thread::sched_getaffinity(None) {
-        Ok(set) => (0..rustix::thread::CpuSet::MAX_CPU)
-            .filter(|&c| set.is_set(c))
-            .collect(),
+        Ok(set) => (0..rustix::thread::CpuSet::MAX_CPU).filter(|&c| set.is_set(c)).collect(),
         Err(_) => vec![0],
     }
 }
@@ -63,11 +61,7 @@ pub fn is_alive(pid: u32) -> bool {
 /// Lets `fd` survive `exec` (clears `FD_CLOEXEC`) or not. Benchmarks use it
 /// to hand pipes and segments to the peer processes they start.
 pub fn set_inheritable(fd: rustix::fd::BorrowedFd<'_>, inherit: bool) -> io::Result<()> {
-    let flags = if inherit {
-        rustix::io::FdFlags::empty()
-    } else {
-        rustix::io::FdFlags::CLOEXEC
-    };
+    let flags = if inherit { rustix::io::FdFlags::empty() } else { rustix::io::FdFlags::CLOEXEC };
     Ok(rustix::io::fcntl_setfd(fd, flags)?)
 }
 

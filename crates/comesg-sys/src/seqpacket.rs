@@ -16,8 +16,8 @@ use std::path::Path;
 use rustix::fd::{BorrowedFd, OwnedFd};
 use rustix::io::{Errno, IoSlice, IoSliceMut};
 use rustix::net::{
-    self, AddressFamily, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags,
-    SendAncillaryBuffer, SendAncillaryMessage, SendFlags, SocketAddrUnix, SocketFlags, SocketType,
+    self, AddressFamily, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags, SendAncillaryBuffer,
+    SendAncillaryMessage, SendFlags, SocketAddrUnix, SocketFlags, SocketType,
 };
 
 /// Most file descriptors one record may carry.
@@ -39,12 +39,7 @@ fn socket(nonblocking: bool) -> io::Result<OwnedFd> {
     if nonblocking {
         flags |= SocketFlags::NONBLOCK;
     }
-    Ok(net::socket_with(
-        AddressFamily::UNIX,
-        SocketType::SEQPACKET,
-        flags,
-        None,
-    )?)
+    Ok(net::socket_with(AddressFamily::UNIX, SocketType::SEQPACKET, flags, None)?)
 }
 
 /// Creates a non-blocking listening socket bound at `path`.
@@ -76,22 +71,13 @@ pub fn connect(path: &Path) -> io::Result<OwnedFd> {
 
 /// A connected pair, for benchmarks and tests.
 pub fn pair() -> io::Result<(OwnedFd, OwnedFd)> {
-    Ok(net::socketpair(
-        AddressFamily::UNIX,
-        SocketType::SEQPACKET,
-        SocketFlags::CLOEXEC,
-        None,
-    )?)
+    Ok(net::socketpair(AddressFamily::UNIX, SocketType::SEQPACKET, SocketFlags::CLOEXEC, None)?)
 }
 
 /// The peer's credentials (`SO_PEERCRED`).
 pub fn peer_cred(fd: BorrowedFd<'_>) -> io::Result<PeerCred> {
     let c = net::sockopt::socket_peercred(fd)?;
-    Ok(PeerCred {
-        pid: c.pid.as_raw_nonzero().get() as u32,
-        uid: c.uid.as_raw(),
-        gid: c.gid.as_raw(),
-    })
+    Ok(PeerCred { pid: c.pid.as_raw_nonzero().get() as u32, uid: c.uid.as_raw(), gid: c.gid.as_raw() })
 }
 
 /// Sends one record carrying `bytes` and `fds`. Never raises `SIGPIPE`.
@@ -106,12 +92,7 @@ pub fn send(fd: BorrowedFd<'_>, bytes: &[u8], fds: &[BorrowedFd<'_>]) -> io::Res
         return Err(io::Error::other("fds do not fit the control buffer"));
     }
     let n = loop {
-        match net::sendmsg(
-            fd,
-            &[IoSlice::new(bytes)],
-            &mut control,
-            SendFlags::NOSIGNAL,
-        ) {
+        match net::sendmsg(fd, &[IoSlice::new(bytes)], &mut control, SendFlags::NOSIGNAL) {
             Err(Errno::INTR) => continue,
             r => break r?,
         }
@@ -142,12 +123,7 @@ pub fn recv(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<Option<Record>> {
     let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
     let mut control = RecvAncillaryBuffer::new(&mut space);
     let msg = loop {
-        match net::recvmsg(
-            fd,
-            &mut [IoSliceMut::new(buf)],
-            &mut control,
-            RecvFlags::CMSG_CLOEXEC,
-        ) {
+        match net::recvmsg(fd, &mut [IoSliceMut::new(buf)], &mut control, RecvFlags::CMSG_CLOEXEC) {
             Err(Errno::INTR) => continue,
             r => break r?,
         }

@@ -9,18 +9,10 @@ use crate::Error;
 /// Starts `exe kernel --socket SOCKET --idle-exit SECS` detached from the
 /// caller (own process group, no terminal), logging to `log`. Does not wait:
 /// if another kernel wins the race for the socket's lock, this one exits.
-pub(crate) fn spawn_kernel(
-    exe: &Path,
-    socket: &Path,
-    idle_exit: Duration,
-    log: &Path,
-) -> Result<(), Error> {
+pub(crate) fn spawn_kernel(exe: &Path, socket: &Path, idle_exit: Duration, log: &Path) -> Result<(), Error> {
     use std::os::unix::process::CommandExt;
     comesg_kernel::paths::prepare_dir(socket)?;
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)?;
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
     let mut child = Command::new(exe)
         .arg("kernel")
         .arg("--socket")

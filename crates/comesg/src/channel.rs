@@ -33,26 +33,13 @@ pub struct Channel {
 }
 
 impl Channel {
-    pub(crate) fn attach(
-        conn: Connection,
-        name: Name,
-        g: PortGrant,
-        fds: Vec<OwnedFd>,
-    ) -> Result<Channel, Error> {
-        let geo = Geometry {
-            slot_size: g.channel.slot_size,
-            slots: g.channel.slots,
-            max_holders: g.max_holders,
-        };
+    pub(crate) fn attach(conn: Connection, name: Name, g: PortGrant, fds: Vec<OwnedFd>) -> Result<Channel, Error> {
+        let geo = Geometry { slot_size: g.channel.slot_size, slots: g.channel.slots, max_holders: g.max_holders };
         // If anything below fails, dropping `release` gives the handle back.
-        let release = Release {
-            conn: &conn,
-            handle: Some(g.handle),
-        };
+        let release = Release { conn: &conn, handle: Some(g.handle) };
         geo.validate().map_err(|e| Error::Protocol(e.to_string()))?;
-        let [s, r]: [OwnedFd; 2] = fds
-            .try_into()
-            .map_err(|v: Vec<_>| Error::Protocol(format!("expected 2 fds, got {}", v.len())))?;
+        let [s, r]: [OwnedFd; 2] =
+            fds.try_into().map_err(|v: Vec<_>| Error::Protocol(format!("expected 2 fds, got {}", v.len())))?;
         let access = |right| {
             if g.rights.contains(right) {
                 Access::ReadWrite
@@ -106,10 +93,7 @@ impl Channel {
     fn send_until(&self, msg: &[u8], deadline: Option<Instant>) -> Result<(), SendError> {
         let h = self.sender()?;
         if msg.len() > self.slot_size() {
-            return Err(SendError::TooLong {
-                len: msg.len(),
-                slot_size: self.slot_size() as u32,
-            });
+            return Err(SendError::TooLong { len: msg.len(), slot_size: self.slot_size() as u32 });
         }
         let mut claim = blocking::claim_send(&self.ring, h, deadline)?;
         self.ring.write(&mut claim, msg)?;
@@ -165,10 +149,7 @@ impl Channel {
 
     fn loan_until(&self, deadline: Option<Instant>) -> Result<SendLoan<'_>, SendError> {
         let h = self.sender()?;
-        Ok(SendLoan::new(
-            &self.ring,
-            blocking::claim_send(&self.ring, h, deadline)?,
-        ))
+        Ok(SendLoan::new(&self.ring, blocking::claim_send(&self.ring, h, deadline)?))
     }
 
     fn recv_until(&self, buf: &mut [u8], deadline: Option<Instant>) -> Result<usize, RecvError> {
@@ -210,10 +191,7 @@ impl Channel {
 
     fn slot_until(&self, deadline: Option<Instant>) -> Result<RecvSlot<'_>, RecvError> {
         let h = self.receiver()?;
-        Ok(RecvSlot::new(
-            &self.ring,
-            blocking::claim_recv(&self.ring, h, deadline)?,
-        ))
+        Ok(RecvSlot::new(&self.ring, blocking::claim_recv(&self.ring, h, deadline)?))
     }
 
     /// Receives one message in place (zero copy): the slot stays claimed
@@ -250,8 +228,7 @@ impl Channel {
     /// it still has a name.
     pub fn stats(&self) -> Result<Entry, Error> {
         let mut v = self.conn.list(self.name.as_str())?;
-        v.pop()
-            .ok_or_else(|| Error::Protocol("empty listing".into()))
+        v.pop().ok_or_else(|| Error::Protocol("empty listing".into()))
     }
 
     /// Closes the handle, reporting whether the kernel acknowledged it

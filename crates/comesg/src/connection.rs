@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use comesg_proto::{
-    decode_reply, encode_request, ChannelSpec, Entry, HandleId, Name, PortSpec, Reply, ReplyFrame,
-    Request, RequestFrame, Rights, MAX_FRAME, VERSION,
+    decode_reply, encode_request, ChannelSpec, Entry, HandleId, Name, PortSpec, Reply, ReplyFrame, Request,
+    RequestFrame, Rights, MAX_FRAME, VERSION,
 };
 use comesg_sys::{seqpacket, AsFd, OwnedFd};
 
@@ -76,8 +76,7 @@ impl Default for ChannelOptions {
 }
 
 fn name(s: &str) -> Result<Name, Error> {
-    Name::try_from(s)
-        .map_err(|e| Error::Kernel(comesg_proto::KernelError::InvalidArgument(e.to_string())))
+    Name::try_from(s).map_err(|e| Error::Kernel(comesg_proto::KernelError::InvalidArgument(e.to_string())))
 }
 
 impl Connection {
@@ -89,10 +88,7 @@ impl Connection {
 
     /// Connects to the kernel listening at `socket`.
     pub fn connect(socket: &Path) -> Result<Connection, Error> {
-        let err = |source| Error::Connect {
-            path: socket.to_owned(),
-            source,
-        };
+        let err = |source| Error::Connect { path: socket.to_owned(), source };
         let fd = seqpacket::connect(socket).map_err(err)?;
         seqpacket::set_timeouts(fd.as_fd(), Some(REPLY_TIMEOUT)).map_err(err)?;
         let mut conn = Connection {
@@ -104,10 +100,7 @@ impl Connection {
             }),
         };
         let client = std::env::args().next().unwrap_or_default();
-        match conn.request(Request::Hello {
-            version: VERSION,
-            client,
-        })? {
+        match conn.request(Request::Hello { version: VERSION, client })? {
             (Reply::Welcome { kernel_pid, .. }, _) => {
                 if let Some(inner) = Arc::get_mut(&mut conn.inner) {
                     inner.kernel_pid = kernel_pid;
@@ -122,11 +115,7 @@ impl Connection {
     /// (`kernel_exe kernel --socket SOCKET --idle-exit SECS`) if none answers.
     /// A kernel started this way exits by itself after `idle_exit` with no
     /// clients and no objects. Two callers racing here share one kernel.
-    pub fn connect_or_start(
-        socket: &Path,
-        kernel_exe: &Path,
-        idle_exit: Duration,
-    ) -> Result<Connection, Error> {
+    pub fn connect_or_start(socket: &Path, kernel_exe: &Path, idle_exit: Duration) -> Result<Connection, Error> {
         if let Ok(c) = Connection::connect(socket) {
             return Ok(c);
         }
@@ -160,9 +149,7 @@ impl Connection {
         seqpacket::send(fd.as_fd(), &bytes, &[]).map_err(gone)?;
         let mut buf = vec![0u8; MAX_FRAME];
         loop {
-            let rec = seqpacket::recv(fd.as_fd(), &mut buf)
-                .map_err(gone)?
-                .ok_or(Error::KernelGone)?;
+            let rec = seqpacket::recv(fd.as_fd(), &mut buf).map_err(gone)?.ok_or(Error::KernelGone)?;
             if rec.truncated {
                 return Err(Error::Protocol("reply larger than a frame".into()));
             }
@@ -192,10 +179,7 @@ impl Connection {
     pub fn create_channel(&self, path: &str, opts: ChannelOptions) -> Result<Channel, Error> {
         let request = Request::Create {
             name: name(path)?,
-            spec: PortSpec::Channel(ChannelSpec {
-                slot_size: opts.slot_size,
-                slots: opts.slots,
-            }),
+            spec: PortSpec::Channel(ChannelSpec { slot_size: opts.slot_size, slots: opts.slots }),
             rights: opts.rights,
             mode: opts.mode,
             persistent: opts.persistent,
@@ -206,13 +190,7 @@ impl Connection {
 
     /// Opens the COCHANNEL at `path` with `rights`.
     pub fn open_channel(&self, path: &str, rights: Rights) -> Result<Channel, Error> {
-        self.port(
-            path,
-            Request::Open {
-                name: name(path)?,
-                rights,
-            },
-        )
+        self.port(path, Request::Open { name: name(path)?, rights })
     }
 
     fn port(&self, path: &str, request: Request) -> Result<Channel, Error> {
@@ -235,10 +213,7 @@ impl Connection {
 
     /// Creates a namespace.
     pub fn mkdir(&self, path: &str, mode: u32) -> Result<(), Error> {
-        self.expect_done(Request::Mkdir {
-            name: name(path)?,
-            mode,
-        })
+        self.expect_done(Request::Mkdir { name: name(path)?, mode })
     }
 
     /// Lists a namespace's entries (or one object), every page.
@@ -247,10 +222,7 @@ impl Connection {
         let mut out = Vec::new();
         let mut offset = 0;
         loop {
-            match self.request(Request::List {
-                name: name.clone(),
-                offset,
-            })? {
+            match self.request(Request::List { name: name.clone(), offset })? {
                 (Reply::Listing(l), _) => {
                     out.extend(l.entries);
                     match l.next {
@@ -259,9 +231,7 @@ impl Connection {
                     }
                 }
                 (Reply::Error(e), _) => return Err(Error::Kernel(e)),
-                (other, _) => {
-                    return Err(Error::Protocol(format!("expected Listing, got {other:?}")))
-                }
+                (other, _) => return Err(Error::Protocol(format!("expected Listing, got {other:?}"))),
             }
         }
     }
@@ -277,9 +247,9 @@ impl Connection {
 
 fn gone(e: std::io::Error) -> Error {
     match e.kind() {
-        std::io::ErrorKind::BrokenPipe
-        | std::io::ErrorKind::ConnectionReset
-        | std::io::ErrorKind::NotConnected => Error::KernelGone,
+        std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::NotConnected => {
+            Error::KernelGone
+        }
         _ => Error::Io(e),
     }
 }

@@ -27,9 +27,7 @@ mod connection;
 mod error;
 
 pub use channel::{Channel, RecvSlot, SendLoan};
-pub use comesg_kernel::{
-    default_socket_path, Kernel, KernelConfig, KernelHandle, StartError as KernelStartError,
-};
+pub use comesg_kernel::{default_socket_path, Kernel, KernelConfig, KernelHandle, StartError as KernelStartError};
 pub use comesg_proto::{Entry, EntryKind, HandleId, Holder, KernelError, Name, PortKind, Rights};
 pub use connection::{ChannelOptions, Connection, REPLY_TIMEOUT};
 pub use error::{Error, RecvError, SendError};

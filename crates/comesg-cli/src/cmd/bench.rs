@@ -13,20 +13,16 @@ pub struct Args {
     /// Longer, steadier runs (a few minutes).
     #[arg(long)]
     long: bool,
+    /// Only a quick subset (a few seconds), as the tour shows.
+    #[arg(long, conflicts_with = "long")]
+    quick: bool,
 }
 
 pub fn run(a: Args) -> Outcome {
-    let cfg = comesg_bench::BenchConfig {
-        exe: std::env::current_exe()?,
-        long: a.long,
-        short: false,
-        progress: !a.json,
-    };
+    let cfg =
+        comesg_bench::BenchConfig { exe: std::env::current_exe()?, long: a.long, short: false, progress: !a.json };
     if !a.json {
-        eprintln!(
-            "measuring (about a minute{})...",
-            if a.long { ", times several" } else { "" }
-        );
+        eprintln!("measuring (about a minute{})...", if a.long { ", times several" } else { "" });
     }
     let report = comesg_bench::run(&cfg)?;
     if a.json {

@@ -36,10 +36,7 @@ pub struct Args {
 }
 
 fn parse_mode(s: &str) -> Result<u32, String> {
-    u32::from_str_radix(s, 8)
-        .ok()
-        .filter(|m| *m <= 0o777)
-        .ok_or_else(|| format!("{s:?} is not an octal mode"))
+    u32::from_str_radix(s, 8).ok().filter(|m| *m <= 0o777).ok_or_else(|| format!("{s:?} is not an octal mode"))
 }
 
 pub fn run(a: Args) -> Outcome {
@@ -54,12 +51,7 @@ pub fn run(a: Args) -> Outcome {
         exclusive: true,
     };
     let ch = conn.create_channel(&a.path, opts)?;
-    println!(
-        "created {} (channel, {} slots of {} bytes, persistent)",
-        ch.name(),
-        ch.slots(),
-        ch.slot_size()
-    );
+    println!("created {} (channel, {} slots of {} bytes, persistent)", ch.name(), ch.slots(), ch.slot_size());
     Ok(ExitCode::SUCCESS)
 }
 

@@ -29,20 +29,14 @@ pub fn run(a: Args) -> Outcome {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let mut config = KernelConfig::new(a.socket.path());
-    config.idle_exit = a
-        .idle_exit
-        .filter(|s| *s > 0.0)
-        .map(Duration::from_secs_f64);
+    config.idle_exit = a.idle_exit.filter(|s| *s > 0.0).map(Duration::from_secs_f64);
     match Kernel::bind(config) {
         Ok(k) => {
             k.run()?;
             Ok(ExitCode::SUCCESS)
         }
         Err(comesg::KernelStartError::AlreadyRunning(p)) => {
-            tracing::info!(
-                "a kernel already serves {}; leaving it to that one",
-                p.display()
-            );
+            tracing::info!("a kernel already serves {}; leaving it to that one", p.display());
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => Err(e.into()),

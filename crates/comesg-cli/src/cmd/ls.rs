@@ -58,28 +58,12 @@ fn kind(e: &Entry) -> &'static str {
 pub fn table(rows: &[Entry]) -> String {
     let mut out = format!(
         "{:<32} {:<9} {:>4} {:>4} {:>6} {:>10} {:>8} {:>8} {:>5}  {}\n",
-        "NAME",
-        "KIND",
-        "MODE",
-        "REFS",
-        "DEPTH",
-        "SLOTS",
-        "SENT",
-        "RECV",
-        "LOST",
-        "HOLDERS (pid:rights)"
+        "NAME", "KIND", "MODE", "REFS", "DEPTH", "SLOTS", "SENT", "RECV", "LOST", "HOLDERS (pid:rights)"
     );
     for e in rows {
         let port = matches!(e.kind, EntryKind::Port(_));
-        let slots = e
-            .channel
-            .map(|c| format!("{}x{}", c.slots, c.slot_size))
-            .unwrap_or_default();
-        let holders: Vec<String> = e
-            .holders
-            .iter()
-            .map(|h| format!("{}:{}", h.pid, h.rights))
-            .collect();
+        let slots = e.channel.map(|c| format!("{}x{}", c.slots, c.slot_size)).unwrap_or_default();
+        let holders: Vec<String> = e.holders.iter().map(|h| format!("{}:{}", h.pid, h.rights)).collect();
         let mut more = String::new();
         if (e.refs as usize) > e.holders.len() {
             more = format!(" (+{})", e.refs as usize - e.holders.len());
@@ -90,11 +74,7 @@ pub fn table(rows: &[Entry]) -> String {
             e.name.as_str(),
             kind(e),
             format!("{:03o}", e.mode),
-            if port {
-                e.refs.to_string()
-            } else {
-                String::new()
-            },
+            if port { e.refs.to_string() } else { String::new() },
             opt(e.depth),
             slots,
             opt(e.sent_msgs),

@@ -25,9 +25,7 @@ pub const AUTOSTART_IDLE_EXIT: Duration = Duration::from_secs(10);
 impl SocketArg {
     /// The socket path to use.
     pub fn path(&self) -> PathBuf {
-        self.socket
-            .clone()
-            .unwrap_or_else(comesg::default_socket_path)
+        self.socket.clone().unwrap_or_else(comesg::default_socket_path)
     }
 
     /// Connects, starting a kernel in the background if none answers.

@@ -39,11 +39,18 @@ enum Role {
         #[command(flatten)]
         socket: SocketArg,
     },
-    /// Open PATH with RIGHTS ("s", "r" or "sr") and hold it until killed.
+    /// Open PATH with RIGHTS ("s", "r" or "sr") and hold it until killed;
+    /// with --create, create it first (not persistent).
     Hold {
         path: String,
         #[arg(long, default_value = "sr")]
         rights: String,
+        #[arg(long)]
+        create: bool,
+        #[arg(long, default_value_t = 64)]
+        slot_size: u32,
+        #[arg(long, default_value_t = 16)]
+        slots: u32,
         #[command(flatten)]
         socket: SocketArg,
     },
@@ -98,12 +105,7 @@ fn park() -> ! {
 
 pub fn run(a: Args) -> Outcome {
     match a.role {
-        Role::SeqSend {
-            path,
-            id,
-            count,
-            socket,
-        } => {
+        Role::SeqSend { path, id, count, socket } => {
             let ch = socket.connect()?.open_channel(&path, Rights::SEND)?;
             ready();
             for seq in 0..count {
@@ -137,12 +139,20 @@ pub fn run(a: Args) -> Outcome {
             writeln!(out, "done {n}")?;
             Ok(ExitCode::SUCCESS)
         }
-        Role::Hold {
-            path,
-            rights: r,
-            socket,
-        } => {
-            let _ch = socket.connect()?.open_channel(&path, rights(&r))?;
+        Role::Hold { path, rights: r, create, slot_size, slots, socket } => {
+            let conn = socket.connect()?;
+            let _ch = if create {
+                let opts = comesg::ChannelOptions {
+                    slot_size,
+                    slots,
+                    rights: rights(&r),
+                    exclusive: true,
+                    ..Default::default()
+                };
+                conn.create_channel(&path, opts)?
+            } else {
+                conn.open_channel(&path, rights(&r))?
+            };
             ready();
             park()
         }
@@ -159,12 +169,7 @@ pub fn run(a: Args) -> Outcome {
             ready();
             park()
         }
-        Role::Poke {
-            path,
-            rights: r,
-            segment,
-            socket,
-        } => {
+        Role::Poke { path, rights: r, segment, socket } => {
             let ch = socket.connect()?.open_channel(&path, rights(&r))?;
             let (s, rseg) = ch.segments();
             let m = if segment == "sender" { s } else { rseg };

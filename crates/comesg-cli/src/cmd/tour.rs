@@ -41,17 +41,12 @@ fn peer(
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .spawn()?;
-    let out = child
-        .stdout
-        .take()
-        .ok_or_else(|| std::io::Error::other("no stdout"))?;
+    let out = child.stdout.take().ok_or_else(|| std::io::Error::other("no stdout"))?;
     let mut out = BufReader::new(out);
     let mut line = String::new();
     out.read_line(&mut line)?;
     if line.trim() != "ready" {
-        return Err(std::io::Error::other(format!(
-            "peer did not start: {line:?}"
-        )));
+        return Err(std::io::Error::other(format!("peer did not start: {line:?}")));
     }
     Ok((child, out))
 }
@@ -66,29 +61,14 @@ pub fn run(a: Args) -> Outcome {
         "microkernel: pid {} on {} ({})",
         conn.kernel_pid(),
         socket.display(),
-        if fresh {
-            "just started it; it exits by itself when idle"
-        } else {
-            "already running"
-        }
+        if fresh { "just started it; it exits by itself when idle" } else { "already running" }
     );
     let me = std::process::id();
     let ns = format!("/tour/{me}");
     let path = format!("{ns}/jobs");
-    let ch = conn.create_channel(
-        &path,
-        ChannelOptions {
-            slot_size: 64,
-            slots: 1024,
-            exclusive: true,
-            ..Default::default()
-        },
-    )?;
-    println!(
-        "created COCHANNEL {path}: {} slots of {} bytes, in two shared segments\n",
-        ch.slots(),
-        ch.slot_size()
-    );
+    let ch = conn
+        .create_channel(&path, ChannelOptions { slot_size: 64, slots: 1024, exclusive: true, ..Default::default() })?;
+    println!("created COCHANNEL {path}: {} slots of {} bytes, in two shared segments\n", ch.slots(), ch.slot_size());
 
     println!("starting 2 receivers and 2 senders, each its own process...");
     let sock = socket.clone();
@@ -103,21 +83,7 @@ pub fn run(a: Args) -> Outcome {
     let count = a.messages.to_string();
     let mut senders = Vec::new();
     for id in 0..2 {
-        senders.push(
-            peer(
-                &exe,
-                &sock,
-                &[
-                    "seq-send",
-                    &path,
-                    "--id",
-                    &id.to_string(),
-                    "--count",
-                    &count,
-                ],
-            )?
-            .0,
-        );
+        senders.push(peer(&exe, &sock, &["seq-send", &path, "--id", &id.to_string(), "--count", &count])?.0);
     }
     println!("\n$ comesg ls {ns}   (while they run)");
     print!("{}", super::ls::table(&conn.list(&ns)?));
@@ -135,9 +101,7 @@ pub fn run(a: Args) -> Outcome {
     let mut per = Vec::new();
     for (mut child, reader) in receivers {
         let mut n = 0u64;
-        let lines = reader
-            .join()
-            .map_err(|_| "receiver output thread panicked")??;
+        let lines = reader.join().map_err(|_| "receiver output thread panicked")??;
         for line in lines {
             let mut it = line.split_whitespace();
             if let (Some(id), Some(seq)) = (it.next(), it.next()) {
@@ -168,29 +132,17 @@ pub fn run(a: Args) -> Outcome {
         dupes
     );
     let e = ch.stats()?;
-    println!(
-        "kernel's counters: sent {} received {} lost {}",
-        e.sent_msgs, e.received_msgs, e.lost
-    );
+    println!("kernel's counters: sent {} received {} lost {}", e.sent_msgs, e.received_msgs, e.lost);
     drop(ch);
     let _ = conn.unlink(&path);
     let _ = conn.unlink(&ns);
 
     if !a.no_bench {
         println!("\n== a short benchmark (two processes, pinned; full run: comesg bench) ==");
-        let cfg = comesg_bench::BenchConfig {
-            exe,
-            long: false,
-            short: true,
-            progress: false,
-        };
+        let cfg = comesg_bench::BenchConfig { exe, long: false, short: true, progress: false };
         let report = comesg_bench::run(&cfg)?;
         print!("{}", report.table());
     }
     println!("\nnext: `comesg create /app/q`, then `comesg send /app/q hello` in one terminal and `comesg recv /app/q` in another.");
-    Ok(if ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }

@@ -82,24 +82,13 @@ fn internal(e: impl std::fmt::Display) -> KernelError {
 
 impl ChannelObject {
     /// Creates and initializes the segments of a channel for `name`.
-    pub fn create(
-        name: &Name,
-        spec: ChannelSpec,
-        max_holders: u32,
-    ) -> Result<ChannelObject, KernelError> {
-        let geo = Geometry {
-            slot_size: spec.slot_size,
-            slots: spec.slots,
-            max_holders,
-        };
-        geo.validate()
-            .map_err(|e| KernelError::InvalidArgument(e.to_string()))?;
+    pub fn create(name: &Name, spec: ChannelSpec, max_holders: u32) -> Result<ChannelObject, KernelError> {
+        let geo = Geometry { slot_size: spec.slot_size, slots: spec.slots, max_holders };
+        geo.validate().map_err(|e| KernelError::InvalidArgument(e.to_string()))?;
         let s_len = geo.sender_segment_len();
         let r_len = geo.receiver_segment_len();
-        let sender_rw =
-            memfd::create_segment(&format!("comesg{name}:send"), s_len as u64).map_err(internal)?;
-        let receiver_rw =
-            memfd::create_segment(&format!("comesg{name}:recv"), r_len as u64).map_err(internal)?;
+        let sender_rw = memfd::create_segment(&format!("comesg{name}:send"), s_len as u64).map_err(internal)?;
+        let receiver_rw = memfd::create_segment(&format!("comesg{name}:recv"), r_len as u64).map_err(internal)?;
         let sender_ro = memfd::reopen_read_only(&sender_rw).map_err(internal)?;
         let receiver_ro = memfd::reopen_read_only(&receiver_rw).map_err(internal)?;
         let ring = Ring::new(
@@ -162,20 +151,9 @@ impl ChannelObject {
     /// The two fds a handle with `rights` receives: sender segment, receiver
     /// segment; each writable only for the side the rights allow.
     pub fn fds_for(&self, rights: Rights) -> Result<Vec<OwnedFd>, KernelError> {
-        let s = if rights.contains(Rights::SEND) {
-            &self.sender_rw
-        } else {
-            &self.sender_ro
-        };
-        let r = if rights.contains(Rights::RECV) {
-            &self.receiver_rw
-        } else {
-            &self.receiver_ro
-        };
-        Ok(vec![
-            s.try_clone().map_err(internal)?,
-            r.try_clone().map_err(internal)?,
-        ])
+        let s = if rights.contains(Rights::SEND) { &self.sender_rw } else { &self.sender_ro };
+        let r = if rights.contains(Rights::RECV) { &self.receiver_rw } else { &self.receiver_ro };
+        Ok(vec![s.try_clone().map_err(internal)?, r.try_clone().map_err(internal)?])
     }
 
     /// Releases a handle's records: finishes any slot it left claimed
@@ -232,21 +210,10 @@ mod tests {
     #[test]
     fn attach_detach_reuses_records_and_limits_them() {
         let name = Name::try_from("/t").unwrap();
-        let mut ch = ChannelObject::create(
-            &name,
-            ChannelSpec {
-                slot_size: 8,
-                slots: 4,
-            },
-            2,
-        )
-        .unwrap();
+        let mut ch = ChannelObject::create(&name, ChannelSpec { slot_size: 8, slots: 4 }, 2).unwrap();
         let a = ch.attach(Rights::ALL).unwrap();
         let b = ch.attach(Rights::SEND).unwrap();
-        assert!(matches!(
-            ch.attach(Rights::SEND),
-            Err(KernelError::Limit(_))
-        ));
+        assert!(matches!(ch.attach(Rights::SEND), Err(KernelError::Limit(_))));
         ch.detach(b);
         let c = ch.attach(Rights::SEND).unwrap();
         assert_eq!(c.send, b.send);

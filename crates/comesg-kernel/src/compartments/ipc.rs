@@ -49,23 +49,8 @@ pub struct Object {
 
 impl Object {
     /// A new object with no holders.
-    pub fn new(
-        name: Name,
-        uid: u32,
-        gid: u32,
-        mode: u32,
-        persistent: bool,
-        channel: ChannelObject,
-    ) -> Object {
-        Object {
-            name: Some(name),
-            uid,
-            gid,
-            mode: mode & 0o777,
-            persistent,
-            channel,
-            holders: BTreeMap::new(),
-        }
+    pub fn new(name: Name, uid: u32, gid: u32, mode: u32, persistent: bool, channel: ChannelObject) -> Object {
+        Object { name: Some(name), uid, gid, mode: mode & 0o777, persistent, channel, holders: BTreeMap::new() }
     }
 
     /// Number of references.
@@ -133,19 +118,9 @@ impl Ports {
         pid: u32,
         rights: Rights,
     ) -> Result<Attachment, KernelError> {
-        let obj = self
-            .objects
-            .get_mut(&id)
-            .ok_or_else(|| KernelError::Internal("object vanished".into()))?;
+        let obj = self.objects.get_mut(&id).ok_or_else(|| KernelError::Internal("object vanished".into()))?;
         let attachment = obj.channel.attach(rights)?;
-        obj.holders.insert(
-            (client, handle),
-            HolderInfo {
-                pid,
-                rights,
-                attachment,
-            },
-        );
+        obj.holders.insert((client, handle), HolderInfo { pid, rights, attachment });
         Ok(attachment)
     }
 

@@ -45,25 +45,14 @@ pub struct Names {
 }
 
 fn denied(name: &Name, perm: Perm) -> KernelError {
-    KernelError::PermissionDenied {
-        name: name.clone(),
-        need: perm.describe().into(),
-    }
+    KernelError::PermissionDenied { name: name.clone(), need: perm.describe().into() }
 }
 
 impl Names {
     /// A tree with only the root, owned by `uid`/`gid` with `mode`.
     pub fn new(uid: u32, gid: u32, mode: u32) -> Names {
         let mut nodes = BTreeMap::new();
-        nodes.insert(
-            Name::root(),
-            Node {
-                kind: NodeKind::Namespace,
-                uid,
-                gid,
-                mode,
-            },
-        );
+        nodes.insert(Name::root(), Node { kind: NodeKind::Namespace, uid, gid, mode });
         Names { nodes }
     }
 
@@ -89,9 +78,7 @@ impl Names {
                 return Err(denied(&cur, Perm::Search));
             }
             if i + 1 < comps.len() {
-                cur = cur
-                    .join(c)
-                    .map_err(|e| KernelError::InvalidArgument(e.to_string()))?;
+                cur = cur.join(c).map_err(|e| KernelError::InvalidArgument(e.to_string()))?;
             }
         }
         Ok(())
@@ -112,19 +99,10 @@ impl Names {
     /// (owned by the caller, mode [`IMPLICIT_NAMESPACE_MODE`]) where the
     /// caller may write, and that the caller may create in the parent.
     /// Returns what currently sits at `name`.
-    pub fn prepare_create(
-        &mut self,
-        name: &Name,
-        cred: Cred,
-    ) -> Result<Option<NodeKind>, KernelError> {
-        let (parent, _) = name
-            .split_last()
-            .ok_or_else(|| KernelError::Exists(name.clone()))?;
+    pub fn prepare_create(&mut self, name: &Name, cred: Cred) -> Result<Option<NodeKind>, KernelError> {
+        let (parent, _) = name.split_last().ok_or_else(|| KernelError::Exists(name.clone()))?;
         self.ensure_namespace(&parent, cred)?;
-        let p = self
-            .nodes
-            .get(&parent)
-            .ok_or_else(|| KernelError::NotFound(parent.clone()))?;
+        let p = self.nodes.get(&parent).ok_or_else(|| KernelError::NotFound(parent.clone()))?;
         if !allowed(cred, p.uid, p.gid, p.mode, Perm::Write) {
             return Err(denied(&parent, Perm::Write));
         }
@@ -134,19 +112,14 @@ impl Names {
     fn ensure_namespace(&mut self, ns: &Name, cred: Cred) -> Result<(), KernelError> {
         let mut cur = Name::root();
         for c in ns.components().collect::<Vec<_>>() {
-            let node = self
-                .nodes
-                .get(&cur)
-                .ok_or_else(|| KernelError::NotFound(cur.clone()))?;
+            let node = self.nodes.get(&cur).ok_or_else(|| KernelError::NotFound(cur.clone()))?;
             if node.kind != NodeKind::Namespace {
                 return Err(KernelError::NotANamespace(cur));
             }
             if !allowed(cred, node.uid, node.gid, node.mode, Perm::Search) {
                 return Err(denied(&cur, Perm::Search));
             }
-            let child = cur
-                .join(c)
-                .map_err(|e| KernelError::InvalidArgument(e.to_string()))?;
+            let child = cur.join(c).map_err(|e| KernelError::InvalidArgument(e.to_string()))?;
             match self.nodes.get(&child).map(|n| n.kind) {
                 Some(NodeKind::Namespace) => {}
                 Some(_) => return Err(KernelError::NotANamespace(child)),
@@ -154,12 +127,8 @@ impl Names {
                     if !allowed(cred, node.uid, node.gid, node.mode, Perm::Write) {
                         return Err(denied(&cur, Perm::Write));
                     }
-                    let n = Node {
-                        kind: NodeKind::Namespace,
-                        uid: cred.uid,
-                        gid: cred.gid,
-                        mode: IMPLICIT_NAMESPACE_MODE,
-                    };
+                    let n =
+                        Node { kind: NodeKind::Namespace, uid: cred.uid, gid: cred.gid, mode: IMPLICIT_NAMESPACE_MODE };
                     self.nodes.insert(child.clone(), n);
                 }
             }
@@ -171,12 +140,7 @@ impl Names {
     /// Binds `name` to an object (replacing a dead name). The caller checked
     /// with [`Names::prepare_create`] first.
     pub fn bind(&mut self, name: Name, id: ObjectId, cred: Cred, mode: u32) {
-        let node = Node {
-            kind: NodeKind::Object(id),
-            uid: cred.uid,
-            gid: cred.gid,
-            mode: mode & 0o777,
-        };
+        let node = Node { kind: NodeKind::Object(id), uid: cred.uid, gid: cred.gid, mode: mode & 0o777 };
         self.nodes.insert(name, node);
     }
 
@@ -184,12 +148,7 @@ impl Names {
     pub fn mkdir(&mut self, name: &Name, cred: Cred, mode: u32) -> Result<(), KernelError> {
         match self.prepare_create(name, cred)? {
             Some(NodeKind::Dead) | None => {
-                let node = Node {
-                    kind: NodeKind::Namespace,
-                    uid: cred.uid,
-                    gid: cred.gid,
-                    mode: mode & 0o777,
-                };
+                let node = Node { kind: NodeKind::Namespace, uid: cred.uid, gid: cred.gid, mode: mode & 0o777 };
                 self.nodes.insert(name.clone(), node);
                 Ok(())
             }
@@ -210,15 +169,8 @@ impl Names {
     pub fn unlink(&mut self, name: &Name, cred: Cred) -> Result<Option<ObjectId>, KernelError> {
         let (parent, _) = name.split_last().ok_or_else(|| denied(name, Perm::Write))?;
         self.check_path(name, cred)?;
-        let kind = self
-            .nodes
-            .get(name)
-            .map(|n| n.kind)
-            .ok_or_else(|| KernelError::NotFound(name.clone()))?;
-        let p = self
-            .nodes
-            .get(&parent)
-            .ok_or_else(|| KernelError::NotFound(parent.clone()))?;
+        let kind = self.nodes.get(name).map(|n| n.kind).ok_or_else(|| KernelError::NotFound(name.clone()))?;
+        let p = self.nodes.get(&parent).ok_or_else(|| KernelError::NotFound(parent.clone()))?;
         if !allowed(cred, p.uid, p.gid, p.mode, Perm::Write) {
             return Err(denied(&parent, Perm::Write));
         }
@@ -233,11 +185,7 @@ impl Names {
     }
 
     fn children<'a>(&'a self, ns: &'a Name) -> impl Iterator<Item = (&'a Name, &'a Node)> + 'a {
-        let prefix = if ns.is_root() {
-            "/".to_string()
-        } else {
-            format!("{ns}/")
-        };
+        let prefix = if ns.is_root() { "/".to_string() } else { format!("{ns}/") };
         let plen = prefix.len();
         self.nodes
             .range(ns.clone()..)
@@ -256,10 +204,7 @@ impl Names {
         limit: usize,
     ) -> Result<(Vec<(Name, Node)>, bool), KernelError> {
         self.check_path(name, cred)?;
-        let node = self
-            .nodes
-            .get(name)
-            .ok_or_else(|| KernelError::NotFound(name.clone()))?;
+        let node = self.nodes.get(name).ok_or_else(|| KernelError::NotFound(name.clone()))?;
         if node.kind != NodeKind::Namespace {
             return Ok((vec![(name.clone(), node.clone())], false));
         }
@@ -267,11 +212,7 @@ impl Names {
             return Err(denied(name, Perm::Read));
         }
         let mut it = self.children(name).skip(offset);
-        let page: Vec<_> = it
-            .by_ref()
-            .take(limit)
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
+        let page: Vec<_> = it.by_ref().take(limit).map(|(k, v)| (k.clone(), v.clone())).collect();
         Ok((page, it.next().is_some()))
     }
 
@@ -290,16 +231,8 @@ impl Names {
 mod tests {
     use super::*;
 
-    const ME: Cred = Cred {
-        pid: 10,
-        uid: 1000,
-        gid: 1000,
-    };
-    const OTHER: Cred = Cred {
-        pid: 11,
-        uid: 1001,
-        gid: 1001,
-    };
+    const ME: Cred = Cred { pid: 10, uid: 1000, gid: 1000 };
+    const OTHER: Cred = Cred { pid: 11, uid: 1001, gid: 1001 };
 
     fn n(s: &str) -> Name {
         Name::try_from(s).unwrap()
@@ -313,21 +246,12 @@ mod tests {
         assert_eq!(t.resolve(&n("/app/x"), ME), Ok(ObjectId(1)));
         assert_eq!(t.get(&n("/app")).unwrap().kind, NodeKind::Namespace);
         t.mark_dead(&n("/app/x"), ObjectId(1));
-        assert_eq!(
-            t.resolve(&n("/app/x"), ME),
-            Err(KernelError::DeadName(n("/app/x")))
-        );
+        assert_eq!(t.resolve(&n("/app/x"), ME), Err(KernelError::DeadName(n("/app/x"))));
         assert_eq!(t.prepare_create(&n("/app/x"), ME), Ok(Some(NodeKind::Dead)));
         t.bind(n("/app/x"), ObjectId(2), ME, 0o600);
         assert_eq!(t.resolve(&n("/app/x"), ME), Ok(ObjectId(2)));
-        assert_eq!(
-            t.resolve(&n("/app/x/y"), ME),
-            Err(KernelError::NotANamespace(n("/app/x")))
-        );
-        assert_eq!(
-            t.resolve(&n("/nope"), ME),
-            Err(KernelError::NotFound(n("/nope")))
-        );
+        assert_eq!(t.resolve(&n("/app/x/y"), ME), Err(KernelError::NotANamespace(n("/app/x"))));
+        assert_eq!(t.resolve(&n("/nope"), ME), Err(KernelError::NotFound(n("/nope"))));
     }
 
     #[test]
@@ -336,26 +260,11 @@ mod tests {
         t.mkdir(&n("/private"), ME, 0o700).unwrap();
         t.prepare_create(&n("/private/x"), ME).unwrap();
         t.bind(n("/private/x"), ObjectId(1), ME, 0o600);
-        assert!(matches!(
-            t.resolve(&n("/private/x"), OTHER),
-            Err(KernelError::PermissionDenied { .. })
-        ));
-        assert!(matches!(
-            t.prepare_create(&n("/y"), OTHER),
-            Err(KernelError::PermissionDenied { .. })
-        ));
-        assert!(matches!(
-            t.list(&n("/private"), OTHER, 0, 10),
-            Err(KernelError::PermissionDenied { .. })
-        ));
-        assert!(matches!(
-            t.unlink(&n("/private/x"), OTHER),
-            Err(KernelError::PermissionDenied { .. })
-        ));
-        assert_eq!(
-            t.unlink(&n("/private"), ME),
-            Err(KernelError::NotEmpty(n("/private")))
-        );
+        assert!(matches!(t.resolve(&n("/private/x"), OTHER), Err(KernelError::PermissionDenied { .. })));
+        assert!(matches!(t.prepare_create(&n("/y"), OTHER), Err(KernelError::PermissionDenied { .. })));
+        assert!(matches!(t.list(&n("/private"), OTHER, 0, 10), Err(KernelError::PermissionDenied { .. })));
+        assert!(matches!(t.unlink(&n("/private/x"), OTHER), Err(KernelError::PermissionDenied { .. })));
+        assert_eq!(t.unlink(&n("/private"), ME), Err(KernelError::NotEmpty(n("/private"))));
         assert_eq!(t.unlink(&n("/private/x"), ME), Ok(Some(ObjectId(1))));
         assert_eq!(t.unlink(&n("/private"), ME), Ok(None));
     }
@@ -375,15 +284,9 @@ mod tests {
         assert_eq!(page.len(), 4);
         assert!(more);
         let (rest, more) = t.list(&n("/a"), ME, 4, 4).unwrap();
-        assert_eq!(
-            rest.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
-            ["/a/p4", "/a/sub"]
-        );
+        assert_eq!(rest.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(), ["/a/p4", "/a/sub"]);
         assert!(!more);
         let (root, _) = t.list(&Name::root(), ME, 0, 10).unwrap();
-        assert_eq!(
-            root.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
-            ["/a", "/ab"]
-        );
+        assert_eq!(root.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(), ["/a", "/ab"]);
     }
 }

@@ -35,25 +35,13 @@ pub enum WaitError {
 }
 
 /// Claims a slot for sending, waiting while the ring is full.
-pub fn claim_send(
-    ring: &Ring,
-    holder: u32,
-    deadline: Option<Instant>,
-) -> Result<SendClaim, WaitError> {
-    wait(ring, Side::Send, holder, deadline, RingError::Full, || {
-        ring.try_claim_send(holder)
-    })
+pub fn claim_send(ring: &Ring, holder: u32, deadline: Option<Instant>) -> Result<SendClaim, WaitError> {
+    wait(ring, Side::Send, holder, deadline, RingError::Full, || ring.try_claim_send(holder))
 }
 
 /// Claims a message, waiting while the ring is empty.
-pub fn claim_recv(
-    ring: &Ring,
-    holder: u32,
-    deadline: Option<Instant>,
-) -> Result<RecvClaim, WaitError> {
-    wait(ring, Side::Recv, holder, deadline, RingError::Empty, || {
-        ring.try_claim_recv(holder)
-    })
+pub fn claim_recv(ring: &Ring, holder: u32, deadline: Option<Instant>) -> Result<RecvClaim, WaitError> {
+    wait(ring, Side::Recv, holder, deadline, RingError::Empty, || ring.try_claim_recv(holder))
 }
 
 fn wait<T>(

@@ -121,29 +121,13 @@ mod tests {
 
     #[test]
     fn rejects_bad_shapes() {
-        let ok = Geometry {
-            slot_size: 64,
-            slots: 1024,
-            max_holders: 64,
-        };
+        let ok = Geometry { slot_size: 64, slots: 1024, max_holders: 64 };
         assert!(ok.validate().is_ok());
         assert_eq!(ok.stride(), 128);
         assert!(Geometry { slots: 1000, ..ok }.validate().is_err());
         assert!(Geometry { slot_size: 0, ..ok }.validate().is_err());
-        assert!(Geometry {
-            max_holders: 0,
-            ..ok
-        }
-        .validate()
-        .is_err());
-        let huge = Geometry {
-            slot_size: MAX_SLOT_SIZE,
-            slots: 1 << 10,
-            max_holders: 1,
-        };
-        assert_eq!(
-            huge.validate(),
-            Err(GeometryError::TooLarge(huge.sender_segment_len()))
-        );
+        assert!(Geometry { max_holders: 0, ..ok }.validate().is_err());
+        let huge = Geometry { slot_size: MAX_SLOT_SIZE, slots: 1 << 10, max_holders: 1 };
+        assert_eq!(huge.validate(), Err(GeometryError::TooLarge(huge.sender_segment_len())));
     }
 }

@@ -20,10 +20,7 @@ pub struct SendLoan<'a> {
 impl<'a> SendLoan<'a> {
     /// Wraps a claim made on `ring`.
     pub fn new(ring: &'a Ring, claim: SendClaim) -> Self {
-        SendLoan {
-            ring,
-            claim: Some(claim),
-        }
+        SendLoan { ring, claim: Some(claim) }
     }
 
     /// The slot's whole data area, to write the message into. It holds
@@ -67,10 +64,7 @@ pub struct RecvSlot<'a> {
 impl<'a> RecvSlot<'a> {
     /// Wraps a claim made on `ring`.
     pub fn new(ring: &'a Ring, claim: RecvClaim) -> Self {
-        RecvSlot {
-            ring,
-            claim: Some(claim),
-        }
+        RecvSlot { ring, claim: Some(claim) }
     }
 
     /// Frees the slot for senders, reporting a corrupt ring if a peer

@@ -155,16 +155,9 @@ enum RecvStep {
 
 impl Ring {
     /// Wraps the two mappings of a channel of geometry `geo`.
-    pub fn new(
-        geo: Geometry,
-        sender_seg: Mapping,
-        receiver_seg: Mapping,
-    ) -> Result<Ring, RingError> {
-        geo.validate()
-            .map_err(|_| RingError::Corrupt("invalid geometry"))?;
-        if sender_seg.len() < geo.sender_segment_len()
-            || receiver_seg.len() < geo.receiver_segment_len()
-        {
+    pub fn new(geo: Geometry, sender_seg: Mapping, receiver_seg: Mapping) -> Result<Ring, RingError> {
+        geo.validate().map_err(|_| RingError::Corrupt("invalid geometry"))?;
+        if sender_seg.len() < geo.sender_segment_len() || receiver_seg.len() < geo.receiver_segment_len() {
             return Err(RingError::Corrupt("segment shorter than its geometry"));
         }
         Ok(Ring {
@@ -351,9 +344,7 @@ impl Ring {
         };
         Ok(match (decode_full(full), decode_free(free)) {
             // Previous lap done and received: the slot is ours to claim.
-            (Full::Done { pos: p, .. }, Free::For(f)) if p == prev && f == pos => {
-                SendStep::Claim(full)
-            }
+            (Full::Done { pos: p, .. }, Free::For(f)) if p == prev && f == pos => SendStep::Claim(full),
             // Previous lap done, not yet received (or being received).
             (Full::Done { pos: p, .. }, Free::For(f)) if p == prev && f == prev => SendStep::Full,
             (Full::Done { pos: p, .. }, Free::Claimed(_)) if p == prev => SendStep::Full,
@@ -361,9 +352,7 @@ impl Ring {
             (Full::Claimed(_), Free::For(f)) if f == prev => SendStep::Full,
             // Position already taken: our view of `tail` is behind.
             (Full::Claimed(_), Free::For(f)) if f == pos => SendStep::Advance,
-            (Full::Done { pos: p, .. }, _)
-                if p.wrapping_sub(pos) < (1 << 60) && (p - pos).is_multiple_of(self.cap) =>
-            {
+            (Full::Done { pos: p, .. }, _) if p.wrapping_sub(pos) < (1 << 60) && (p - pos).is_multiple_of(self.cap) => {
                 SendStep::Advance
             }
             (_, Free::For(f)) if f.wrapping_sub(pos) < (1 << 60) && f != pos => SendStep::Reload,
@@ -382,17 +371,9 @@ impl Ring {
             let i = (pos & self.mask) as usize;
             match self.send_step(pos, i)? {
                 SendStep::Claim(seen) => {
-                    if self
-                        .stamp(i)
-                        .compare_exchange(seen, stamp::claimed(holder), AcqRel, Relaxed)
-                        .is_ok()
-                    {
+                    if self.stamp(i).compare_exchange(seen, stamp::claimed(holder), AcqRel, Relaxed).is_ok() {
                         tail.store(pos.wrapping_add(1), Release);
-                        return Ok(SendClaim {
-                            pos,
-                            index: i,
-                            holder,
-                        });
+                        return Ok(SendClaim { pos, index: i, holder });
                     }
                     pos = tail.load(Acquire);
                 }
@@ -419,18 +400,13 @@ impl Ring {
         // or writes it until it is published; the range lies in the writable
         // sender mapping (claims are only made through a writable one). The
         // `&mut SendClaim` borrow keeps the slice unique.
-        unsafe {
-            std::slice::from_raw_parts_mut(self.data_ptr(claim.index), self.geo.slot_size as usize)
-        }
+        unsafe { std::slice::from_raw_parts_mut(self.data_ptr(claim.index), self.geo.slot_size as usize) }
     }
 
     /// Copies `bytes` into the claimed slot.
     pub fn write(&self, claim: &mut SendClaim, bytes: &[u8]) -> Result<(), RingError> {
         if bytes.len() > self.geo.slot_size as usize {
-            return Err(RingError::TooLong {
-                len: bytes.len(),
-                slot_size: self.geo.slot_size,
-            });
+            return Err(RingError::TooLong { len: bytes.len(), slot_size: self.geo.slot_size });
         }
         self.slot_mut(claim)[..bytes.len()].copy_from_slice(bytes);
         Ok(())
@@ -441,10 +417,7 @@ impl Ring {
     pub fn publish(&self, claim: SendClaim, len: usize) -> Result<(), RingError> {
         if len > self.geo.slot_size as usize {
             self.finish_send(&claim, stamp::skipped(claim.pos))?;
-            return Err(RingError::TooLong {
-                len,
-                slot_size: self.geo.slot_size,
-            });
+            return Err(RingError::TooLong { len, slot_size: self.geo.slot_size });
         }
         self.len_word(claim.index).store(len as u32, Relaxed);
         self.finish_send(&claim, stamp::complete(claim.pos))?;
@@ -481,10 +454,7 @@ impl Ring {
     /// Claims, copies and publishes in one go, without waiting.
     pub fn try_send(&self, holder: u32, bytes: &[u8]) -> Result<(), RingError> {
         if bytes.len() > self.geo.slot_size as usize {
-            return Err(RingError::TooLong {
-                len: bytes.len(),
-                slot_size: self.geo.slot_size,
-            });
+            return Err(RingError::TooLong { len: bytes.len(), slot_size: self.geo.slot_size });
         }
         let mut claim = self.try_claim_send(holder)?;
         self.write(&mut claim, bytes)?;
@@ -498,9 +468,7 @@ impl Ring {
         Ok(match decode_full(full) {
             Full::Done { pos: p, skip } if p == pos => RecvStep::Claim { skip },
             Full::Done { pos: p, .. } if p == pos.wrapping_sub(self.cap) => RecvStep::Empty,
-            Full::Done { pos: p, .. }
-                if p.wrapping_sub(pos) < (1 << 60) && (p - pos).is_multiple_of(self.cap) =>
-            {
+            Full::Done { pos: p, .. } if p.wrapping_sub(pos) < (1 << 60) && (p - pos).is_multiple_of(self.cap) => {
                 RecvStep::Advance
             }
             Full::Claimed(_) => match decode_free(self.free(i).load(Acquire)) {
@@ -525,18 +493,9 @@ impl Ring {
             let i = (pos & self.mask) as usize;
             match self.recv_step(pos, i)? {
                 RecvStep::Claim { skip } => {
-                    if self
-                        .free(i)
-                        .compare_exchange(pos, stamp::claimed(holder), AcqRel, Relaxed)
-                        .is_ok()
-                    {
+                    if self.free(i).compare_exchange(pos, stamp::claimed(holder), AcqRel, Relaxed).is_ok() {
                         head.store(pos.wrapping_add(1), Release);
-                        let claim = RecvClaim {
-                            pos,
-                            index: i,
-                            holder,
-                            len: 0,
-                        };
+                        let claim = RecvClaim { pos, index: i, holder, len: 0 };
                         if skip {
                             self.finish_recv(&claim)?;
                             pos = head.load(Acquire);
@@ -630,10 +589,7 @@ impl Ring {
         if h >= self.geo.max_holders {
             return HolderCounters::default();
         }
-        HolderCounters {
-            msgs: self.rec_msgs(side, h).load(Relaxed),
-            bytes: self.rec_bytes(side, h).load(Relaxed),
-        }
+        HolderCounters { msgs: self.rec_msgs(side, h).load(Relaxed), bytes: self.rec_bytes(side, h).load(Relaxed) }
     }
 
     /// Clears holder record `h` on `side` before it is handed to a new holder.
@@ -665,11 +621,7 @@ impl Ring {
                     }
                     // A sender's claim is for the position the slot is free for.
                     if let Free::For(pos) = decode_free(self.free(i).load(Acquire)) {
-                        if self
-                            .stamp(i)
-                            .compare_exchange(mine, stamp::skipped(pos), SeqCst, Relaxed)
-                            .is_ok()
-                        {
+                        if self.stamp(i).compare_exchange(mine, stamp::skipped(pos), SeqCst, Relaxed).is_ok() {
                             lost += 1;
                         }
                     }
@@ -680,12 +632,7 @@ impl Ring {
                     }
                     if let Full::Done { pos, skip } = decode_full(self.stamp(i).load(Acquire)) {
                         let next = pos.wrapping_add(self.cap);
-                        if self
-                            .free(i)
-                            .compare_exchange(mine, next, SeqCst, Relaxed)
-                            .is_ok()
-                            && !skip
-                        {
+                        if self.free(i).compare_exchange(mine, next, SeqCst, Relaxed).is_ok() && !skip {
                             lost += 1;
                         }
                     }

@@ -58,10 +58,7 @@ pub const fn decode_full(word: u64) -> Full {
     if word & CLAIM_BIT != 0 {
         Full::Claimed(word as u32)
     } else {
-        Full::Done {
-            pos: (word & VALUE_MASK).wrapping_sub(1) & VALUE_MASK,
-            skip: word & SKIP_BIT != 0,
-        }
+        Full::Done { pos: (word & VALUE_MASK).wrapping_sub(1) & VALUE_MASK, skip: word & SKIP_BIT != 0 }
     }
 }
 

@@ -1,0 +1,97 @@
+//! Starting and stopping the microkernel: client commands start one when
+//! none answers, racing clients share one, an idle kernel exits by itself,
+//! and a kernel embedded in a thread serves real client processes.
+
+mod util;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use util::{eventually, unique_dir, wait_output};
+
+fn kernels_on(socket: &std::path::Path) -> usize {
+    let needle = format!("--socket {}", socket.display());
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| std::fs::read(e.ok()?.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains(" kernel ") && c.contains(&needle))
+        .count()
+}
+
+#[test]
+fn racing_clients_start_one_kernel_which_exits_when_idle() {
+    let dir = unique_dir("race");
+    let socket = dir.join("k.sock");
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            Command::new(util::exe())
+                .args(["ls", "/", "--socket"])
+                .arg(&socket)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for c in clients {
+        let out = wait_output(c, Duration::from_secs(30));
+        assert!(out.status.success(), "{out:?}");
+    }
+    // However many were spawned, exactly one kernel serves the socket.
+    eventually(Duration::from_secs(5), "losers of the race to exit", || kernels_on(&socket) == 1);
+    let pid = comesg::Connection::connect(&socket).unwrap().kernel_pid();
+    assert!(comesg_sys::process::is_alive(pid));
+    // With no clients and no objects it exits (autostart idle limit: 10 s).
+    eventually(Duration::from_secs(30), "the idle kernel to exit", || kernels_on(&socket) == 0);
+    assert!(!socket.exists(), "an exiting kernel removes its socket");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn embedded_kernel_serves_other_processes() {
+    let dir = unique_dir("embedded");
+    let socket = dir.join("k.sock");
+    let kernel = comesg::Kernel::spawn(comesg::KernelConfig::new(&socket)).unwrap();
+    let conn = comesg::Connection::connect(kernel.socket()).unwrap();
+    let opts = comesg::ChannelOptions { slot_size: 32, slots: 8, ..Default::default() };
+    let ch = conn.create_channel("/emb/q", opts).unwrap();
+    let out = Command::new(util::exe())
+        .args(["send", "/emb/q", "from-another-process", "--socket"])
+        .arg(&socket)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(ch.recv_timeout(&mut [0; 32], Duration::from_secs(10)), Ok(20));
+    // A second kernel on the same path refuses to start.
+    assert!(matches!(
+        comesg::Kernel::bind(comesg::KernelConfig::new(&socket)),
+        Err(comesg::KernelStartError::AlreadyRunning(_))
+    ));
+    drop(ch);
+    drop(conn);
+    drop(kernel);
+    assert!(!socket.exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_killed_kernel_is_replaced_and_clients_get_a_clear_error() {
+    let k = util::KernelProc::start("replace");
+    let conn = k.connect();
+    let mut k = k;
+    let _ = k.child.kill();
+    let _ = k.child.wait();
+    match conn.ping() {
+        Err(comesg::Error::KernelGone) | Err(comesg::Error::Io(_)) => {}
+        other => panic!("expected a clear error from a dead kernel, got {other:?}"),
+    }
+    // A new kernel takes over the stale socket path.
+    let socket = k.socket.clone();
+    let mut child =
+        Command::new(util::exe()).args(["kernel", "--log", "warn", "--socket"]).arg(&socket).spawn().unwrap();
+    eventually(Duration::from_secs(10), "the new kernel to listen", || comesg::Connection::connect(&socket).is_ok());
+    comesg::Connection::connect(&socket).unwrap().ping().unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -1,0 +1,186 @@
+//! Shared helpers for the integration tests: every test runs the real
+//! `comesg` binary as separate processes, on a socket path of its own, and
+//! every wait has a watchdog.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdout, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// The binary under test.
+pub fn exe() -> &'static str {
+    env!("CARGO_BIN_EXE_comesg")
+}
+
+static N: AtomicU32 = AtomicU32::new(0);
+
+/// A fresh directory for one test's socket.
+pub fn unique_dir(tag: &str) -> PathBuf {
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    let d = std::env::temp_dir().join(format!("comesg-it-{}-{n}-{tag}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// A microkernel running as its own process on a private socket; killed and
+/// cleaned up on drop.
+pub struct KernelProc {
+    pub child: Child,
+    pub socket: PathBuf,
+    dir: PathBuf,
+}
+
+impl KernelProc {
+    pub fn start(tag: &str) -> KernelProc {
+        let dir = unique_dir(tag);
+        let socket = dir.join("kernel.sock");
+        let child = Command::new(exe())
+            .args(["kernel", "--log", "warn", "--socket"])
+            .arg(&socket)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("start kernel");
+        let k = KernelProc { child, socket, dir };
+        k.wait_ready();
+        k
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while comesg::Connection::connect(&self.socket).is_err() {
+            assert!(Instant::now() < deadline, "kernel did not come up");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    pub fn connect(&self) -> comesg::Connection {
+        comesg::Connection::connect(&self.socket).expect("connect")
+    }
+
+    /// Runs `comesg ARGS --socket S` to completion (with a watchdog).
+    pub fn cli(&self, args: &[&str]) -> Output {
+        let child = Command::new(exe())
+            .args(args)
+            .arg("--socket")
+            .arg(&self.socket)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        wait_output(child, Duration::from_secs(60))
+    }
+
+    /// Starts `comesg __peer ARGS --socket S` and waits for its `ready` line.
+    pub fn peer(&self, args: &[&str]) -> Peer {
+        let mut child = Command::new(exe())
+            .arg("__peer")
+            .args(args)
+            .arg("--socket")
+            .arg(&self.socket)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), "ready", "peer {args:?} did not start");
+        Peer { child, out: Some(out) }
+    }
+}
+
+impl Drop for KernelProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A helper process started with `comesg __peer`.
+pub struct Peer {
+    pub child: Child,
+    pub out: Option<BufReader<ChildStdout>>,
+}
+
+impl Peer {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL, then reap.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// The rest of its stdout, read on a thread so it never blocks the peer.
+    pub fn collect(&mut self) -> std::thread::JoinHandle<Vec<String>> {
+        let out = self.out.take().unwrap();
+        std::thread::spawn(move || out.lines().map_while(Result::ok).collect())
+    }
+
+    /// Waits for exit, with a watchdog.
+    pub fn wait(&mut self, limit: Duration) -> std::process::ExitStatus {
+        wait_status(&mut self.child, limit)
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn wait_status(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            return st;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("process {} did not exit within {limit:?}", child.id());
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+pub fn wait_output(mut child: Child, limit: Duration) -> Output {
+    let mut so = child.stdout.take().unwrap();
+    let mut se = child.stderr.take().unwrap();
+    let t1 = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        std::io::Read::read_to_end(&mut so, &mut v).ok();
+        v
+    });
+    let t2 = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        std::io::Read::read_to_end(&mut se, &mut v).ok();
+        v
+    });
+    let status = wait_status(&mut child, limit);
+    Output { status, stdout: t1.join().unwrap(), stderr: t2.join().unwrap() }
+}
+
+pub fn text(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Polls `f` until it returns true, failing after `limit`.
+pub fn eventually(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+pub fn socket_exists(p: &Path) -> bool {
+    p.exists()
+}

@@ -7,6 +7,7 @@
 //! | 0 | `tail`: next position to claim (u64) |
 //! | 64 | `data_seq` (u32 futex word receivers sleep on), `send_waiters` (u32) |
 //! | 128 | `max_holders` holder records of 64 bytes (messages, bytes, sleeping) |
+//! | `claims_offset` | `slots` claim words (u64 each), touched by senders only |
 //! | `slots_offset` | `slots` slots of `stride` bytes: stamp (u64), length (u32), pad, data |
 //!
 //! Receiver segment (written by receivers, mapped read-only by senders):
@@ -94,9 +95,14 @@ impl Geometry {
         2 * LINE
     }
 
+    /// Offset of the claim-word array in the sender segment.
+    pub fn claims_offset(&self) -> usize {
+        self.holders_offset() + self.max_holders as usize * HOLDER_RECORD
+    }
+
     /// Offset of slot 0 in the sender segment.
     pub fn slots_offset(&self) -> usize {
-        self.holders_offset() + self.max_holders as usize * HOLDER_RECORD
+        round_up(self.claims_offset() + self.slots as usize * 8, LINE)
     }
 
     /// Offset of the free-stamp array in the receiver segment.

@@ -8,12 +8,19 @@
 //! - the **free stamp** (receiver segment) says which position may be
 //!   written next.
 //!
-//! Both sides claim a slot by compare-and-swap **on the slot's own stamp**,
+//! Both sides claim a slot by compare-and-swap **on a per-slot word**,
 //! writing their holder index into it ([`stamp::claimed`]), and only then
 //! advance the shared `tail`/`head` counter (any thread that sees a claimed
-//! slot helps advance it). So at every instant the microkernel can tell which
-//! holder owns an unfinished slot, and when a holder dies it finishes the slot
-//! for it: a sender's claim becomes a `SKIP` stamp (receivers pass over it), a
+//! slot helps advance it). Senders claim on a **claim word** that only
+//! senders touch, so the slot's full stamp, on which a waiting receiver
+//! spins, is written exactly once per message, by a plain store; a
+//! compare-and-swap there would have to wrest the line from the spinning
+//! receiver first. Receivers claim on the free stamp itself (senders read
+//! it only once per cache line of slots, see [`Ring::known_free`]).
+//!
+//! So at every instant the microkernel can tell which holder owns an
+//! unfinished slot, and when a holder dies it finishes the slot for it: a
+//! sender's claim becomes a `SKIP` stamp (receivers pass over it), a
 //! receiver's claim frees the slot. Either counts as one lost message; no
 //! message is ever delivered twice.
 //!
@@ -179,6 +186,7 @@ impl Ring {
         for i in 0..self.geo.slots as usize {
             // Position `i` (one lap before the first real position) is done.
             self.stamp(i).store(stamp::complete(i as u64), Relaxed);
+            self.claim(i).store(stamp::complete(i as u64), Relaxed);
             self.free(i).store(self.cap + i as u64, Relaxed);
         }
         self.tail().store(self.cap, Relaxed);
@@ -277,6 +285,10 @@ impl Ring {
     fn stamp(&self, i: usize) -> &AtomicU64 {
         Self::word64(&self.s, self.slot_off(i))
     }
+    fn claim(&self, i: usize) -> &AtomicU64 {
+        debug_assert!(i < self.geo.slots as usize);
+        Self::word64(&self.s, self.geo.claims_offset() + i * 8)
+    }
     fn len_word(&self, i: usize) -> &AtomicU32 {
         Self::word32(&self.s, self.slot_off(i) + 8)
     }
@@ -332,7 +344,7 @@ impl Ring {
 
     fn send_step(&self, pos: u64, i: usize) -> Result<SendStep, RingError> {
         let prev = pos.wrapping_sub(self.cap);
-        let full = self.stamp(i).load(Acquire);
+        let full = self.claim(i).load(Acquire);
         let free = if self.known_free(pos) {
             pos
         } else {
@@ -371,7 +383,7 @@ impl Ring {
             let i = (pos & self.mask) as usize;
             match self.send_step(pos, i)? {
                 SendStep::Claim(seen) => {
-                    if self.stamp(i).compare_exchange(seen, stamp::claimed(holder), AcqRel, Relaxed).is_ok() {
+                    if self.claim(i).compare_exchange(seen, stamp::claimed(holder), AcqRel, Relaxed).is_ok() {
                         tail.store(pos.wrapping_add(1), Release);
                         return Ok(SendClaim { pos, index: i, holder });
                     }
@@ -432,14 +444,14 @@ impl Ring {
     }
 
     fn finish_send(&self, claim: &SendClaim, word: u64) -> Result<(), RingError> {
-        // Only this holder may move the stamp off its claim, so a load and a
-        // plain store suffice; a compare-and-swap here would wait for the
-        // line that a spinning receiver keeps reading.
-        let st = self.stamp(claim.index);
-        if st.load(Relaxed) != stamp::claimed(claim.holder) {
+        // Only this holder may move the claim word off its claim, so a load
+        // and plain stores suffice.
+        let cw = self.claim(claim.index);
+        if cw.load(Relaxed) != stamp::claimed(claim.holder) {
             return Err(RingError::Corrupt("sender's claim was taken over"));
         }
-        st.store(word, Release);
+        self.stamp(claim.index).store(word, Release);
+        cw.store(stamp::complete(claim.pos), Release);
         // Dekker with a receiver going to sleep: it registers, then runs a
         // heavy barrier, then re-checks; we publish, then (light barrier)
         // check for sleepers. One of us sees the other.
@@ -616,15 +628,21 @@ impl Ring {
         for i in 0..self.geo.slots as usize {
             match side {
                 Side::Send => {
-                    if self.stamp(i).load(Acquire) != mine {
+                    if self.claim(i).load(Acquire) != mine {
                         continue;
                     }
                     // A sender's claim is for the position the slot is free for.
-                    if let Free::For(pos) = decode_free(self.free(i).load(Acquire)) {
-                        if self.stamp(i).compare_exchange(mine, stamp::skipped(pos), SeqCst, Relaxed).is_ok() {
-                            lost += 1;
-                        }
+                    let Free::For(pos) = decode_free(self.free(i).load(Acquire)) else { continue };
+                    let st = self.stamp(i);
+                    let seen = st.load(Acquire);
+                    // Unless it got as far as publishing, the position
+                    // carries no message: receivers skip it.
+                    if matches!(decode_full(seen), Full::Done { pos: p, .. } if p == pos.wrapping_sub(self.cap))
+                        && st.compare_exchange(seen, stamp::skipped(pos), SeqCst, Relaxed).is_ok()
+                    {
+                        lost += 1;
                     }
+                    let _ = self.claim(i).compare_exchange(mine, stamp::complete(pos), SeqCst, Relaxed);
                 }
                 Side::Recv => {
                     if self.free(i).load(Acquire) != mine {

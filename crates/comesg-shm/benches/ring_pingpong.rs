@@ -1,0 +1,110 @@
+//! In-process round trips through two COCHANNEL rings between two pinned
+//! threads, interleaved with a raw spin ping-pong so that the ratio holds on
+//! a noisy machine. A developer's probe of the ring alone (no kernel, no
+//! processes); `comesg bench` is the benchmark of record.
+//!
+//! `cargo bench -p comesg-shm --bench ring_pingpong`
+
+use std::sync::atomic::{AtomicU64, Ordering::*};
+use std::sync::{Arc, Barrier};
+use std::time::Instant;
+
+use comesg_shm::channel::{blocking, Geometry, Ring};
+use comesg_sys::mapping::{Access, Mapping};
+use comesg_sys::memfd;
+
+fn ring(slots: u32) -> Ring {
+    let geo = Geometry { slot_size: 64, slots, max_holders: 4 };
+    let s = memfd::create_segment("bench", geo.sender_segment_len() as u64).unwrap();
+    let r = memfd::create_segment("bench", geo.receiver_segment_len() as u64).unwrap();
+    let ring = Ring::new(
+        geo,
+        Mapping::map(&s, geo.sender_segment_len(), Access::ReadWrite).unwrap(),
+        Mapping::map(&r, geo.receiver_segment_len(), Access::ReadWrite).unwrap(),
+    )
+    .unwrap();
+    ring.initialize().unwrap();
+    ring
+}
+
+const N: u64 = 50_000;
+
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+    Spin,
+    Ring,
+}
+
+fn once(mode: Mode, c0: usize, c1: usize) -> f64 {
+    let ping = Arc::new(ring(64));
+    let pong = Arc::new(ring(64));
+    let flags: Arc<Vec<AtomicU64>> = Arc::new((0..16).map(|_| AtomicU64::new(0)).collect());
+    let go = Arc::new(Barrier::new(2));
+    let (p2, q2, f2, g2) = (ping.clone(), pong.clone(), flags.clone(), go.clone());
+    let t = std::thread::spawn(move || {
+        let _ = comesg_sys::process::pin_to_cpu(c1);
+        g2.wait();
+        let mut buf = [0u8; 64];
+        for i in 1..=N {
+            if mode == Mode::Spin {
+                while f2[0].load(Acquire) != i {
+                    std::hint::spin_loop();
+                }
+                f2[8].store(i, Release);
+            } else {
+                let c = blocking::claim_recv(&p2, 1, None).unwrap();
+                buf.copy_from_slice(&p2.slot(&c)[..64]);
+                p2.release(c).unwrap();
+                let mut c = blocking::claim_send(&q2, 0, None).unwrap();
+                q2.write(&mut c, &buf).unwrap();
+                q2.publish(c, 64).unwrap();
+            }
+        }
+    });
+    let _ = comesg_sys::process::pin_to_cpu(c0);
+    go.wait();
+    let mut buf = [0u8; 64];
+    let t0 = Instant::now();
+    for i in 1..=N {
+        if mode == Mode::Spin {
+            flags[0].store(i, Release);
+            while flags[8].load(Acquire) != i {
+                std::hint::spin_loop();
+            }
+        } else {
+            let mut c = blocking::claim_send(&ping, 0, None).unwrap();
+            ping.write(&mut c, &buf).unwrap();
+            ping.publish(c, 64).unwrap();
+            let c = blocking::claim_recv(&pong, 1, None).unwrap();
+            buf.copy_from_slice(&pong.slot(&c)[..64]);
+            pong.release(c).unwrap();
+        }
+    }
+    let ns = t0.elapsed().as_nanos() as f64 / N as f64;
+    t.join().unwrap();
+    ns
+}
+
+fn main() {
+    // Read the CPU set once: pinning narrows this thread's own set.
+    let cpus = comesg_sys::process::allowed_cpus();
+    let (c0, c1) = (cpus[0], *cpus.get(1).unwrap_or(&cpus[0]));
+    let rounds = 9;
+    let (mut spin, mut ring) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        spin.push(once(Mode::Spin, c0, c1));
+        ring.push(once(Mode::Ring, c0, c1));
+    }
+    // Ratio per round (adjacent in time), then the median of those.
+    let mut ratios: Vec<f64> = spin.iter().zip(&ring).map(|(s, r)| r / s).collect();
+    ratios.sort_by(f64::total_cmp);
+    spin.sort_by(f64::total_cmp);
+    ring.sort_by(f64::total_cmp);
+    println!(
+        "round trip, 64 B, in-process: spin median {:.0} ns, ring median {:.0} ns, ring/spin per-round median {:.2}x (min {:.2}x)",
+        spin[rounds / 2],
+        ring[rounds / 2],
+        ratios[rounds / 2],
+        ratios[0]
+    );
+}

@@ -36,6 +36,7 @@ pub const PING: usize = 64;
 struct Plan {
     rt_fast: u64,
     rt_slow: u64,
+    rounds: u64,
     budget: Duration,
 }
 
@@ -192,7 +193,15 @@ fn clock_overhead() -> f64 {
     percentiles(&mut v).0
 }
 
-fn round_trips(link: &mut dyn Link, peer: &mut Peer, n: u64, size: usize, overhead: f64) -> io::Result<(f64, f64)> {
+/// Times `n` round trips one by one, appending to `samples`.
+fn round_trips(
+    link: &mut dyn Link,
+    peer: &mut Peer,
+    n: u64,
+    size: usize,
+    overhead: f64,
+    samples: &mut Vec<f64>,
+) -> io::Result<()> {
     let mut buf = vec![0u8; size];
     let warm = (n / 10).max(10);
     peer.command(CMD_ECHO, warm + n, size)?;
@@ -200,15 +209,13 @@ fn round_trips(link: &mut dyn Link, peer: &mut Peer, n: u64, size: usize, overhe
         link.send(&buf)?;
         link.recv(&mut buf)?;
     }
-    let mut samples = Vec::with_capacity(n as usize);
     for _ in 0..n {
         let t = Instant::now();
         link.send(&buf)?;
         link.recv(&mut buf)?;
         samples.push(((t.elapsed().as_nanos() as f64) - overhead).max(1.0));
     }
-    peer.wait_done()?;
-    Ok(percentiles(&mut samples))
+    peer.wait_done()
 }
 
 fn stream(link: &mut dyn Link, peer: &mut Peer, n: u64, size: usize) -> io::Result<Duration> {
@@ -277,11 +284,11 @@ fn machine(cpus: Option<(usize, usize)>, n: usize) -> String {
 /// Runs the whole benchmark and returns its report.
 pub fn run(cfg: &BenchConfig) -> io::Result<Report> {
     let plan = if cfg.long {
-        Plan { rt_fast: 1_000_000, rt_slow: 50_000, budget: Duration::from_millis(1500) }
+        Plan { rt_fast: 1_000_000, rt_slow: 50_000, rounds: 10, budget: Duration::from_millis(1500) }
     } else if cfg.short {
-        Plan { rt_fast: 50_000, rt_slow: 3_000, budget: Duration::from_millis(120) }
+        Plan { rt_fast: 50_000, rt_slow: 3_000, rounds: 3, budget: Duration::from_millis(120) }
     } else {
-        Plan { rt_fast: 200_000, rt_slow: 10_000, budget: Duration::from_millis(300) }
+        Plan { rt_fast: 300_000, rt_slow: 15_000, rounds: 5, budget: Duration::from_millis(300) }
     };
     let dir = std::env::temp_dir().join(format!("comesg-bench-{}", comesg_sys::process::pid()));
     let socket = dir.join("kernel.sock");
@@ -295,15 +302,27 @@ pub fn run(cfg: &BenchConfig) -> io::Result<Report> {
     let overhead = clock_overhead();
     let mut report = Report { machine: machine(cpus, allowed.len()), ..Report::default() };
 
+    // Round trips in interleaved rounds: every transport gets a slice of
+    // each round, so a change in the machine's state (these VMs' two vCPUs
+    // move between host cores) hits all of them alike and ratios hold.
     let latency_order =
         [Transport::Spin, Transport::Futex, Transport::Pipe, Transport::Seqpacket, Transport::Cochannel];
+    let mut pairs = Vec::new();
     for t in latency_order {
-        let n = match t {
-            Transport::Spin | Transport::Cochannel => plan.rt_fast,
-            _ => plan.rt_slow,
-        };
-        let (mut link, mut peer) = setup.start(t, PING, "rt")?;
-        let (median_ns, p99_ns) = round_trips(link.as_mut(), &mut peer, n, PING, overhead)?;
+        let (link, peer) = setup.start(t, PING, "rt")?;
+        pairs.push((t, link, peer, Vec::new()));
+    }
+    for _ in 0..plan.rounds {
+        for (t, link, peer, samples) in pairs.iter_mut() {
+            let n = match t {
+                Transport::Spin | Transport::Cochannel => plan.rt_fast,
+                _ => plan.rt_slow,
+            } / plan.rounds;
+            round_trips(link.as_mut(), peer, n, PING, overhead, samples)?;
+        }
+    }
+    for (t, _, _, mut samples) in pairs {
+        let (median_ns, p99_ns) = percentiles(&mut samples);
         report.latency.push(LatencyRow { transport: t.name().into(), size: PING as u64, median_ns, p99_ns });
     }
     for t in [Transport::Pipe, Transport::Seqpacket, Transport::Cochannel] {

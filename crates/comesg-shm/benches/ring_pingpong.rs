@@ -14,7 +14,11 @@ use comesg_sys::mapping::{Access, Mapping};
 use comesg_sys::memfd;
 
 fn ring(slots: u32) -> Ring {
-    let geo = Geometry { slot_size: 64, slots, max_holders: 4 };
+    ring_of(64, slots)
+}
+
+fn ring_of(slot_size: u32, slots: u32) -> Ring {
+    let geo = Geometry { slot_size, slots, max_holders: 4 };
     let s = memfd::create_segment("bench", geo.sender_segment_len() as u64).unwrap();
     let r = memfd::create_segment("bench", geo.receiver_segment_len() as u64).unwrap();
     let ring = Ring::new(
@@ -85,6 +89,34 @@ fn once(mode: Mode, c0: usize, c1: usize) -> f64 {
     ns
 }
 
+/// One-way stream of `n` 64-byte messages through a 4096-slot ring; msgs/s.
+fn stream(n: u64, size: usize, c0: usize, c1: usize) -> f64 {
+    let ch = Arc::new(ring_of(size as u32, 4096));
+    let go = Arc::new(Barrier::new(2));
+    let (c2, g2) = (ch.clone(), go.clone());
+    let t = std::thread::spawn(move || {
+        let _ = comesg_sys::process::pin_to_cpu(c1);
+        g2.wait();
+        let mut buf = [0u8; 64];
+        for _ in 0..n {
+            let c = blocking::claim_recv(&c2, 1, None).unwrap();
+            buf[..size].copy_from_slice(&c2.slot(&c)[..size]);
+            c2.release(c).unwrap();
+        }
+    });
+    let _ = comesg_sys::process::pin_to_cpu(c0);
+    go.wait();
+    let buf = [7u8; 64];
+    let t0 = Instant::now();
+    for _ in 0..n {
+        let mut c = blocking::claim_send(&ch, 0, None).unwrap();
+        ch.write(&mut c, &buf[..size]).unwrap();
+        ch.publish(c, size).unwrap();
+    }
+    t.join().unwrap();
+    n as f64 / t0.elapsed().as_secs_f64()
+}
+
 fn main() {
     // Read the CPU set once: pinning narrows this thread's own set.
     let cpus = comesg_sys::process::allowed_cpus();
@@ -94,6 +126,11 @@ fn main() {
     for _ in 0..rounds {
         spin.push(once(Mode::Spin, c0, c1));
         ring.push(once(Mode::Ring, c0, c1));
+    }
+    for size in [48, 64] {
+        let mut rates: Vec<f64> = (0..5).map(|_| stream(2_000_000, size, c0, c1)).collect();
+        rates.sort_by(f64::total_cmp);
+        println!("one-way stream, {size} B slots, in-process: median {:.1} M msgs/s", rates[2] / 1e6);
     }
     // Ratio per round (adjacent in time), then the median of those.
     let mut ratios: Vec<f64> = spin.iter().zip(&ring).map(|(s, r)| r / s).collect();

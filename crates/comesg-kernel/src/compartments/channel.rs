@@ -161,21 +161,20 @@ impl ChannelObject {
     /// frees the records for reuse. Returns the messages lost.
     pub fn detach(&mut self, att: Attachment) -> u64 {
         let mut lost = 0;
-        if let Some(h) = att.send {
-            let c = self.ring.holder_counters(Side::Send, h);
-            self.departed.sent_msgs += c.msgs;
-            self.departed.sent_bytes += c.bytes;
-            lost += self.ring.repair_holder(Side::Send, h).unwrap_or(0);
-            let _ = self.ring.reset_holder(Side::Send, h);
-            self.send_records.give_back(h);
-        }
-        if let Some(h) = att.recv {
-            let c = self.ring.holder_counters(Side::Recv, h);
-            self.departed.received_msgs += c.msgs;
-            self.departed.received_bytes += c.bytes;
-            lost += self.ring.repair_holder(Side::Recv, h).unwrap_or(0);
-            let _ = self.ring.reset_holder(Side::Recv, h);
-            self.recv_records.give_back(h);
+        for (side, h) in [(Side::Send, att.send), (Side::Recv, att.recv)] {
+            let Some(h) = h else { continue };
+            let c = self.ring.holder_counters(side, h);
+            let (msgs, bytes, records) = match side {
+                Side::Send => (&mut self.departed.sent_msgs, &mut self.departed.sent_bytes, &mut self.send_records),
+                Side::Recv => {
+                    (&mut self.departed.received_msgs, &mut self.departed.received_bytes, &mut self.recv_records)
+                }
+            };
+            *msgs += c.msgs;
+            *bytes += c.bytes;
+            records.give_back(h);
+            lost += self.ring.repair_holder(side, h).unwrap_or(0);
+            let _ = self.ring.reset_holder(side, h);
         }
         self.departed.lost += lost;
         lost

@@ -90,8 +90,8 @@ fn once(mode: Mode, c0: usize, c1: usize) -> f64 {
 }
 
 /// One-way stream of `n` 64-byte messages through a 4096-slot ring; msgs/s.
-fn stream(n: u64, size: usize, c0: usize, c1: usize) -> f64 {
-    let ch = Arc::new(ring_of(size as u32, 4096));
+fn stream(n: u64, size: usize, slots: u32, c0: usize, c1: usize) -> f64 {
+    let ch = Arc::new(ring_of(size as u32, slots));
     let go = Arc::new(Barrier::new(2));
     let (c2, g2) = (ch.clone(), go.clone());
     let t = std::thread::spawn(move || {
@@ -117,6 +117,37 @@ fn stream(n: u64, size: usize, c0: usize, c1: usize) -> f64 {
     n as f64 / t0.elapsed().as_secs_f64()
 }
 
+/// Per-side costs: a thread on one CPU fills a 4096-slot ring that a thread
+/// on the other CPU drained last (so every line moves between cores), then
+/// the other drains it. Nanoseconds per message for each.
+fn sides(c0: usize, c1: usize) -> (f64, f64) {
+    let ch = Arc::new(ring_of(64, 4096));
+    let mut fill = Vec::new();
+    let mut drain = Vec::new();
+    for _ in 0..20 {
+        let c2 = ch.clone();
+        let _ = comesg_sys::process::pin_to_cpu(c0);
+        let t0 = Instant::now();
+        for _ in 0..4096 {
+            c2.try_send(0, &[7u8; 64]).unwrap();
+        }
+        fill.push(t0.elapsed().as_nanos() as f64 / 4096.0);
+        let d = std::thread::spawn(move || {
+            let _ = comesg_sys::process::pin_to_cpu(c1);
+            let mut buf = [0u8; 64];
+            let t0 = Instant::now();
+            for _ in 0..4096 {
+                c2.try_recv(1, &mut buf).unwrap();
+            }
+            t0.elapsed().as_nanos() as f64 / 4096.0
+        });
+        drain.push(d.join().unwrap());
+    }
+    fill.sort_by(f64::total_cmp);
+    drain.sort_by(f64::total_cmp);
+    (fill[10], drain[10])
+}
+
 fn main() {
     // Read the CPU set once: pinning narrows this thread's own set.
     let cpus = comesg_sys::process::allowed_cpus();
@@ -127,10 +158,12 @@ fn main() {
         spin.push(once(Mode::Spin, c0, c1));
         ring.push(once(Mode::Ring, c0, c1));
     }
-    for size in [48, 64] {
-        let mut rates: Vec<f64> = (0..5).map(|_| stream(2_000_000, size, c0, c1)).collect();
+    let (f, d) = sides(c0, c1);
+    println!("per side, 64 B, lines from the other core: send {f:.1} ns/msg, receive {d:.1} ns/msg");
+    for (size, slots) in [(48, 4096), (64, 256), (64, 4096)] {
+        let mut rates: Vec<f64> = (0..5).map(|_| stream(2_000_000, size, slots, c0, c1)).collect();
         rates.sort_by(f64::total_cmp);
-        println!("one-way stream, {size} B slots, in-process: median {:.1} M msgs/s", rates[2] / 1e6);
+        println!("one-way stream, {slots} slots of {size} B, in-process: median {:.1} M msgs/s", rates[2] / 1e6);
     }
     // Ratio per round (adjacent in time), then the median of those.
     let mut ratios: Vec<f64> = spin.iter().zip(&ring).map(|(s, r)| r / s).collect();

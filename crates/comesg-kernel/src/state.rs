@@ -114,10 +114,19 @@ impl State {
             return Departure::default();
         };
         let mut d = Departure { handles: client.handles.len(), ..Departure::default() };
+        let mut by_object: BTreeMap<ObjectId, Vec<HandleId>> = BTreeMap::new();
         for (handle, obj) in client.handles {
-            let (lost, destroyed) = self.release(id, handle, obj);
-            d.lost += lost;
-            d.destroyed += destroyed as usize;
+            by_object.entry(obj).or_default().push(handle);
+        }
+        for (obj, handles) in by_object {
+            let r = self.ports.release_all(obj, id, &handles);
+            d.lost += r.lost;
+            if let Some(name) = r.destroyed {
+                d.destroyed += 1;
+                if let Some(name) = name {
+                    self.names.mark_dead(&name, obj);
+                }
+            }
         }
         d
     }

@@ -110,6 +110,12 @@ impl TryFrom<&str> for Name {
     }
 }
 
+impl std::borrow::Borrow<str> for Name {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
 impl From<Name> for String {
     fn from(n: Name) -> String {
         n.0

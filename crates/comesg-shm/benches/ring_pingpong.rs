@@ -158,6 +158,25 @@ fn main() {
         spin.push(once(Mode::Spin, c0, c1));
         ring.push(once(Mode::Ring, c0, c1));
     }
+    {
+        // One thread, no other core: the instruction cost of the data path.
+        let r = ring_of(64, 64);
+        let mut buf = [0u8; 64];
+        let mut best = f64::MAX;
+        for _ in 0..5 {
+            let t0 = Instant::now();
+            for _ in 0..1_000_000 {
+                let mut c = blocking::claim_send(&r, 0, None).unwrap();
+                r.write(&mut c, &buf).unwrap();
+                r.publish(c, 64).unwrap();
+                let c = blocking::claim_recv(&r, 1, None).unwrap();
+                buf.copy_from_slice(&r.slot(&c)[..64]);
+                r.release(c).unwrap();
+            }
+            best = best.min(t0.elapsed().as_nanos() as f64 / 1e6);
+        }
+        println!("one thread, send + receive of 64 B: {best:.1} ns");
+    }
     let (f, d) = sides(c0, c1);
     println!("per side, 64 B, lines from the other core: send {f:.1} ns/msg, receive {d:.1} ns/msg");
     for (size, slots) in [(48, 4096), (64, 256), (64, 4096)] {

@@ -327,3 +327,52 @@ proptest! {
         prop_assert_eq!(ring.stats().depth, 0);
     }
 }
+
+/// A sender that dies after publishing but before releasing its claim word
+/// left a delivered (or being delivered) message: repair must not count it
+/// lost nor burn the next lap, and the ring must keep going.
+#[test]
+fn repair_after_a_sender_died_between_publish_and_release() {
+    for consumed in [false, true] {
+        let (f, ring) = ring(8, 4);
+        let claim_word = |i: usize| &ring.segments().0.words()[(f.geo.claims_offset() + i * 8) / 8];
+        let mut buf = [0u8; 8];
+        ring.try_send(5, b"m").unwrap(); // position 4, slot 0
+                                         // As if holder 5 died just before its claim-word store.
+        claim_word(0).store(comesg_shm::channel::stamp::claimed_at(5, 4), std::sync::atomic::Ordering::SeqCst);
+        let held = if consumed {
+            assert_eq!(ring.try_recv(1, &mut buf), Ok(1));
+            None
+        } else {
+            Some(ring.try_claim_recv(1).unwrap()) // a receiver is reading it during repair
+        };
+        assert_eq!(ring.repair_holder(Side::Send, 5), Ok(0), "the message was published: nothing lost");
+        if let Some(c) = held {
+            assert_eq!(ring.slot(&c), b"m");
+            ring.release(c).unwrap();
+        }
+        for lap in 0..3u8 {
+            for k in 0..4u8 {
+                ring.try_send(0, &[lap, k]).unwrap();
+            }
+            for k in 0..4u8 {
+                assert_eq!(ring.try_recv(1, &mut buf), Ok(2));
+                assert_eq!(&buf[..2], &[lap, k]);
+            }
+        }
+    }
+}
+
+/// Many dead holders repaired in one pass.
+#[test]
+fn repair_of_several_holders_at_once() {
+    let (_f, ring) = ring(8, 8);
+    let a = ring.try_claim_send(1).unwrap();
+    let b = ring.try_claim_send(2).unwrap();
+    let _ = (a, b);
+    ring.try_send(0, b"ok").unwrap();
+    assert_eq!(ring.repair_holders(Side::Send, &[1, 2]), Ok(2));
+    let mut buf = [0u8; 8];
+    assert_eq!(ring.try_recv(3, &mut buf), Ok(2));
+    assert_eq!(ring.try_recv(3, &mut buf), Err(RingError::Empty));
+}

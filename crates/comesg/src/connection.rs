@@ -158,12 +158,21 @@ impl Connection {
             if got == id {
                 return Ok((reply, rec.fds));
             }
-            if got == 0 {
-                if let Reply::Error(e) = reply {
-                    return Err(Error::Kernel(e));
+            match reply {
+                Reply::Error(e) if got == 0 => return Err(Error::Kernel(e)),
+                // A handle granted to an earlier request whose caller gave up
+                // (timed out): give it back, or it stays held until the
+                // connection closes. Its Done reply is skipped in turn.
+                Reply::Port(g) => {
+                    let close = RequestFrame {
+                        id: self.inner.next_id.fetch_add(1, Ordering::Relaxed),
+                        request: Request::Close { handle: g.handle },
+                    };
+                    let _ = seqpacket::send(fd.as_fd(), &encode_request(&close), &[]);
                 }
+                // Any other reply to an earlier request: skip it.
+                _ => {}
             }
-            // A reply to an earlier request whose caller gave up: skip it.
         }
     }
 

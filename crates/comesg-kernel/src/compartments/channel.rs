@@ -160,23 +160,43 @@ impl ChannelObject {
     /// (counting the message as lost), keeps its counters in the totals, and
     /// frees the records for reuse. Returns the messages lost.
     pub fn detach(&mut self, att: Attachment) -> u64 {
-        let mut lost = 0;
-        for (side, h) in [(Side::Send, att.send), (Side::Recv, att.recv)] {
-            let Some(h) = h else { continue };
-            let c = self.ring.holder_counters(side, h);
-            let (msgs, bytes, records) = match side {
-                Side::Send => (&mut self.departed.sent_msgs, &mut self.departed.sent_bytes, &mut self.send_records),
-                Side::Recv => {
-                    (&mut self.departed.received_msgs, &mut self.departed.received_bytes, &mut self.recv_records)
-                }
-            };
-            *msgs += c.msgs;
-            *bytes += c.bytes;
-            records.give_back(h);
-            lost += self.ring.repair_holder(side, h).unwrap_or(0);
-            let _ = self.ring.reset_holder(side, h);
+        self.detach_all(&[att])
+    }
+
+    /// [`ChannelObject::detach`] for many handles at once (a client that
+    /// dies holding many), with one pass over the ring per side.
+    pub fn detach_all(&mut self, atts: &[Attachment]) -> u64 {
+        let mut dead = (Vec::new(), Vec::new());
+        for att in atts {
+            if let Some(h) = att.send {
+                let c = self.ring.holder_counters(Side::Send, h);
+                // Peer-written counters: never trust them not to overflow.
+                self.departed.sent_msgs = self.departed.sent_msgs.wrapping_add(c.msgs);
+                self.departed.sent_bytes = self.departed.sent_bytes.wrapping_add(c.bytes);
+                dead.0.push(h);
+            }
+            if let Some(h) = att.recv {
+                let c = self.ring.holder_counters(Side::Recv, h);
+                self.departed.received_msgs = self.departed.received_msgs.wrapping_add(c.msgs);
+                self.departed.received_bytes = self.departed.received_bytes.wrapping_add(c.bytes);
+                dead.1.push(h);
+            }
         }
-        self.departed.lost += lost;
+        let mut lost = 0;
+        for (side, holders) in [(Side::Send, &dead.0), (Side::Recv, &dead.1)] {
+            if holders.is_empty() {
+                continue;
+            }
+            lost += self.ring.repair_holders(side, holders).unwrap_or(0);
+            for &h in holders {
+                let _ = self.ring.reset_holder(side, h);
+                match side {
+                    Side::Send => self.send_records.give_back(h),
+                    Side::Recv => self.recv_records.give_back(h),
+                }
+            }
+        }
+        self.departed.lost = self.departed.lost.wrapping_add(lost);
         lost
     }
 
@@ -185,13 +205,13 @@ impl ChannelObject {
         let mut t = self.departed;
         for &h in &self.send_records.live {
             let c = self.ring.holder_counters(Side::Send, h);
-            t.sent_msgs += c.msgs;
-            t.sent_bytes += c.bytes;
+            t.sent_msgs = t.sent_msgs.wrapping_add(c.msgs);
+            t.sent_bytes = t.sent_bytes.wrapping_add(c.bytes);
         }
         for &h in &self.recv_records.live {
             let c = self.ring.holder_counters(Side::Recv, h);
-            t.received_msgs += c.msgs;
-            t.received_bytes += c.bytes;
+            t.received_msgs = t.received_msgs.wrapping_add(c.msgs);
+            t.received_bytes = t.received_bytes.wrapping_add(c.bytes);
         }
         t
     }

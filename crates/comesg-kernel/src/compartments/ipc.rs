@@ -126,13 +126,18 @@ impl Ports {
 
     /// Drops a reference, destroying the object if it was the last one.
     pub fn release(&mut self, id: ObjectId, client: ClientId, handle: HandleId) -> Released {
+        self.release_all(id, client, &[handle])
+    }
+
+    /// Drops several references of one client to one object at once.
+    pub fn release_all(&mut self, id: ObjectId, client: ClientId, handles: &[HandleId]) -> Released {
         let Some(obj) = self.objects.get_mut(&id) else {
             return Released::default();
         };
         let mut out = Released::default();
-        if let Some(h) = obj.holders.remove(&(client, handle)) {
-            out.lost = obj.channel.detach(h.attachment);
-        }
+        let atts: Vec<_> =
+            handles.iter().filter_map(|h| obj.holders.remove(&(client, *h))).map(|h| h.attachment).collect();
+        out.lost = obj.channel.detach_all(&atts);
         if obj.doomed() {
             out.destroyed = self.objects.remove(&id).map(|o| o.name);
         }

@@ -187,11 +187,14 @@ impl Names {
     fn children<'a>(&'a self, ns: &'a Name) -> impl Iterator<Item = (&'a Name, &'a Node)> + 'a {
         let prefix = if ns.is_root() { "/".to_string() } else { format!("{ns}/") };
         let plen = prefix.len();
+        // Every name below `ns` starts with `prefix`, and those form one
+        // contiguous run in string order starting at `prefix` itself; a name
+        // like `/a-x` sorts between `/a` and `/a/...`, so the scan must start
+        // at the prefix, not at `ns`.
         self.nodes
-            .range(ns.clone()..)
-            .skip_while(move |(k, _)| *k == ns)
+            .range::<str, _>((std::ops::Bound::Included(prefix.as_str()), std::ops::Bound::Unbounded))
             .take_while(move |(k, _)| k.as_str().starts_with(&prefix))
-            .filter(move |(k, _)| !k.as_str()[plen..].contains('/'))
+            .filter(move |(k, _)| k.as_str().len() > plen && !k.as_str()[plen..].contains('/'))
     }
 
     /// The entries of namespace `name` (or the node itself if it is not a
@@ -267,6 +270,18 @@ mod tests {
         assert_eq!(t.unlink(&n("/private"), ME), Err(KernelError::NotEmpty(n("/private"))));
         assert_eq!(t.unlink(&n("/private/x"), ME), Ok(Some(ObjectId(1))));
         assert_eq!(t.unlink(&n("/private"), ME), Ok(None));
+    }
+
+    #[test]
+    fn siblings_that_sort_between_do_not_hide_children() {
+        let mut t = Names::new(1000, 1000, 0o755);
+        for name in ["/a/x", "/a-x", "/a.b", "/a/y/z"] {
+            t.prepare_create(&n(name), ME).unwrap();
+            t.bind(n(name), ObjectId(1), ME, 0o600);
+        }
+        let (page, _) = t.list(&n("/a"), ME, 0, 10).unwrap();
+        assert_eq!(page.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(), ["/a/x", "/a/y"]);
+        assert_eq!(t.unlink(&n("/a"), ME), Err(KernelError::NotEmpty(n("/a"))));
     }
 
     #[test]

@@ -35,15 +35,28 @@ pub enum WaitError {
 }
 
 /// Claims a slot for sending, waiting while the ring is full.
+#[inline]
 pub fn claim_send(ring: &Ring, holder: u32, deadline: Option<Instant>) -> Result<SendClaim, WaitError> {
-    wait(ring, Side::Send, holder, deadline, RingError::Full, || ring.try_claim_send(holder))
+    match ring.try_claim_send(holder) {
+        Err(RingError::Full) => {
+            wait(ring, Side::Send, holder, deadline, RingError::Full, || ring.try_claim_send(holder))
+        }
+        r => r.map_err(WaitError::Ring),
+    }
 }
 
 /// Claims a message, waiting while the ring is empty.
+#[inline]
 pub fn claim_recv(ring: &Ring, holder: u32, deadline: Option<Instant>) -> Result<RecvClaim, WaitError> {
-    wait(ring, Side::Recv, holder, deadline, RingError::Empty, || ring.try_claim_recv(holder))
+    match ring.try_claim_recv(holder) {
+        Err(RingError::Empty) => {
+            wait(ring, Side::Recv, holder, deadline, RingError::Empty, || ring.try_claim_recv(holder))
+        }
+        r => r.map_err(WaitError::Ring),
+    }
 }
 
+#[cold]
 fn wait<T>(
     ring: &Ring,
     side: Side,
@@ -80,8 +93,10 @@ fn wait<T>(
     };
     let mine = ring.rec_waiting(side, holder);
     loop {
-        sleepers.fetch_add(1, SeqCst);
+        // Our own record first: if we die between the two, repair
+        // subtracts what the record says, never more than we added.
         mine.fetch_add(1, SeqCst);
+        sleepers.fetch_add(1, SeqCst);
         let seen = seq.load(SeqCst);
         // Force a barrier on every process on the fast side, so that a
         // message published before it is seen by the re-check below and one

@@ -9,7 +9,7 @@
 //!   written next.
 //!
 //! Both sides claim a slot by compare-and-swap **on a per-slot word**,
-//! writing their holder index into it ([`stamp::claimed`]), and only then
+//! writing their holder index into it ([`stamp::claimed_at`]), and only then
 //! advance the shared `tail`/`head` counter (any thread that sees a claimed
 //! slot helps advance it). Senders claim on a **claim word** that only
 //! senders touch, so the slot's full stamp, on which a waiting receiver
@@ -127,7 +127,7 @@ pub struct HolderCounters {
 
 /// Most consecutive failed attempts before an operation calls the ring
 /// corrupt. Honest contention never comes close.
-const MAX_ATTEMPTS: u32 = 1 << 16;
+const MIN_ATTEMPTS: u64 = 1 << 16;
 
 /// One mapping of a COCHANNEL's two segments.
 #[derive(Debug)]
@@ -138,6 +138,12 @@ pub struct Ring {
     cap: u64,
     mask: u64,
     stride: usize,
+    // Offsets and rights computed once: the data path reads them per call.
+    slots_off: usize,
+    claims_off: usize,
+    free_off: usize,
+    can_send: bool,
+    can_recv: bool,
     /// Positions this process has seen free, packed as `end << 4 | count`:
     /// `[end - count, end)`. Process-local memory, not shared.
     free_hint: AtomicU64,
@@ -167,13 +173,19 @@ impl Ring {
         if sender_seg.len() < geo.sender_segment_len() || receiver_seg.len() < geo.receiver_segment_len() {
             return Err(RingError::Corrupt("segment shorter than its geometry"));
         }
+        comesg_sys::barrier::register();
         Ok(Ring {
             geo,
+            can_send: sender_seg.access() == Access::ReadWrite,
+            can_recv: receiver_seg.access() == Access::ReadWrite,
             s: sender_seg,
             r: receiver_seg,
             cap: geo.slots as u64,
             mask: geo.slots as u64 - 1,
             stride: geo.stride(),
+            slots_off: geo.slots_offset(),
+            claims_off: geo.claims_offset(),
+            free_off: geo.free_offset(),
             free_hint: AtomicU64::new(0),
         })
     }
@@ -210,12 +222,13 @@ impl Ring {
         self.writable(side).is_ok()
     }
 
+    #[inline]
     fn writable(&self, side: Side) -> Result<(), RingError> {
-        let m = match side {
-            Side::Send => &self.s,
-            Side::Recv => &self.r,
+        let ok = match side {
+            Side::Send => self.can_send,
+            Side::Recv => self.can_recv,
         };
-        if m.access() == Access::ReadWrite {
+        if ok {
             Ok(())
         } else {
             Err(RingError::NoRight(side))
@@ -224,6 +237,7 @@ impl Ring {
 
     // ---- word accessors: offsets come only from the trusted geometry ----
 
+    #[inline]
     fn word64(m: &Mapping, off: usize) -> &AtomicU64 {
         debug_assert!(off.is_multiple_of(8) && off + 8 <= m.len());
         // SAFETY: `off` is 8-aligned and inside the mapping (asserted above and
@@ -233,69 +247,87 @@ impl Ring {
         unsafe { &*(m.as_ptr().add(off) as *const AtomicU64) }
     }
 
+    #[inline]
     fn word32(m: &Mapping, off: usize) -> &AtomicU32 {
         debug_assert!(off.is_multiple_of(4) && off + 4 <= m.len());
         // SAFETY: as in `word64`, for a 4-aligned 4-byte word.
         unsafe { &*(m.as_ptr().add(off) as *const AtomicU32) }
     }
 
+    #[inline]
     fn tail(&self) -> &AtomicU64 {
         Self::word64(&self.s, 0)
     }
     /// Futex word receivers sleep on (sender segment).
+    #[inline]
     pub(crate) fn data_seq(&self) -> &AtomicU32 {
         Self::word32(&self.s, LINE)
     }
+    #[inline]
     pub(crate) fn send_waiters(&self) -> &AtomicU32 {
         Self::word32(&self.s, LINE + 4)
     }
+    #[inline]
     fn head(&self) -> &AtomicU64 {
         Self::word64(&self.r, 0)
     }
     /// Futex word senders sleep on (receiver segment).
+    #[inline]
     pub(crate) fn space_seq(&self) -> &AtomicU32 {
         Self::word32(&self.r, LINE)
     }
+    #[inline]
     pub(crate) fn recv_waiters(&self) -> &AtomicU32 {
         Self::word32(&self.r, LINE + 4)
     }
+    #[inline]
     fn record(&self, h: u32) -> usize {
         debug_assert!(h < self.geo.max_holders);
-        self.geo.holders_offset() + h as usize * super::geometry::HOLDER_RECORD
+        2 * LINE + h as usize * super::geometry::HOLDER_RECORD
     }
+    #[inline]
     fn seg(&self, side: Side) -> &Mapping {
         match side {
             Side::Send => &self.s,
             Side::Recv => &self.r,
         }
     }
+    #[inline]
     fn rec_msgs(&self, side: Side, h: u32) -> &AtomicU64 {
         Self::word64(self.seg(side), self.record(h))
     }
+    #[inline]
     fn rec_bytes(&self, side: Side, h: u32) -> &AtomicU64 {
         Self::word64(self.seg(side), self.record(h) + 8)
     }
+    #[inline]
     pub(crate) fn rec_waiting(&self, side: Side, h: u32) -> &AtomicU32 {
         Self::word32(self.seg(side), self.record(h) + 16)
     }
+    #[inline]
     fn slot_off(&self, i: usize) -> usize {
         debug_assert!(i < self.geo.slots as usize);
-        self.geo.slots_offset() + i * self.stride
+        self.slots_off + i * self.stride
     }
+    #[inline]
     fn stamp(&self, i: usize) -> &AtomicU64 {
         Self::word64(&self.s, self.slot_off(i))
     }
+    #[inline]
     fn claim(&self, i: usize) -> &AtomicU64 {
         debug_assert!(i < self.geo.slots as usize);
-        Self::word64(&self.s, self.geo.claims_offset() + i * 8)
+        Self::word64(&self.s, self.claims_off + i * 8)
     }
+    #[inline]
     fn len_word(&self, i: usize) -> &AtomicU32 {
         Self::word32(&self.s, self.slot_off(i) + 8)
     }
+    #[inline]
     fn free(&self, i: usize) -> &AtomicU64 {
         debug_assert!(i < self.geo.slots as usize);
-        Self::word64(&self.r, self.geo.free_offset() + i * 8)
+        Self::word64(&self.r, self.free_off + i * 8)
     }
+    #[inline]
     fn data_ptr(&self, i: usize) -> *mut u8 {
         let off = self.slot_off(i) + SLOT_HEADER;
         debug_assert!(off + self.geo.slot_size as usize <= self.s.len());
@@ -303,6 +335,7 @@ impl Ring {
         unsafe { self.s.as_ptr().add(off) }
     }
 
+    #[inline]
     fn check_holder(&self, h: u32) -> Result<(), RingError> {
         if h < self.geo.max_holders {
             Ok(())
@@ -318,8 +351,17 @@ impl Ring {
     /// compare-and-swap on the full stamp checks exactly that, so senders may
     /// skip reading the free stamp (a line the receivers keep writing) for
     /// positions they learnt about in bulk.
+    /// Bound on consecutive steps of one claim: helping a counter forward
+    /// past a whole lap of claimed or skipped slots is honest, so the bound
+    /// grows with the ring.
+    #[inline]
+    fn max_attempts(&self) -> u64 {
+        MIN_ATTEMPTS + 4 * self.cap
+    }
+
+    #[inline]
     fn known_free(&self, pos: u64) -> bool {
-        let h = self.free_hint.load(Relaxed);
+        let h = self.free_hint.load(Acquire);
         let (end, count) = (h >> 4, h & 0xf);
         pos < end && pos >= end.wrapping_sub(count)
     }
@@ -338,10 +380,11 @@ impl Ring {
             n += 1;
         }
         if pos.wrapping_add(n) < (1 << 60) {
-            self.free_hint.store(pos.wrapping_add(n) << 4 | n, Relaxed);
+            self.free_hint.store(pos.wrapping_add(n) << 4 | n, Release);
         }
     }
 
+    #[inline]
     fn send_step(&self, pos: u64, i: usize) -> Result<SendStep, RingError> {
         let prev = pos.wrapping_sub(self.cap);
         let full = self.claim(i).load(Acquire);
@@ -374,16 +417,17 @@ impl Ring {
     }
 
     /// Claims the next slot for `holder` without waiting.
+    #[inline]
     pub fn try_claim_send(&self, holder: u32) -> Result<SendClaim, RingError> {
         self.writable(Side::Send)?;
         self.check_holder(holder)?;
         let tail = self.tail();
         let mut pos = tail.load(Acquire);
-        for _ in 0..MAX_ATTEMPTS {
+        for _ in 0..self.max_attempts() {
             let i = (pos & self.mask) as usize;
             match self.send_step(pos, i)? {
                 SendStep::Claim(seen) => {
-                    if self.claim(i).compare_exchange(seen, stamp::claimed(holder), AcqRel, Relaxed).is_ok() {
+                    if self.claim(i).compare_exchange(seen, stamp::claimed_at(holder, pos), AcqRel, Relaxed).is_ok() {
                         tail.store(pos.wrapping_add(1), Release);
                         return Ok(SendClaim { pos, index: i, holder });
                     }
@@ -407,6 +451,7 @@ impl Ring {
     }
 
     /// The claimed slot's data area (`slot_size` bytes).
+    #[inline]
     pub fn slot_mut<'a>(&'a self, claim: &'a mut SendClaim) -> &'a mut [u8] {
         // SAFETY: the slot is claimed by this holder, so no honest peer reads
         // or writes it until it is published; the range lies in the writable
@@ -416,6 +461,7 @@ impl Ring {
     }
 
     /// Copies `bytes` into the claimed slot.
+    #[inline]
     pub fn write(&self, claim: &mut SendClaim, bytes: &[u8]) -> Result<(), RingError> {
         if bytes.len() > self.geo.slot_size as usize {
             return Err(RingError::TooLong { len: bytes.len(), slot_size: self.geo.slot_size });
@@ -426,6 +472,7 @@ impl Ring {
 
     /// Publishes the claimed slot holding a message of `len` bytes, and wakes
     /// a sleeping receiver if there is one.
+    #[inline]
     pub fn publish(&self, claim: SendClaim, len: usize) -> Result<(), RingError> {
         if len > self.geo.slot_size as usize {
             self.finish_send(&claim, stamp::skipped(claim.pos))?;
@@ -443,11 +490,12 @@ impl Ring {
         self.finish_send(&claim, stamp::skipped(claim.pos))
     }
 
+    #[inline]
     fn finish_send(&self, claim: &SendClaim, word: u64) -> Result<(), RingError> {
         // Only this holder may move the claim word off its claim, so a load
         // and plain stores suffice.
         let cw = self.claim(claim.index);
-        if cw.load(Relaxed) != stamp::claimed(claim.holder) {
+        if cw.load(Relaxed) != stamp::claimed_at(claim.holder, claim.pos) {
             return Err(RingError::Corrupt("sender's claim was taken over"));
         }
         self.stamp(claim.index).store(word, Release);
@@ -457,13 +505,13 @@ impl Ring {
         // check for sleepers. One of us sees the other.
         comesg_sys::barrier::light();
         if self.recv_waiters().load(Relaxed) > 0 {
-            self.data_seq().fetch_add(1, SeqCst);
-            comesg_sys::futex::wake(self.data_seq(), 1);
+            self.wake_receivers(claim.pos);
         }
         Ok(())
     }
 
     /// Claims, copies and publishes in one go, without waiting.
+    #[inline]
     pub fn try_send(&self, holder: u32, bytes: &[u8]) -> Result<(), RingError> {
         if bytes.len() > self.geo.slot_size as usize {
             return Err(RingError::TooLong { len: bytes.len(), slot_size: self.geo.slot_size });
@@ -475,6 +523,7 @@ impl Ring {
 
     // ---- receiving ----
 
+    #[inline]
     fn recv_step(&self, pos: u64, i: usize) -> Result<RecvStep, RingError> {
         let full = self.stamp(i).load(Acquire);
         if self.stride > LINE {
@@ -503,12 +552,13 @@ impl Ring {
     }
 
     /// Claims the next message for `holder` without waiting.
+    #[inline]
     pub fn try_claim_recv(&self, holder: u32) -> Result<RecvClaim, RingError> {
         self.writable(Side::Recv)?;
         self.check_holder(holder)?;
         let head = self.head();
         let mut pos = head.load(Acquire);
-        for _ in 0..MAX_ATTEMPTS {
+        for _ in 0..self.max_attempts() {
             let i = (pos & self.mask) as usize;
             match self.recv_step(pos, i)? {
                 RecvStep::Claim { skip } => {
@@ -548,6 +598,7 @@ impl Ring {
     }
 
     /// The claimed message's bytes, in place (read-only for receivers).
+    #[inline]
     pub fn slot<'a>(&'a self, claim: &'a RecvClaim) -> &'a [u8] {
         debug_assert!(claim.len <= self.geo.slot_size as usize);
         // SAFETY: the slot is claimed by this receiver and was published, so
@@ -558,6 +609,7 @@ impl Ring {
 
     /// Releases a claimed message's slot to senders, waking a sleeping sender
     /// if there is one.
+    #[inline]
     pub fn release(&self, claim: RecvClaim) -> Result<(), RingError> {
         self.finish_recv(&claim)?;
         bump(self.rec_msgs(Side::Recv, claim.holder), 1);
@@ -565,6 +617,7 @@ impl Ring {
         Ok(())
     }
 
+    #[inline]
     fn finish_recv(&self, claim: &RecvClaim) -> Result<(), RingError> {
         let next = claim.pos.wrapping_add(self.cap);
         let fr = self.free(claim.index);
@@ -574,8 +627,7 @@ impl Ring {
         fr.store(next, Release);
         comesg_sys::barrier::light();
         if self.send_waiters().load(Relaxed) > 0 {
-            self.space_seq().fetch_add(1, SeqCst);
-            comesg_sys::futex::wake(self.space_seq(), 1);
+            self.wake_senders(next);
         }
         Ok(())
     }
@@ -584,6 +636,7 @@ impl Ring {
     ///
     /// Like `recv(2)` on a datagram socket with `MSG_TRUNC`: if the message is
     /// longer than `buf`, the rest is discarded and the full length returned.
+    #[inline]
     pub fn try_recv(&self, holder: u32, buf: &mut [u8]) -> Result<usize, RingError> {
         let claim = self.try_claim_recv(holder)?;
         let len = claim.len;
@@ -627,52 +680,128 @@ impl Ring {
     /// Returns the number of messages lost. Only the microkernel, which maps
     /// both segments writable, calls this, and only once `h` can no longer run.
     pub fn repair_holder(&self, side: Side, h: u32) -> Result<u64, RingError> {
+        self.repair_holders(side, &[h])
+    }
+
+    /// [`Ring::repair_holder`] for several holders of one side, in one pass
+    /// over the ring.
+    pub fn repair_holders(&self, side: Side, holders: &[u32]) -> Result<u64, RingError> {
         self.writable(Side::Send)?;
         self.writable(Side::Recv)?;
-        self.check_holder(h)?;
+        for &h in holders {
+            self.check_holder(h)?;
+        }
+        let mut dead = vec![false; self.geo.max_holders as usize];
+        for &h in holders {
+            dead[h as usize] = true;
+        }
+        let is_dead = |word: u64| match decode_full(word) {
+            Full::Claimed(h) => dead.get(h as usize).copied().unwrap_or(false),
+            Full::Done { .. } => false,
+        };
         let mut lost = 0;
-        let mine = stamp::claimed(h);
         for i in 0..self.geo.slots as usize {
-            match side {
+            lost += match side {
                 Side::Send => {
-                    if self.claim(i).load(Acquire) != mine {
-                        continue;
+                    let cw = self.claim(i).load(Acquire);
+                    if is_dead(cw) {
+                        self.repair_send_claim(i, cw)
+                    } else {
+                        0
                     }
-                    // A sender's claim is for the position the slot is free for.
-                    let Free::For(pos) = decode_free(self.free(i).load(Acquire)) else { continue };
-                    let st = self.stamp(i);
-                    let seen = st.load(Acquire);
-                    // Unless it got as far as publishing, the position
-                    // carries no message: receivers skip it.
-                    if matches!(decode_full(seen), Full::Done { pos: p, .. } if p == pos.wrapping_sub(self.cap))
-                        && st.compare_exchange(seen, stamp::skipped(pos), SeqCst, Relaxed).is_ok()
-                    {
-                        lost += 1;
-                    }
-                    let _ = self.claim(i).compare_exchange(mine, stamp::complete(pos), SeqCst, Relaxed);
                 }
                 Side::Recv => {
-                    if self.free(i).load(Acquire) != mine {
-                        continue;
-                    }
-                    if let Full::Done { pos, skip } = decode_full(self.stamp(i).load(Acquire)) {
-                        let next = pos.wrapping_add(self.cap);
-                        if self.free(i).compare_exchange(mine, next, SeqCst, Relaxed).is_ok() && !skip {
-                            lost += 1;
-                        }
+                    let fw = self.free(i).load(Acquire);
+                    if is_dead(fw) {
+                        self.repair_recv_claim(i, fw)
+                    } else {
+                        0
                     }
                 }
-            }
+            };
         }
-        // Forget the dead holder's sleeping registrations.
-        let waiting = self.rec_waiting(side, h).swap(0, SeqCst);
-        let total = match side {
-            Side::Send => self.send_waiters(),
-            Side::Recv => self.recv_waiters(),
-        };
-        let _ = total.fetch_update(SeqCst, SeqCst, |v| Some(v.saturating_sub(waiting)));
+        for &h in holders {
+            // Forget the dead holder's sleeping registrations.
+            let waiting = self.rec_waiting(side, h).swap(0, SeqCst);
+            let total = match side {
+                Side::Send => self.send_waiters(),
+                Side::Recv => self.recv_waiters(),
+            };
+            let _ = total.fetch_update(SeqCst, SeqCst, |v| Some(v.saturating_sub(waiting)));
+        }
         self.wake_everyone();
         Ok(lost)
+    }
+
+    /// A dead sender's claim word `cw` on slot `i`: find the position it was
+    /// for, skip it if it was never published, and release the claim word.
+    fn repair_send_claim(&self, i: usize, cw: u64) -> u64 {
+        let st = self.stamp(i);
+        let seen = st.load(Acquire);
+        let Full::Done { pos: published, .. } = decode_full(seen) else { return 0 };
+        // The claim is for the position the slot is free for, or (if the
+        // sender died after publishing and a receiver already took it) the
+        // one before; the claim word's position bits say which.
+        let pos = match decode_free(self.free(i).load(Acquire)) {
+            Free::For(f) if stamp::claim_is_for(cw, f) => f,
+            Free::For(f) if stamp::claim_is_for(cw, f.wrapping_sub(self.cap)) => f.wrapping_sub(self.cap),
+            Free::Claimed(_) => published,
+            Free::For(_) => return 0,
+        };
+        let mut lost = 0;
+        if published == pos.wrapping_sub(self.cap)
+            && st.compare_exchange(seen, stamp::skipped(pos), SeqCst, Relaxed).is_ok()
+        {
+            // Never published: receivers pass over the position.
+            lost = 1;
+        }
+        let _ = self.claim(i).compare_exchange(cw, stamp::complete(pos), SeqCst, Relaxed);
+        lost
+    }
+
+    /// A dead receiver's claim `fw` on slot `i`: free the slot; the message
+    /// it was reading is lost (never handed to anyone else).
+    fn repair_recv_claim(&self, i: usize, fw: u64) -> u64 {
+        let Full::Done { pos, skip } = decode_full(self.stamp(i).load(Acquire)) else { return 0 };
+        let next = pos.wrapping_add(self.cap);
+        u64::from(self.free(i).compare_exchange(fw, next, SeqCst, Relaxed).is_ok() && !skip)
+    }
+
+    /// Wakes sleeping receivers after `pos` was published. One suffices when
+    /// `pos` is the next to receive and nothing after it is ready; otherwise
+    /// (several senders publishing out of order) wake them all, or a wake-up
+    /// spent on a receiver that finds the head still being written would
+    /// leave another asleep beside a ready message.
+    #[cold]
+    fn wake_receivers(&self, pos: u64) {
+        let seq = self.data_seq();
+        seq.fetch_add(1, SeqCst);
+        let next = pos.wrapping_add(1);
+        let next_ready = matches!(
+            decode_full(self.stamp((next & self.mask) as usize).load(Acquire)),
+            Full::Done { pos: p, .. } if p == next
+        );
+        if self.head().load(Acquire) == pos && !next_ready {
+            comesg_sys::futex::wake(seq, 1);
+        } else {
+            comesg_sys::futex::wake_all(seq);
+        }
+    }
+
+    /// Wakes sleeping senders after a slot became free for position `freed`;
+    /// one suffices when it is the next position to claim and the slot after
+    /// it is not also free.
+    #[cold]
+    fn wake_senders(&self, freed: u64) {
+        let seq = self.space_seq();
+        seq.fetch_add(1, SeqCst);
+        let next = freed.wrapping_add(1);
+        let next_free = self.free((next & self.mask) as usize).load(Acquire) == next;
+        if self.tail().load(Acquire) == freed && !next_free {
+            comesg_sys::futex::wake(seq, 1);
+        } else {
+            comesg_sys::futex::wake_all(seq);
+        }
     }
 
     /// Wakes every sleeper on both sides (they re-check and sleep again).
@@ -691,6 +820,7 @@ impl Ring {
 /// Adds to a per-holder counter. Only threads of the holder's own process
 /// write it, so a plain load and store is enough; a rare lost update between
 /// two threads of one process sharing a handle only blurs a statistic.
+#[inline]
 fn bump(word: &AtomicU64, by: u64) {
     word.store(word.load(Relaxed).wrapping_add(by), Relaxed);
 }

@@ -7,7 +7,7 @@
 //!
 //! | bits | meaning |
 //! |---|---|
-//! | bit 63 set | `CLAIMED`: a sender is writing the slot; bits 0..32 are its holder index |
+//! | bit 63 set | `CLAIMED` (claim word only): a sender is writing the slot; bits 0..32 are its holder index, bits 32..63 the low bits of the position |
 //! | bit 62 set | `SKIP`: position `(bits 0..62) - 1` carries no message (cancelled loan or sender died) |
 //! | neither | `COMPLETE`: position `value - 1` holds a message |
 //!
@@ -20,6 +20,9 @@
 
 /// A sender or receiver holds the slot.
 pub const CLAIM_BIT: u64 = 1 << 63;
+/// Bits of the claimed position a sender's claim word records (above the
+/// holder index), so that repair can tell which lap the claim was for.
+const CLAIM_POS_MASK: u64 = (1 << 31) - 1;
 /// The position carries no message.
 pub const SKIP_BIT: u64 = 1 << 62;
 const VALUE_MASK: u64 = SKIP_BIT - 1;
@@ -27,6 +30,16 @@ const VALUE_MASK: u64 = SKIP_BIT - 1;
 /// Stamp of a slot held by holder `h`.
 pub const fn claimed(h: u32) -> u64 {
     CLAIM_BIT | h as u64
+}
+
+/// Claim word of a sender, holder `h`, claiming position `pos`.
+pub const fn claimed_at(h: u32, pos: u64) -> u64 {
+    CLAIM_BIT | (pos & CLAIM_POS_MASK) << 32 | h as u64
+}
+
+/// Whether a sender's claim word was written for position `pos`.
+pub const fn claim_is_for(word: u64, pos: u64) -> bool {
+    (word >> 32) & CLAIM_POS_MASK == pos & CLAIM_POS_MASK
 }
 
 /// Full stamp: position `pos` holds a message.
@@ -91,6 +104,9 @@ mod tests {
             prop_assert_eq!(decode_full(complete(pos)), Full::Done { pos, skip: false });
             prop_assert_eq!(decode_full(skipped(pos)), Full::Done { pos, skip: true });
             prop_assert_eq!(decode_full(claimed(h)), Full::Claimed(h));
+            prop_assert_eq!(decode_full(claimed_at(h, pos)), Full::Claimed(h));
+            prop_assert!(claim_is_for(claimed_at(h, pos), pos));
+            prop_assert!(!claim_is_for(claimed_at(h, pos), pos + 1));
             prop_assert_eq!(decode_free(claimed(h)), Free::Claimed(h));
             prop_assert_eq!(decode_free(pos), Free::For(pos));
             prop_assert_ne!(complete(pos), skipped(pos));

@@ -73,6 +73,7 @@ impl Channel {
     }
 
     /// Largest message in bytes.
+    #[inline]
     pub fn slot_size(&self) -> usize {
         self.ring.geometry().slot_size as usize
     }
@@ -82,14 +83,17 @@ impl Channel {
         self.ring.geometry().slots as usize
     }
 
+    #[inline]
     fn sender(&self) -> Result<u32, SendError> {
         self.send_holder.ok_or(SendError::NoRight)
     }
 
+    #[inline]
     fn receiver(&self) -> Result<u32, RecvError> {
         self.recv_holder.ok_or(RecvError::NoRight)
     }
 
+    #[inline]
     fn send_until(&self, msg: &[u8], deadline: Option<Instant>) -> Result<(), SendError> {
         let h = self.sender()?;
         if msg.len() > self.slot_size() {
@@ -101,16 +105,19 @@ impl Channel {
     }
 
     /// Sends one message, waiting while the channel is full.
+    #[inline]
     pub fn send(&self, msg: &[u8]) -> Result<(), SendError> {
         self.send_until(msg, None)
     }
 
     /// Sends one message, waiting at most `timeout` for a free slot.
+    #[inline]
     pub fn send_timeout(&self, msg: &[u8], timeout: Duration) -> Result<(), SendError> {
         self.send_until(msg, Some(Instant::now() + timeout))
     }
 
     /// Sends one message if a slot is free now ([`SendError::Full`] otherwise).
+    #[inline]
     pub fn try_send(&self, msg: &[u8]) -> Result<(), SendError> {
         let h = self.sender()?;
         Ok(self.ring.try_send(h, msg)?)
@@ -132,6 +139,7 @@ impl Channel {
     /// loan.send(n)?;
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
+    #[inline]
     pub fn loan(&self) -> Result<SendLoan<'_>, SendError> {
         self.loan_until(None)
     }
@@ -142,16 +150,19 @@ impl Channel {
     }
 
     /// Like [`Channel::loan`] but does not wait.
+    #[inline]
     pub fn try_loan(&self) -> Result<SendLoan<'_>, SendError> {
         let h = self.sender()?;
         Ok(SendLoan::new(&self.ring, self.ring.try_claim_send(h)?))
     }
 
+    #[inline]
     fn loan_until(&self, deadline: Option<Instant>) -> Result<SendLoan<'_>, SendError> {
         let h = self.sender()?;
         Ok(SendLoan::new(&self.ring, blocking::claim_send(&self.ring, h, deadline)?))
     }
 
+    #[inline]
     fn recv_until(&self, buf: &mut [u8], deadline: Option<Instant>) -> Result<usize, RecvError> {
         let slot = self.slot_until(deadline)?;
         let n = slot.len().min(buf.len());
@@ -165,17 +176,20 @@ impl Channel {
     /// its length. If the message is longer than `buf`, the rest is dropped
     /// (as `recv(2)` does for datagrams); a buffer of [`Channel::slot_size`]
     /// bytes always suffices.
+    #[inline]
     pub fn recv(&self, buf: &mut [u8]) -> Result<usize, RecvError> {
         self.recv_until(buf, None)
     }
 
     /// Like [`Channel::recv`] but gives up after `timeout`.
+    #[inline]
     pub fn recv_timeout(&self, buf: &mut [u8], timeout: Duration) -> Result<usize, RecvError> {
         self.recv_until(buf, Some(Instant::now() + timeout))
     }
 
     /// Like [`Channel::recv`] but returns [`RecvError::Empty`] at once when
     /// no message is waiting.
+    #[inline]
     pub fn try_recv(&self, buf: &mut [u8]) -> Result<usize, RecvError> {
         let h = self.receiver()?;
         Ok(self.ring.try_recv(h, buf)?)
@@ -189,6 +203,7 @@ impl Channel {
         Ok(v)
     }
 
+    #[inline]
     fn slot_until(&self, deadline: Option<Instant>) -> Result<RecvSlot<'_>, RecvError> {
         let h = self.receiver()?;
         Ok(RecvSlot::new(&self.ring, blocking::claim_recv(&self.ring, h, deadline)?))
@@ -196,6 +211,7 @@ impl Channel {
 
     /// Receives one message in place (zero copy): the slot stays claimed
     /// until the returned guard is dropped. Waits until a message arrives.
+    #[inline]
     pub fn recv_in_place(&self) -> Result<RecvSlot<'_>, RecvError> {
         self.slot_until(None)
     }
@@ -206,6 +222,7 @@ impl Channel {
     }
 
     /// Like [`Channel::recv_in_place`] but does not wait.
+    #[inline]
     pub fn try_recv_in_place(&self) -> Result<RecvSlot<'_>, RecvError> {
         let h = self.receiver()?;
         Ok(RecvSlot::new(&self.ring, self.ring.try_claim_recv(h)?))

@@ -19,12 +19,14 @@ pub struct SendLoan<'a> {
 
 impl<'a> SendLoan<'a> {
     /// Wraps a claim made on `ring`.
+    #[inline]
     pub fn new(ring: &'a Ring, claim: SendClaim) -> Self {
         SendLoan { ring, claim: Some(claim) }
     }
 
     /// The slot's whole data area, to write the message into. It holds
     /// whatever the previous message left there.
+    #[inline]
     pub fn as_mut_slice(&mut self) -> &mut [u8] {
         match self.claim.as_mut() {
             Some(c) => self.ring.slot_mut(c),
@@ -38,6 +40,7 @@ impl<'a> SendLoan<'a> {
     }
 
     /// Publishes the first `len` bytes of the slot as one message.
+    #[inline]
     pub fn send(mut self, len: usize) -> Result<(), RingError> {
         match self.claim.take() {
             Some(c) => self.ring.publish(c, len),
@@ -47,6 +50,7 @@ impl<'a> SendLoan<'a> {
 }
 
 impl Drop for SendLoan<'_> {
+    #[inline]
     fn drop(&mut self) {
         if let Some(c) = self.claim.take() {
             let _ = self.ring.cancel(c);
@@ -63,12 +67,14 @@ pub struct RecvSlot<'a> {
 
 impl<'a> RecvSlot<'a> {
     /// Wraps a claim made on `ring`.
+    #[inline]
     pub fn new(ring: &'a Ring, claim: RecvClaim) -> Self {
         RecvSlot { ring, claim: Some(claim) }
     }
 
     /// Frees the slot for senders, reporting a corrupt ring if a peer
     /// tampered with the claim. Dropping does the same but cannot report.
+    #[inline]
     pub fn release(mut self) -> Result<(), RingError> {
         match self.claim.take() {
             Some(c) => self.ring.release(c),
@@ -79,6 +85,7 @@ impl<'a> RecvSlot<'a> {
 
 impl Deref for RecvSlot<'_> {
     type Target = [u8];
+    #[inline]
     fn deref(&self) -> &[u8] {
         match &self.claim {
             Some(c) => self.ring.slot(c),
@@ -88,6 +95,7 @@ impl Deref for RecvSlot<'_> {
 }
 
 impl Drop for RecvSlot<'_> {
+    #[inline]
     fn drop(&mut self) {
         if let Some(c) = self.claim.take() {
             let _ = self.ring.release(c);

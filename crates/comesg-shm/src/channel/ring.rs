@@ -526,13 +526,6 @@ impl Ring {
     #[inline]
     fn recv_step(&self, pos: u64, i: usize) -> Result<RecvStep, RingError> {
         let full = self.stamp(i).load(Acquire);
-        if self.stride > LINE {
-            // Touch the slot's second cache line with the stamp's, so that a
-            // waiting receiver fetches both in parallel when the sender
-            // writes them, instead of one after the other. Loads stay in
-            // order, so data read after a fresh stamp is at least as fresh.
-            let _ = Self::word64(&self.s, self.slot_off(i) + LINE).load(Relaxed);
-        }
         Ok(match decode_full(full) {
             Full::Done { pos: p, skip } if p == pos => RecvStep::Claim { skip },
             Full::Done { pos: p, .. } if p == pos.wrapping_sub(self.cap) => RecvStep::Empty,

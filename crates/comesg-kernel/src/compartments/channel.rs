@@ -203,15 +203,18 @@ impl ChannelObject {
     /// Totals so far, departed holders and live ones together.
     pub fn totals(&self) -> Totals {
         let mut t = self.departed;
-        for &h in &self.send_records.live {
-            let c = self.ring.holder_counters(Side::Send, h);
-            t.sent_msgs = t.sent_msgs.wrapping_add(c.msgs);
-            t.sent_bytes = t.sent_bytes.wrapping_add(c.bytes);
-        }
+        // Receivers first: a message is received after it is sent, so read
+        // this way round the snapshot shows more received than sent only for
+        // the few messages whose sender has published but not yet counted.
         for &h in &self.recv_records.live {
             let c = self.ring.holder_counters(Side::Recv, h);
             t.received_msgs = t.received_msgs.wrapping_add(c.msgs);
             t.received_bytes = t.received_bytes.wrapping_add(c.bytes);
+        }
+        for &h in &self.send_records.live {
+            let c = self.ring.holder_counters(Side::Send, h);
+            t.sent_msgs = t.sent_msgs.wrapping_add(c.msgs);
+            t.sent_bytes = t.sent_bytes.wrapping_add(c.bytes);
         }
         t
     }

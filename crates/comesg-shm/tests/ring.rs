@@ -376,3 +376,101 @@ fn repair_of_several_holders_at_once() {
     assert_eq!(ring.try_recv(3, &mut buf), Ok(2));
     assert_eq!(ring.try_recv(3, &mut buf), Err(RingError::Empty));
 }
+
+/// Senders that pause between messages make receivers go to sleep over and
+/// over, with several senders publishing out of order: no wake-up may be
+/// lost (a stranded message would make a receiver time out while others
+/// are still to come).
+#[test]
+fn sleeping_receivers_are_always_woken() {
+    let (_f, ring) = ring(16, 8);
+    let ring = Arc::new(ring);
+    const SENDERS: u32 = 3;
+    const PER: u64 = 1500;
+    let total = SENDERS as u64 * PER;
+    let received = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let rx: Vec<_> = (0..3u32)
+        .map(|r| {
+            let (ring, received) = (ring.clone(), received.clone());
+            std::thread::spawn(move || loop {
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+                match blocking::claim_recv(&ring, 4 + r, Some(deadline)) {
+                    // An empty message means: stop.
+                    Ok(c) if c.is_empty() => return ring.release(c).unwrap(),
+                    Ok(c) => {
+                        ring.release(c).unwrap();
+                        received.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    }
+                    Err(blocking::WaitError::TimedOut) => {
+                        let got = received.load(std::sync::atomic::Ordering::SeqCst);
+                        panic!("receiver {r} slept 5 s with {got} of {total} received: a wake-up was lost");
+                    }
+                    Err(e) => panic!("{e}"),
+                }
+            })
+        })
+        .collect();
+    let tx: Vec<_> = (0..SENDERS)
+        .map(|s| {
+            let ring = ring.clone();
+            std::thread::spawn(move || {
+                let mut x = 0x9E37_79B9u32.wrapping_mul(s + 1);
+                for _ in 0..PER {
+                    x ^= x << 13;
+                    x ^= x >> 17;
+                    x ^= x << 5;
+                    if x % 4 == 0 {
+                        std::thread::sleep(std::time::Duration::from_micros(u64::from(x % 200)));
+                    }
+                    let mut c = blocking::claim_send(&ring, s, None).unwrap();
+                    ring.write(&mut c, b"x").unwrap();
+                    ring.publish(c, 1).unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in tx {
+        t.join().unwrap();
+    }
+    for _ in 0..3 {
+        ring.try_send(0, b"").unwrap();
+    }
+    for t in rx {
+        t.join().unwrap();
+    }
+    assert_eq!(received.load(std::sync::atomic::Ordering::SeqCst), total);
+}
+
+/// The out-of-order case, made deterministic: with two receivers asleep,
+/// position p+1 is published while p is still being written; the one
+/// receiver woken for it finds the head unready and sleeps again. When p is
+/// published, both messages must reach the two receivers.
+#[test]
+fn out_of_order_publish_wakes_enough_receivers() {
+    let (_f, ring) = ring(16, 8);
+    let ring = Arc::new(ring);
+    let first = ring.try_claim_send(0).unwrap(); // position p, held
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    for r in 0..2u32 {
+        let (ring, done_tx) = (ring.clone(), done_tx.clone());
+        std::thread::spawn(move || {
+            // No deadline: only a wake-up (or the watchdog's rescue) ends it.
+            let c = blocking::claim_recv(&ring, 4 + r, None).unwrap();
+            ring.release(c).unwrap();
+            let _ = done_tx.send(r);
+        });
+    }
+    std::thread::sleep(std::time::Duration::from_millis(100)); // both asleep
+    ring.try_send(1, b"second").unwrap(); // p+1 published first
+    std::thread::sleep(std::time::Duration::from_millis(100)); // its wake-up is spent
+    ring.publish(first, 0).unwrap(); // now p
+    for _ in 0..2 {
+        // Watchdog: a receiver still asleep after 5 s beside a ready message
+        // was never woken. Rescue it with more messages, then fail.
+        if done_rx.recv_timeout(std::time::Duration::from_secs(5)).is_err() {
+            let _ = ring.try_send(1, b"rescue");
+            let _ = ring.try_send(1, b"rescue");
+            panic!("a receiver was left asleep beside a ready message");
+        }
+    }
+}

@@ -419,7 +419,7 @@ fn sleeping_receivers_are_always_woken() {
                     x ^= x << 13;
                     x ^= x >> 17;
                     x ^= x << 5;
-                    if x % 4 == 0 {
+                    if x.is_multiple_of(4) {
                         std::thread::sleep(std::time::Duration::from_micros(u64::from(x % 200)));
                     }
                     let mut c = blocking::claim_send(&ring, s, None).unwrap();

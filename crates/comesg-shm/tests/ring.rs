@@ -474,3 +474,30 @@ fn out_of_order_publish_wakes_enough_receivers() {
         }
     }
 }
+
+/// A sender that lags (or dies) between publishing and releasing its claim
+/// word, while its message is received and the ring laps: the next lap's
+/// sender takes the word over instead of skipping the position, so nothing
+/// is stranded.
+#[test]
+fn a_lagging_claim_release_does_not_wedge_the_ring() {
+    let (f, ring) = ring(8, 2);
+    let claim_word = |i: usize| &ring.segments().0.words()[(f.geo.claims_offset() + i * 8) / 8];
+    let mut buf = [0u8; 8];
+    ring.try_send(5, b"a").unwrap(); // position 2, slot 0
+                                     // As if holder 5 were preempted before its claim-word store.
+    claim_word(0).store(comesg_shm::channel::stamp::claimed_at(5, 2), std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(ring.try_recv(1, &mut buf), Ok(1));
+    ring.try_send(0, b"b").unwrap(); // position 3, slot 1
+    assert_eq!(ring.try_recv(1, &mut buf), Ok(1));
+    ring.try_send(0, b"c").unwrap(); // position 4, slot 0 again
+    assert_eq!(ring.try_recv(1, &mut buf), Ok(1), "position 4 must carry the message");
+    assert_eq!(&buf[..1], b"c");
+    // Repair of the "dead" laggard changes nothing now.
+    assert_eq!(ring.repair_holder(Side::Send, 5), Ok(0));
+    for k in 0..6u8 {
+        ring.try_send(0, &[k]).unwrap();
+        assert_eq!(ring.try_recv(1, &mut buf), Ok(1));
+        assert_eq!(buf[0], k);
+    }
+}

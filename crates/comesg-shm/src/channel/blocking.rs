@@ -93,10 +93,13 @@ fn wait<T>(
     };
     let mine = ring.rec_waiting(side, holder);
     loop {
-        // Our own record first: if we die between the two, repair
-        // subtracts what the record says, never more than we added.
-        mine.fetch_add(1, SeqCst);
+        // The shared count first and our own record second (and the other
+        // way round on the way out): if we die between the two, repair
+        // subtracts what the record says, which is then at most what we
+        // added. The count may stay one too high, which costs spare wake-ups;
+        // one too low would strand another sleeper.
         sleepers.fetch_add(1, SeqCst);
+        mine.fetch_add(1, SeqCst);
         let seen = seq.load(SeqCst);
         // Force a barrier on every process on the fast side, so that a
         // message published before it is seen by the re-check below and one
@@ -113,8 +116,8 @@ fn wait<T>(
             (None, t) => futex::wait(seq, seen, t),
             (Some(_), _) => Wake::Retry,
         };
-        sleepers.fetch_sub(1, SeqCst);
         mine.fetch_sub(1, SeqCst);
+        sleepers.fetch_sub(1, SeqCst);
         if let Some(r) = result {
             return r;
         }

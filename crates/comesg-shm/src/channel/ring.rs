@@ -346,11 +346,6 @@ impl Ring {
 
     // ---- sending ----
 
-    /// Whether this process has already seen slot `pos % slots` free for
-    /// `pos`. That stays true until some sender claims `pos`, and the claim's
-    /// compare-and-swap on the full stamp checks exactly that, so senders may
-    /// skip reading the free stamp (a line the receivers keep writing) for
-    /// positions they learnt about in bulk.
     /// Bound on consecutive steps of one claim: helping a counter forward
     /// past a whole lap of claimed or skipped slots is honest, so the bound
     /// grows with the ring.
@@ -359,6 +354,11 @@ impl Ring {
         MIN_ATTEMPTS + 4 * self.cap
     }
 
+    /// Whether this process has already seen slot `pos % slots` free for
+    /// `pos`. That stays true until some sender claims `pos`, and the claim's
+    /// compare-and-swap on the claim word checks exactly that, so senders may
+    /// skip reading the free stamp (a line the receivers keep writing) for
+    /// positions they learnt about in bulk.
     #[inline]
     fn known_free(&self, pos: u64) -> bool {
         let h = self.free_hint.load(Acquire);
@@ -406,7 +406,12 @@ impl Ring {
             // A sender is still writing the previous lap.
             (Full::Claimed(_), Free::For(f)) if f == prev => SendStep::Full,
             // Position already taken: our view of `tail` is behind.
-            (Full::Claimed(_), Free::For(f)) if f == pos => SendStep::Advance,
+            (Full::Claimed(_), Free::For(f)) if f == pos && stamp::claim_is_for(full, pos) => SendStep::Advance,
+            // The previous lap's sender published and its message was
+            // received, but it has not yet released its claim word (it lags
+            // between its two stores, or died there): take the word over.
+            // Its late release is a compare-and-swap that then fails.
+            (Full::Claimed(_), Free::For(f)) if f == pos && stamp::claim_is_for(full, prev) => SendStep::Claim(full),
             (Full::Done { pos: p, .. }, _) if p.wrapping_sub(pos) < (1 << 60) && (p - pos).is_multiple_of(self.cap) => {
                 SendStep::Advance
             }
@@ -499,7 +504,14 @@ impl Ring {
             return Err(RingError::Corrupt("sender's claim was taken over"));
         }
         self.stamp(claim.index).store(word, Release);
-        cw.store(stamp::complete(claim.pos), Release);
+        // A compare-and-swap, not a store: a sender of the next lap may have
+        // taken the word over already (see `send_step`).
+        let _ = cw.compare_exchange(
+            stamp::claimed_at(claim.holder, claim.pos),
+            stamp::complete(claim.pos),
+            Release,
+            Relaxed,
+        );
         // Dekker with a receiver going to sleep: it registers, then runs a
         // heavy barrier, then re-checks; we publish, then (light barrier)
         // check for sleepers. One of us sees the other.

@@ -71,9 +71,7 @@ fn wait<T>(
             r => Some(r.map_err(WaitError::Ring)),
         }
     };
-    if let Some(r) = again(attempt()) {
-        return r;
-    }
+    // The callers made the first attempt already (outside this cold path).
     // Spin without reading the clock (it costs as much as a hand-off);
     // only a caller with a deadline pays for checking it.
     for n in 1..=SPIN_ROUNDS {

@@ -20,6 +20,13 @@ use super::ring::{RecvClaim, Ring, RingError, SendClaim, Side};
 /// after a `pause`, together some tens of microseconds) before it sleeps.
 pub const SPIN_ROUNDS: u32 = 2048;
 
+/// Spin rounds after which a waiting receiver prefetches the next message's
+/// data line, so that when the message comes its data arrives alongside its
+/// stamp rather than after it (about a fifth off a 64-byte round trip). Not
+/// from the first round: a receiver that trails a streaming sender by a
+/// message or two would pull each line away from the sender mid-write.
+const PREFETCH_AFTER: u32 = 8;
+
 /// Longest sleep between re-checks when the kernel refuses `membarrier`.
 const NAP: std::time::Duration = std::time::Duration::from_millis(1);
 
@@ -75,6 +82,9 @@ fn wait<T>(
     // Spin without reading the clock (it costs as much as a hand-off);
     // only a caller with a deadline pays for checking it.
     for n in 1..=SPIN_ROUNDS {
+        if side == Side::Recv && n >= PREFETCH_AFTER {
+            ring.prefetch_next_recv();
+        }
         std::hint::spin_loop();
         if let Some(r) = again(attempt()) {
             return r;

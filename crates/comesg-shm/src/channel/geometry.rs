@@ -8,7 +8,12 @@
 //! | 64 | `data_seq` (u32 futex word receivers sleep on), `send_waiters` (u32) |
 //! | 128 | `max_holders` holder records of 64 bytes (messages, bytes, sleeping) |
 //! | `claims_offset` | `slots` claim words (u64 each), touched by senders only |
-//! | `slots_offset` | `slots` slots of `stride` bytes: stamp (u64), length (u32), pad, data |
+//! | `headers_offset` | `slots` slot headers of 16 bytes: stamp (u64), length (u32), pad |
+//! | `slots_offset` | `slots` slots of `stride` bytes, data only, each starting a cache line |
+//!
+//! Headers live apart from the data so that a 64-byte message moves one data
+//! line (plus a quarter of a header line) between the cores, not two lines:
+//! with the header in front, 64 bytes of data spilled into a second line.
 //!
 //! Receiver segment (written by receivers, mapped read-only by senders):
 //!
@@ -21,7 +26,7 @@
 
 /// Bytes of a cache line; hot words written by different sides never share one.
 pub const LINE: usize = 64;
-/// Bytes before a slot's data: stamp (8), length (4), padding (4).
+/// Bytes of a slot header: stamp (8), length (4), padding (4).
 pub const SLOT_HEADER: usize = 16;
 /// Bytes of a holder record.
 pub const HOLDER_RECORD: usize = LINE;
@@ -87,7 +92,7 @@ impl Geometry {
 
     /// Bytes from one slot to the next.
     pub fn stride(&self) -> usize {
-        round_up(SLOT_HEADER + self.slot_size as usize, LINE)
+        round_up(self.slot_size as usize, LINE)
     }
 
     /// Offset of the first holder record in either segment.
@@ -100,9 +105,14 @@ impl Geometry {
         self.holders_offset() + self.max_holders as usize * HOLDER_RECORD
     }
 
-    /// Offset of slot 0 in the sender segment.
-    pub fn slots_offset(&self) -> usize {
+    /// Offset of the slot-header array in the sender segment.
+    pub fn headers_offset(&self) -> usize {
         round_up(self.claims_offset() + self.slots as usize * 8, LINE)
+    }
+
+    /// Offset of slot 0's data in the sender segment.
+    pub fn slots_offset(&self) -> usize {
+        round_up(self.headers_offset() + self.slots as usize * SLOT_HEADER, LINE)
     }
 
     /// Offset of the free-stamp array in the receiver segment.
@@ -129,7 +139,8 @@ mod tests {
     fn rejects_bad_shapes() {
         let ok = Geometry { slot_size: 64, slots: 1024, max_holders: 64 };
         assert!(ok.validate().is_ok());
-        assert_eq!(ok.stride(), 128);
+        assert_eq!(ok.stride(), 64);
+        assert_eq!(Geometry { slot_size: 65, ..ok }.stride(), 128);
         assert!(Geometry { slots: 1000, ..ok }.validate().is_err());
         assert!(Geometry { slot_size: 0, ..ok }.validate().is_err());
         assert!(Geometry { max_holders: 0, ..ok }.validate().is_err());

@@ -140,6 +140,7 @@ pub struct Ring {
     stride: usize,
     // Offsets and rights computed once: the data path reads them per call.
     slots_off: usize,
+    headers_off: usize,
     claims_off: usize,
     free_off: usize,
     can_send: bool,
@@ -184,6 +185,7 @@ impl Ring {
             mask: geo.slots as u64 - 1,
             stride: geo.stride(),
             slots_off: geo.slots_offset(),
+            headers_off: geo.headers_offset(),
             claims_off: geo.claims_offset(),
             free_off: geo.free_offset(),
             free_hint: AtomicU64::new(0),
@@ -310,8 +312,13 @@ impl Ring {
         self.slots_off + i * self.stride
     }
     #[inline]
+    fn header_off(&self, i: usize) -> usize {
+        debug_assert!(i < self.geo.slots as usize);
+        self.headers_off + i * SLOT_HEADER
+    }
+    #[inline]
     fn stamp(&self, i: usize) -> &AtomicU64 {
-        Self::word64(&self.s, self.slot_off(i))
+        Self::word64(&self.s, self.header_off(i))
     }
     #[inline]
     fn claim(&self, i: usize) -> &AtomicU64 {
@@ -320,7 +327,7 @@ impl Ring {
     }
     #[inline]
     fn len_word(&self, i: usize) -> &AtomicU32 {
-        Self::word32(&self.s, self.slot_off(i) + 8)
+        Self::word32(&self.s, self.header_off(i) + 8)
     }
     #[inline]
     fn free(&self, i: usize) -> &AtomicU64 {
@@ -329,7 +336,7 @@ impl Ring {
     }
     #[inline]
     fn data_ptr(&self, i: usize) -> *mut u8 {
-        let off = self.slot_off(i) + SLOT_HEADER;
+        let off = self.slot_off(i);
         debug_assert!(off + self.geo.slot_size as usize <= self.s.len());
         // SAFETY: the slot's data lies inside the sender mapping (geometry).
         unsafe { self.s.as_ptr().add(off) }
@@ -602,6 +609,15 @@ impl Ring {
         Err(RingError::Corrupt("no progress claiming a message"))
     }
 
+    /// Starts fetching the data of the next message to receive, for a
+    /// receiver that has waited a while: the miss on the data then overlaps
+    /// the miss on the stamp when the message comes.
+    #[inline]
+    pub fn prefetch_next_recv(&self) {
+        let i = (self.head().load(Relaxed) & self.mask) as usize;
+        prefetch(self.data_ptr(i));
+    }
+
     /// The claimed message's bytes, in place (read-only for receivers).
     #[inline]
     pub fn slot<'a>(&'a self, claim: &'a RecvClaim) -> &'a [u8] {
@@ -826,6 +842,18 @@ impl Ring {
 /// write it, so a plain load and store is enough; a rare lost update between
 /// two threads of one process sharing a handle only blurs a statistic.
 #[inline]
+/// Asks the CPU to start fetching the cache line at `p`.
+fn prefetch(p: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is a hint: it never faults, whatever the address,
+    // and changes no architectural state.
+    unsafe {
+        core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(p as *const i8)
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
 fn bump(word: &AtomicU64, by: u64) {
     word.store(word.load(Relaxed).wrapping_add(by), Relaxed);
 }

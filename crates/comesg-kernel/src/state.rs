@@ -11,7 +11,8 @@ use comesg_proto::{
 use comesg_sys::OwnedFd;
 
 use crate::compartments::channel::ChannelObject;
-use crate::compartments::ipc::{ClientId, Object, ObjectId, Ports};
+use crate::compartments::comutex::MutexObject;
+use crate::compartments::ipc::{Body, ClientId, Object, ObjectId, Ports};
 use crate::compartments::names::{Names, NodeKind};
 use crate::compartments::{allowed, Cred, Perm};
 
@@ -210,9 +211,16 @@ impl State {
                     return Err(KernelError::Limit(format!("{} objects", self.limits.max_objects)));
                 }
                 self.check_handle_limit(id)?;
-                let PortSpec::Channel(ch) = spec;
-                let channel = ChannelObject::create(&name, ch, self.limits.max_holders_per_channel)?;
-                let obj = self.ports.insert(Object::new(name.clone(), cred.uid, cred.gid, mode, persistent, channel));
+                let body = match spec {
+                    PortSpec::Channel(ch) => {
+                        Body::Channel(Box::new(ChannelObject::create(&name, ch, self.limits.max_holders_per_channel)?))
+                    }
+                    PortSpec::Mutex(m) => {
+                        MutexObject::check_rights(rights)?;
+                        Body::Mutex(MutexObject::create(&name, m)?)
+                    }
+                };
+                let obj = self.ports.insert(Object::new(name.clone(), cred.uid, cred.gid, mode, persistent, body));
                 self.names.bind(name, obj, cred, mode);
                 // The creator gets the rights it asked for, whatever the mode
                 // (as open(2) with O_CREAT does).
@@ -242,6 +250,9 @@ impl State {
         check_rights(rights)?;
         let obj = self.names.resolve(name, cred)?;
         let o = self.ports.get(obj).ok_or_else(|| KernelError::DeadName(name.clone()))?;
+        if let Body::Mutex(_) = o.body {
+            MutexObject::check_rights(rights)?;
+        }
         for (right, perm) in [(Rights::SEND, Perm::Write), (Rights::RECV, Perm::Read)] {
             if rights.contains(right) && !allowed(cred, o.uid, o.gid, o.mode, perm) {
                 let need = if right == Rights::SEND { "send (w)" } else { "receive (r)" };
@@ -265,7 +276,11 @@ impl State {
         let handle = HandleId(client.next_handle);
         let attachment = self.ports.hold(obj, id, handle, cred.pid, rights)?;
         let o = self.ports.get(obj).ok_or_else(|| KernelError::Internal("object vanished".into()))?;
-        let fds = match o.channel.fds_for(rights) {
+        let (fds, spec, max_holders) = match &o.body {
+            Body::Channel(ch) => (ch.fds_for(rights), PortSpec::Channel(ch.spec()), ch.max_holders()),
+            Body::Mutex(m) => (m.fds(), PortSpec::Mutex(m.spec()), 0),
+        };
+        let fds = match fds {
             Ok(fds) => fds,
             Err(e) => {
                 self.release(id, handle, obj);
@@ -276,8 +291,8 @@ impl State {
             handle,
             rights,
             created,
-            channel: o.channel.spec(),
-            max_holders: o.channel.max_holders(),
+            spec,
+            max_holders,
             send_holder: attachment.send,
             recv_holder: attachment.recv,
         };
@@ -318,19 +333,33 @@ impl State {
         let Some(o) = self.ports.get(obj) else {
             return Entry::bare(name, EntryKind::Dead, uid, gid, mode);
         };
-        let t = o.channel.totals();
-        let mut e = Entry::bare(name, EntryKind::Port(PortKind::Channel), uid, gid, mode);
+        let kind = match o.body {
+            Body::Channel(_) => PortKind::Channel,
+            Body::Mutex(_) => PortKind::Mutex,
+        };
+        let mut e = Entry::bare(name, EntryKind::Port(kind), uid, gid, mode);
         e.persistent = o.persistent;
         e.refs = o.refs() as u32;
         e.holders =
             o.holders().take(self.limits.list_holders).map(|h| Holder { pid: h.pid, rights: h.rights }).collect();
-        e.channel = Some(o.channel.spec());
-        e.depth = o.channel.ring_stats().depth;
-        e.sent_msgs = t.sent_msgs;
-        e.sent_bytes = t.sent_bytes;
-        e.received_msgs = t.received_msgs;
-        e.received_bytes = t.received_bytes;
-        e.lost = t.lost;
+        match &o.body {
+            Body::Channel(ch) => {
+                let t = ch.totals();
+                e.channel = Some(ch.spec());
+                e.depth = ch.ring_stats().depth;
+                e.sent_msgs = t.sent_msgs;
+                e.sent_bytes = t.sent_bytes;
+                e.received_msgs = t.received_msgs;
+                e.received_bytes = t.received_bytes;
+                e.lost = t.lost;
+            }
+            Body::Mutex(m) => {
+                let st = m.stats();
+                e.mutex = Some(m.spec());
+                e.locks = st.locks;
+                e.owner_deaths = st.owner_deaths;
+            }
+        }
         e
     }
 }

@@ -3,7 +3,7 @@
 use crate::{ReplyFrame, RequestFrame};
 
 /// Protocol version spoken by this build.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 
 /// Largest frame, in bytes, either way.
 pub const MAX_FRAME: usize = 64 * 1024;
@@ -80,6 +80,16 @@ mod tests {
                     mode,
                     persistent,
                     exclusive,
+                }
+            ),
+            (name(), any::<u32>(), any::<u32>(), any::<u64>(), any::<bool>()).prop_map(
+                |(name, data_size, data_align, type_hash, persistent)| Request::Create {
+                    name,
+                    spec: PortSpec::Mutex(MutexSpec { data_size, data_align, type_hash }),
+                    rights: Rights::ALL,
+                    mode: 0o600,
+                    persistent,
+                    exclusive: false,
                 }
             ),
             (name(), any::<u8>()).prop_map(|(name, r)| Request::Open { name, rights: Rights::from_bits_truncate(r) }),

@@ -98,6 +98,31 @@ pub enum Request {
 pub enum PortSpec {
     /// A COCHANNEL.
     Channel(ChannelSpec),
+    /// A comutex, with the shared object it guards (if any).
+    Mutex(MutexSpec),
+}
+
+impl PortSpec {
+    /// The kind of port this creates.
+    pub fn kind(&self) -> PortKind {
+        match self {
+            PortSpec::Channel(_) => PortKind::Channel,
+            PortSpec::Mutex(_) => PortKind::Mutex,
+        }
+    }
+}
+
+/// Shape of a comutex and the value it guards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MutexSpec {
+    /// Bytes of the guarded value (0: a bare comutex).
+    pub data_size: u32,
+    /// Its alignment (a power of two).
+    pub data_align: u32,
+    /// A fingerprint of the value's type chosen by the creator (0: none),
+    /// which openers compare with their own so that two programs never read
+    /// one value as two different types.
+    pub type_hash: u64,
 }
 
 /// Shape of a COCHANNEL.
@@ -114,12 +139,15 @@ pub struct ChannelSpec {
 pub enum PortKind {
     /// COCHANNEL.
     Channel,
+    /// Comutex (and shared object).
+    Mutex,
 }
 
 /// A handle granted by [`Request::Create`] or [`Request::Open`].
 ///
 /// For a channel, two fds come with the reply: the sender segment, then the
-/// receiver segment, each writable only if the rights allow that side.
+/// receiver segment, each writable only if the rights allow that side. For a
+/// comutex, one fd: its segment, writable.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PortGrant {
     /// The new handle.
@@ -128,9 +156,9 @@ pub struct PortGrant {
     pub rights: Rights,
     /// Whether the request created the object (rather than opening it).
     pub created: bool,
-    /// Shape of the channel.
-    pub channel: ChannelSpec,
-    /// Holder records per side in the segments.
+    /// Kind and shape of the object.
+    pub spec: PortSpec,
+    /// Holder records per side in a channel's segments.
     pub max_holders: u32,
     /// This handle's record index on the sending side, with SEND.
     pub send_holder: Option<u32>,
@@ -210,6 +238,12 @@ pub struct Entry {
     pub holders: Vec<Holder>,
     /// Shape, for channels.
     pub channel: Option<ChannelSpec>,
+    /// Shape, for comutexes.
+    pub mutex: Option<MutexSpec>,
+    /// Locks taken, for comutexes.
+    pub locks: u64,
+    /// Locks that found their previous owner dead, for comutexes.
+    pub owner_deaths: u64,
     /// Messages waiting.
     pub depth: u64,
     /// Messages sent.
@@ -237,6 +271,9 @@ impl Entry {
             refs: 0,
             holders: Vec::new(),
             channel: None,
+            mutex: None,
+            locks: 0,
+            owner_deaths: 0,
             depth: 0,
             sent_msgs: 0,
             sent_bytes: 0,

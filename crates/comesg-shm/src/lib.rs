@@ -2,7 +2,9 @@
 //! protocol, the microkernel and the client library.
 //!
 //! - [`channel`]: the COCHANNEL ring (geometry, lock-free algorithm, loans,
-//!   crash repair, blocking with spin-then-futex).
+//!   crash repair, blocking with spin-then-futex);
+//! - [`comutex`]: the robust process-shared mutex and the value it guards.
 #![deny(missing_docs)]
 
 pub mod channel;
+pub mod comutex;

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use comesg_proto::{Entry, HandleId, Name, PortGrant, Rights};
+use comesg_proto::{Entry, HandleId, Name, PortGrant, PortSpec, Rights};
 use comesg_shm::channel::{blocking, Geometry, Ring, RingError};
 use comesg_sys::mapping::{Access, Mapping};
 use comesg_sys::OwnedFd;
@@ -34,9 +34,12 @@ pub struct Channel {
 
 impl Channel {
     pub(crate) fn attach(conn: Connection, name: Name, g: PortGrant, fds: Vec<OwnedFd>) -> Result<Channel, Error> {
-        let geo = Geometry { slot_size: g.channel.slot_size, slots: g.channel.slots, max_holders: g.max_holders };
         // If anything below fails, dropping `release` gives the handle back.
         let release = Release { conn: &conn, handle: Some(g.handle) };
+        let PortSpec::Channel(spec) = g.spec else {
+            return Err(Error::WrongKind { name, found: g.spec.kind() });
+        };
+        let geo = Geometry { slot_size: spec.slot_size, slots: spec.slots, max_holders: g.max_holders };
         geo.validate().map_err(|e| Error::Protocol(e.to_string()))?;
         let [s, r]: [OwnedFd; 2] =
             fds.try_into().map_err(|v: Vec<_>| Error::Protocol(format!("expected 2 fds, got {}", v.len())))?;

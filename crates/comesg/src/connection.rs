@@ -6,12 +6,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use comesg_proto::{
-    decode_reply, encode_request, ChannelSpec, Entry, HandleId, Name, PortSpec, Reply, ReplyFrame, Request,
-    RequestFrame, Rights, MAX_FRAME, VERSION,
+    decode_reply, encode_request, ChannelSpec, Entry, HandleId, MutexSpec, Name, PortKind, PortSpec, Reply, ReplyFrame,
+    Request, RequestFrame, Rights, MAX_FRAME, VERSION,
 };
 use comesg_sys::{seqpacket, AsFd, OwnedFd};
 
 use crate::channel::Channel;
+use crate::comutex::Comutex;
+use crate::shared::{spec_of, SharedObject};
 use crate::Error;
 
 /// How long a control request may wait for the kernel's reply before the
@@ -72,6 +74,23 @@ impl Default for ChannelOptions {
             persistent: false,
             exclusive: false,
         }
+    }
+}
+
+/// How to create a comutex or shared object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ComutexOptions {
+    /// Permission bits: a process needs both `r` and `w` to lock.
+    pub mode: u32,
+    /// Lives with no holders until unlinked.
+    pub persistent: bool,
+    /// Fail if the name exists (otherwise open the existing object).
+    pub exclusive: bool,
+}
+
+impl Default for ComutexOptions {
+    fn default() -> Self {
+        ComutexOptions { mode: 0o600, persistent: false, exclusive: false }
     }
 }
 
@@ -203,11 +222,58 @@ impl Connection {
     }
 
     fn port(&self, path: &str, request: Request) -> Result<Channel, Error> {
+        let (grant, fds) = self.grant(request)?;
+        Channel::attach(self.clone(), name(path)?, grant, fds)
+    }
+
+    fn grant(&self, request: Request) -> Result<(comesg_proto::PortGrant, Vec<OwnedFd>), Error> {
         match self.request(request)? {
-            (Reply::Port(grant), fds) => Channel::attach(self.clone(), name(path)?, grant, fds),
+            (Reply::Port(grant), fds) => Ok((grant, fds)),
             (Reply::Error(e), _) => Err(Error::Kernel(e)),
             (other, _) => Err(Error::Protocol(format!("expected Port, got {other:?}"))),
         }
+    }
+
+    fn mutex(&self, path: &str, create: Option<(MutexSpec, ComutexOptions)>) -> Result<Comutex, Error> {
+        let name = name(path)?;
+        let request = match create {
+            Some((spec, o)) => Request::Create {
+                name: name.clone(),
+                spec: PortSpec::Mutex(spec),
+                rights: Rights::ALL,
+                mode: o.mode,
+                persistent: o.persistent,
+                exclusive: o.exclusive,
+            },
+            None => Request::Open { name: name.clone(), rights: Rights::ALL },
+        };
+        let (grant, fds) = self.grant(request)?;
+        Comutex::attach(self.clone(), name, grant, fds)
+    }
+
+    /// Creates the comutex at `path` (or opens it, unless `exclusive`).
+    pub fn create_comutex(&self, path: &str, opts: ComutexOptions) -> Result<Comutex, Error> {
+        let m = self.mutex(path, Some((MutexSpec { data_size: 0, data_align: 1, type_hash: 0 }, opts)))?;
+        if m.spec().data_size != 0 {
+            return Err(Error::WrongKind { name: m.name().clone(), found: PortKind::Mutex });
+        }
+        Ok(m)
+    }
+
+    /// Opens the comutex at `path`.
+    pub fn open_comutex(&self, path: &str) -> Result<Comutex, Error> {
+        self.mutex(path, None)
+    }
+
+    /// Creates the shared object of type `T` at `path`, zeroed (or opens it
+    /// if it exists and holds a `T`, unless `exclusive`).
+    pub fn create_shared<T: bytemuck::Pod>(&self, path: &str, opts: ComutexOptions) -> Result<SharedObject<T>, Error> {
+        SharedObject::from_comutex(self.mutex(path, Some((spec_of::<T>(), opts)))?)
+    }
+
+    /// Opens the shared object at `path`, which must hold a `T`.
+    pub fn open_shared<T: bytemuck::Pod>(&self, path: &str) -> Result<SharedObject<T>, Error> {
+        SharedObject::from_comutex(self.mutex(path, None)?)
     }
 
     /// Releases a handle. Channels do this when dropped.

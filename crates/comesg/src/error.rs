@@ -3,7 +3,7 @@
 use std::io;
 use std::path::PathBuf;
 
-use comesg_proto::KernelError;
+use comesg_proto::{KernelError, MutexSpec, Name, PortKind};
 use comesg_shm::channel::blocking::WaitError;
 use comesg_shm::channel::RingError;
 
@@ -31,6 +31,28 @@ pub enum Error {
     /// A system call failed.
     #[error("I/O error: {0}")]
     Io(#[from] io::Error),
+    /// The name is an object of another kind than the one asked for.
+    #[error("{name} is a {found:?}, not the kind asked for")]
+    WrongKind {
+        /// The name.
+        name: Name,
+        /// What it is.
+        found: PortKind,
+    },
+    /// A shared object's size, alignment or type differs from the type the
+    /// caller opened it as.
+    #[error("{name} holds a value of another type ({found:?}, expected {expected:?})")]
+    TypeMismatch {
+        /// The name.
+        name: Name,
+        /// The caller's type.
+        expected: MutexSpec,
+        /// The object's.
+        found: MutexSpec,
+    },
+    /// A lock attempt failed (in a function that also talks to the kernel).
+    #[error("lock failed: {0}")]
+    Lock(#[from] crate::comutex::LockError<()>),
 }
 
 /// A send failed; nothing was sent.

@@ -12,6 +12,8 @@ use crate::SocketArg;
 pub enum Kind {
     /// COCHANNEL: a ring of fixed-size slots.
     Channel,
+    /// Comutex: a cross-process mutex that survives a dead owner.
+    Comutex,
 }
 
 /// Arguments of `comesg create`.
@@ -28,7 +30,7 @@ pub struct Args {
     /// Number of slots (a power of two).
     #[arg(long, default_value_t = 256)]
     slots: u32,
-    /// Permission bits, octal (w = send, r = receive).
+    /// Permission bits, octal (w = send, r = receive; a comutex needs both).
     #[arg(long, default_value = "600", value_parser = parse_mode)]
     mode: u32,
     #[command(flatten)]
@@ -41,7 +43,12 @@ fn parse_mode(s: &str) -> Result<u32, String> {
 
 pub fn run(a: Args) -> Outcome {
     let conn = a.socket.connect()?;
-    let Kind::Channel = a.kind;
+    if let Kind::Comutex = a.kind {
+        let opts = comesg::ComutexOptions { mode: a.mode, persistent: true, exclusive: true };
+        let m = conn.create_comutex(&a.path, opts)?;
+        println!("created {} (comutex, persistent)", m.name());
+        return Ok(ExitCode::SUCCESS);
+    }
     let opts = ChannelOptions {
         slot_size: a.slot_size,
         slots: a.slots,

@@ -50,6 +50,8 @@ fn kind(e: &Entry) -> &'static str {
     match e.kind {
         EntryKind::Namespace => "namespace",
         EntryKind::Port(PortKind::Channel) => "channel",
+        EntryKind::Port(PortKind::Mutex) if e.mutex.is_some_and(|m| m.data_size > 0) => "shared",
+        EntryKind::Port(PortKind::Mutex) => "comutex",
         EntryKind::Dead => "dead",
     }
 }
@@ -58,11 +60,20 @@ fn kind(e: &Entry) -> &'static str {
 pub fn table(rows: &[Entry]) -> String {
     let mut out = format!(
         "{:<32} {:<9} {:>4} {:>4} {:>6} {:>10} {:>8} {:>8} {:>5}  {}\n",
-        "NAME", "KIND", "MODE", "REFS", "DEPTH", "SLOTS", "SENT", "RECV", "LOST", "HOLDERS (pid:rights)"
+        "NAME", "KIND", "MODE", "REFS", "DEPTH", "SHAPE", "SENT", "RECV", "LOST", "HOLDERS (pid:rights)"
     );
     for e in rows {
-        let port = matches!(e.kind, EntryKind::Port(_));
-        let slots = e.channel.map(|c| format!("{}x{}", c.slots, c.slot_size)).unwrap_or_default();
+        let port = matches!(e.kind, EntryKind::Port(PortKind::Channel));
+        let refs = if matches!(e.kind, EntryKind::Port(_)) { e.refs.to_string() } else { String::new() };
+        let slots = match (e.channel, e.mutex) {
+            (Some(c), _) => format!("{}x{}", c.slots, c.slot_size),
+            (_, Some(m)) if m.data_size > 0 => format!("{} B", m.data_size),
+            _ => String::new(),
+        };
+        let locks = match e.mutex {
+            Some(_) => format!(" [locks {}, owner deaths {}]", e.locks, e.owner_deaths),
+            None => String::new(),
+        };
         let holders: Vec<String> = e.holders.iter().map(|h| format!("{}:{}", h.pid, h.rights)).collect();
         let mut more = String::new();
         if (e.refs as usize) > e.holders.len() {
@@ -70,11 +81,11 @@ pub fn table(rows: &[Entry]) -> String {
         }
         let opt = |v: u64| if port { v.to_string() } else { String::new() };
         out.push_str(&format!(
-            "{:<32} {:<9} {:>4} {:>4} {:>6} {:>10} {:>8} {:>8} {:>5}  {}{}{}\n",
+            "{:<32} {:<9} {:>4} {:>4} {:>6} {:>10} {:>8} {:>8} {:>5}  {}{}{}{}\n",
             e.name.as_str(),
             kind(e),
             format!("{:03o}", e.mode),
-            if port { e.refs.to_string() } else { String::new() },
+            refs,
             opt(e.depth),
             slots,
             opt(e.sent_msgs),
@@ -82,6 +93,7 @@ pub fn table(rows: &[Entry]) -> String {
             opt(e.lost),
             holders.join(" "),
             more,
+            locks,
             if e.persistent { " [persistent]" } else { "" },
         ));
     }
@@ -100,6 +112,9 @@ fn entry_json(e: &Entry) -> serde_json::Value {
         "holders": e.holders.iter().map(|h| serde_json::json!({"pid": h.pid, "rights": h.rights.to_string()})).collect::<Vec<_>>(),
         "slot_size": e.channel.map(|c| c.slot_size),
         "slots": e.channel.map(|c| c.slots),
+        "value_size": e.mutex.map(|m| m.data_size),
+        "locks": e.mutex.map(|_| e.locks),
+        "owner_deaths": e.mutex.map(|_| e.owner_deaths),
         "depth": e.depth,
         "sent_msgs": e.sent_msgs,
         "sent_bytes": e.sent_bytes,

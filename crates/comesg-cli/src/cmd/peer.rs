@@ -77,8 +77,61 @@ enum Role {
         #[command(flatten)]
         socket: SocketArg,
     },
+    /// Add 1 to the shared counter at PATH COUNT times, one lock each
+    /// (recovering it if an owner died); print "done".
+    Count {
+        path: String,
+        #[arg(long)]
+        count: u64,
+        #[command(flatten)]
+        socket: SocketArg,
+    },
+    /// Lock the comutex at PATH and hold it until killed; with --in-update,
+    /// first mark the shared counter as mid-update (`dirty` = 1).
+    HoldLock {
+        path: String,
+        #[arg(long)]
+        in_update: bool,
+        #[command(flatten)]
+        socket: SocketArg,
+    },
+    /// After "ready", lock and unlock the comutex at PATH COUNT times, then
+    /// print "done" (for counting system calls from outside).
+    LockLoop {
+        path: String,
+        #[arg(long)]
+        count: u64,
+        #[command(flatten)]
+        socket: SocketArg,
+    },
     /// Benchmark peers.
     Bench(comesg_bench::peer::PeerArgs),
+}
+
+/// The shared value the comutex tests and the tour use.
+#[derive(Debug, Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+#[repr(C)]
+pub struct Counter {
+    /// The count.
+    pub n: u64,
+    /// 1 while an update is half done.
+    pub dirty: u64,
+}
+
+/// Locks `obj`, repairing it if its previous owner died mid-update.
+pub fn lock_counter(
+    obj: &comesg::SharedObject<Counter>,
+) -> Result<comesg::SharedGuard<'_, Counter>, comesg::LockError<()>> {
+    match obj.lock() {
+        Ok(g) => Ok(g),
+        Err(comesg::LockError::OwnerDied(mut g)) => {
+            // The dead owner may have been mid-update: roll it back.
+            g.dirty = 0;
+            g.mark_consistent()?;
+            Ok(g)
+        }
+        Err(e) => Err(e.map(|_| ())),
+    }
 }
 
 fn rights(s: &str) -> Rights {
@@ -181,6 +234,38 @@ pub fn run(a: Args) -> Outcome {
                 w.store(0xdead_beef, std::sync::atomic::Ordering::Relaxed);
             }
             println!("wrote");
+            Ok(ExitCode::SUCCESS)
+        }
+        Role::Count { path, count, socket } => {
+            let obj = socket.connect()?.open_shared::<Counter>(&path)?;
+            ready();
+            for _ in 0..count {
+                lock_counter(&obj).map_err(comesg::Error::from)?.n += 1;
+            }
+            println!("done");
+            Ok(ExitCode::SUCCESS)
+        }
+        Role::HoldLock { path, in_update, socket } => {
+            let conn = socket.connect()?;
+            if in_update {
+                let obj = conn.open_shared::<Counter>(&path)?;
+                let mut g = lock_counter(&obj).map_err(comesg::Error::from)?;
+                g.dirty = 1;
+                ready();
+                park()
+            }
+            let m = conn.open_comutex(&path)?;
+            let _g = m.lock().map_err(|e| comesg::Error::from(e.map(|_| ())))?;
+            ready();
+            park()
+        }
+        Role::LockLoop { path, count, socket } => {
+            let m = socket.connect()?.open_comutex(&path)?;
+            ready();
+            for _ in 0..count {
+                drop(m.lock().map_err(|e| comesg::Error::from(e.map(|_| ())))?);
+            }
+            println!("done");
             Ok(ExitCode::SUCCESS)
         }
         Role::Bench(args) => {

@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 use comesg_proto::{HandleId, KernelError, Name, Rights};
 
 use super::channel::{Attachment, ChannelObject};
+use super::comutex::MutexObject;
 
 /// An object's number in the table (never reused).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -29,6 +30,15 @@ pub struct HolderInfo {
     pub attachment: Attachment,
 }
 
+/// What an object is.
+#[derive(Debug)]
+pub enum Body {
+    /// A COCHANNEL.
+    Channel(Box<ChannelObject>),
+    /// A comutex (and the shared object it guards).
+    Mutex(MutexObject),
+}
+
 /// A port object.
 #[derive(Debug)]
 pub struct Object {
@@ -42,15 +52,15 @@ pub struct Object {
     pub mode: u32,
     /// Lives with no holders until unlinked.
     pub persistent: bool,
-    /// The channel itself.
-    pub channel: ChannelObject,
+    /// The object itself.
+    pub body: Body,
     holders: BTreeMap<(ClientId, HandleId), HolderInfo>,
 }
 
 impl Object {
     /// A new object with no holders.
-    pub fn new(name: Name, uid: u32, gid: u32, mode: u32, persistent: bool, channel: ChannelObject) -> Object {
-        Object { name: Some(name), uid, gid, mode: mode & 0o777, persistent, channel, holders: BTreeMap::new() }
+    pub fn new(name: Name, uid: u32, gid: u32, mode: u32, persistent: bool, body: Body) -> Object {
+        Object { name: Some(name), uid, gid, mode: mode & 0o777, persistent, body, holders: BTreeMap::new() }
     }
 
     /// Number of references.
@@ -119,7 +129,10 @@ impl Ports {
         rights: Rights,
     ) -> Result<Attachment, KernelError> {
         let obj = self.objects.get_mut(&id).ok_or_else(|| KernelError::Internal("object vanished".into()))?;
-        let attachment = obj.channel.attach(rights)?;
+        let attachment = match &mut obj.body {
+            Body::Channel(ch) => ch.attach(rights)?,
+            Body::Mutex(_) => Attachment::default(),
+        };
         obj.holders.insert((client, handle), HolderInfo { pid, rights, attachment });
         Ok(attachment)
     }
@@ -137,7 +150,9 @@ impl Ports {
         let mut out = Released::default();
         let atts: Vec<_> =
             handles.iter().filter_map(|h| obj.holders.remove(&(client, *h))).map(|h| h.attachment).collect();
-        out.lost = obj.channel.detach_all(&atts);
+        if let Body::Channel(ch) = &mut obj.body {
+            out.lost = ch.detach_all(&atts);
+        }
         if obj.doomed() {
             out.destroyed = self.objects.remove(&id).map(|o| o.name);
         }

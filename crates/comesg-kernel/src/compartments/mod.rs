@@ -5,9 +5,11 @@
 //!
 //! - [`names`]: the namespace tree, permissions, dead names;
 //! - [`ipc`]: the port table, reference counts, holders;
-//! - [`channel`]: a COCHANNEL's segments, holder records and crash repair.
+//! - [`channel`]: a COCHANNEL's segments, holder records and crash repair;
+//! - [`comutex`]: a comutex's segment and its robust lock.
 
 pub mod channel;
+pub mod comutex;
 pub mod ipc;
 pub mod names;
 

@@ -11,8 +11,12 @@
 //! socket, and single-threaded `memcpy`. The report prints every figure's
 //! ratio to them, because on a shared, noisy machine only ratios from one run
 //! compare.
+//!
+//! **Locks** (rows of size 0): uncontended comutex lock+unlock beside
+//! `std::sync::Mutex`, and a comutex two processes take turns on.
 
 pub mod link;
+mod locks;
 pub mod peer;
 pub mod report;
 mod runner;

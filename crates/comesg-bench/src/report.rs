@@ -82,7 +82,7 @@ impl Report {
             "{:<12} {:>7} {:>11} {:>11} {:>9} {:>15}\n",
             "transport", "size", "median", "p99", "x spin", "seqpacket / it"
         ));
-        for r in &self.latency {
+        for r in self.latency.iter().filter(|r| r.size > 0) {
             let spin = self.latency_of("spin", r.size);
             let seq = self.latency_of("seqpacket", r.size);
             out.push_str(&format!(
@@ -94,6 +94,21 @@ impl Report {
                 spin.map(|s| format!("{:.2}x", r.median_ns / s)).unwrap_or_default(),
                 seq.map(|s| format!("{:.1}x", s / r.median_ns)).unwrap_or_default(),
             ));
+        }
+        let locks: Vec<_> = self.latency.iter().filter(|r| r.size == 0).collect();
+        if !locks.is_empty() {
+            out.push_str("\nLocks (one lock+unlock; contended: two processes on one comutex)\n");
+            out.push_str(&format!("{:<18} {:>11} {:>11} {:>13}\n", "lock", "median", "p99", "x std_mutex"));
+            let std_m = self.latency_of("std_mutex", 0);
+            for r in locks {
+                out.push_str(&format!(
+                    "{:<18} {:>11} {:>11} {:>13}\n",
+                    r.transport,
+                    human_ns(r.median_ns),
+                    human_ns(r.p99_ns),
+                    std_m.map(|s| format!("{:.2}x", r.median_ns / s)).unwrap_or_default(),
+                ));
+            }
         }
         out.push_str("\nOne-way throughput (second process receives)\n");
         out.push_str(&format!(

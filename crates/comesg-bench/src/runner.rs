@@ -38,6 +38,8 @@ struct Plan {
     rt_slow: u64,
     rounds: u64,
     budget: Duration,
+    lock_samples: usize,
+    lock_contended: u64,
 }
 
 struct Peer {
@@ -284,11 +286,32 @@ fn machine(cpus: Option<(usize, usize)>, n: usize) -> String {
 /// Runs the whole benchmark and returns its report.
 pub fn run(cfg: &BenchConfig) -> io::Result<Report> {
     let plan = if cfg.long {
-        Plan { rt_fast: 1_000_000, rt_slow: 50_000, rounds: 10, budget: Duration::from_millis(1500) }
+        Plan {
+            rt_fast: 1_000_000,
+            rt_slow: 50_000,
+            rounds: 10,
+            budget: Duration::from_millis(1500),
+            lock_samples: 2000,
+            lock_contended: 2_000_000,
+        }
     } else if cfg.short {
-        Plan { rt_fast: 50_000, rt_slow: 3_000, rounds: 3, budget: Duration::from_millis(120) }
+        Plan {
+            rt_fast: 50_000,
+            rt_slow: 3_000,
+            rounds: 3,
+            budget: Duration::from_millis(120),
+            lock_samples: 100,
+            lock_contended: 100_000,
+        }
     } else {
-        Plan { rt_fast: 300_000, rt_slow: 15_000, rounds: 5, budget: Duration::from_millis(300) }
+        Plan {
+            rt_fast: 300_000,
+            rt_slow: 15_000,
+            rounds: 5,
+            budget: Duration::from_millis(300),
+            lock_samples: 500,
+            lock_contended: 500_000,
+        }
     };
     let dir = std::env::temp_dir().join(format!("comesg-bench-{}", comesg_sys::process::pid()));
     let socket = dir.join("kernel.sock");
@@ -343,6 +366,14 @@ pub fn run(cfg: &BenchConfig) -> io::Result<Report> {
     for size in SIZES.into_iter().chain([16 << 20]) {
         report.throughput.push(memcpy_row(size, plan.budget / 2));
     }
+    let conn = Connection::connect(&socket).map_err(io::Error::other)?;
+    report.latency.extend(crate::locks::uncontended(&conn, plan.lock_samples)?);
+    if setup.progress {
+        eprintln!("  comutex (contended)");
+    }
+    let peer_cpu = cpus.map(|(_, c)| c);
+    report.latency.push(crate::locks::contended(&conn, &cfg.exe, &socket, peer_cpu, plan.lock_contended)?);
+    drop(conn);
     drop(kernel);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(report)

@@ -199,7 +199,7 @@ impl RobustMutex {
         let r = match rc {
             0 => Locked::Clean,
             libc::EOWNERDEAD => {
-                self.counter(1).fetch_add(1, Relaxed);
+                bump(self.counter(1));
                 Locked::OwnerDied
             }
             libc::EBUSY => return Err(MutexError::WouldBlock),
@@ -208,7 +208,7 @@ impl RobustMutex {
             libc::EDEADLK => return Err(MutexError::WouldDeadlock),
             e => return Err(MutexError::Corrupt(e)),
         };
-        self.counter(0).fetch_add(1, Relaxed);
+        bump(self.counter(0));
         Ok((MutexGuard { m: self, _owner_thread: PhantomData }, r))
     }
 
@@ -312,6 +312,12 @@ impl Drop for MutexGuard<'_> {
     fn drop(&mut self) {
         let _ = self.m.unlock();
     }
+}
+
+/// Adds one to a counter. The caller holds the lock, so a plain load and
+/// store suffice; a locked add would cost as much as the lock itself.
+fn bump(c: &AtomicU64) {
+    c.store(c.load(Relaxed).wrapping_add(1), Relaxed);
 }
 
 fn check(rc: libc::c_int) -> Result<(), MutexError> {

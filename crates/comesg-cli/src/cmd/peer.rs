@@ -101,6 +101,9 @@ enum Role {
         path: String,
         #[arg(long)]
         count: u64,
+        /// Pin to this CPU first.
+        #[arg(long)]
+        cpu: Option<usize>,
         #[command(flatten)]
         socket: SocketArg,
     },
@@ -259,7 +262,10 @@ pub fn run(a: Args) -> Outcome {
             ready();
             park()
         }
-        Role::LockLoop { path, count, socket } => {
+        Role::LockLoop { path, count, cpu, socket } => {
+            if let Some(c) = cpu {
+                comesg_sys::process::pin_to_cpu(c)?;
+            }
             let m = socket.connect()?.open_comutex(&path)?;
             ready();
             for _ in 0..count {

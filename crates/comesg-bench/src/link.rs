@@ -138,6 +138,59 @@ impl Link for SeqpacketLink {
     }
 }
 
+/// Request/response over a UNIX stream socket: each message is a 4-byte
+/// little-endian length and the bytes, as a typical RPC framing does.
+pub struct StreamRpcLink {
+    s: std::os::unix::net::UnixStream,
+    out: Vec<u8>,
+}
+
+impl StreamRpcLink {
+    /// Wraps a connected stream socket.
+    pub fn new(fd: OwnedFd) -> StreamRpcLink {
+        StreamRpcLink { s: fd.into(), out: Vec::new() }
+    }
+}
+
+impl Link for StreamRpcLink {
+    fn send(&mut self, msg: &[u8]) -> io::Result<()> {
+        self.out.clear();
+        self.out.extend_from_slice(&(msg.len() as u32).to_le_bytes());
+        self.out.extend_from_slice(msg);
+        self.s.write_all(&self.out)
+    }
+    fn recv(&mut self, buf: &mut [u8]) -> io::Result<()> {
+        let mut len = [0u8; 4];
+        self.s.read_exact(&mut len)?;
+        if u32::from_le_bytes(len) as usize != buf.len() {
+            return Err(io::Error::other("unexpected frame length"));
+        }
+        self.s.read_exact(buf)
+    }
+}
+
+/// Coservice calls: `send` makes the call, `recv` hands over its response.
+pub struct ServiceLink {
+    /// The service.
+    pub client: std::sync::Arc<comesg::ServiceClient>,
+    /// The last response.
+    pub resp: Vec<u8>,
+}
+
+impl Link for ServiceLink {
+    fn send(&mut self, msg: &[u8]) -> io::Result<()> {
+        self.resp = self.client.call(msg).map_err(io::Error::other)?;
+        Ok(())
+    }
+    fn recv(&mut self, buf: &mut [u8]) -> io::Result<()> {
+        if self.resp.len() != buf.len() {
+            return Err(io::Error::other("unexpected response length"));
+        }
+        buf.copy_from_slice(&self.resp);
+        Ok(())
+    }
+}
+
 /// Two COCHANNELs, one each way, with blocking (spin-then-futex) calls.
 pub struct ChannelLink {
     /// Outgoing channel (SEND).

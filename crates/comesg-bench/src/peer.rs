@@ -9,7 +9,7 @@ use comesg::{Connection, Rights};
 use comesg_sys::mapping::{Access, Mapping};
 use comesg_sys::process::inherited_fd;
 
-use crate::link::{ChannelLink, FutexLink, Link, PipeLink, SeqpacketLink, SpinLink};
+use crate::link::{ChannelLink, FutexLink, Link, PipeLink, SeqpacketLink, SpinLink, StreamRpcLink};
 
 /// Transports the benchmark measures between processes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -24,6 +24,11 @@ pub enum Transport {
     Seqpacket,
     /// Two COCHANNELs.
     Cochannel,
+    /// Request/response over a UNIX stream socket, length-prefixed.
+    #[value(name = "uds_rpc")]
+    UdsRpc,
+    /// Coservice calls (the peer is the provider, one worker).
+    Coservice,
 }
 
 impl Transport {
@@ -35,6 +40,8 @@ impl Transport {
             Transport::Pipe => "pipe",
             Transport::Seqpacket => "seqpacket",
             Transport::Cochannel => "cochannel",
+            Transport::UdsRpc => "uds_rpc",
+            Transport::Coservice => "coservice",
         }
     }
 }
@@ -64,7 +71,8 @@ pub struct PeerArgs {
     /// Kernel socket (cochannel).
     #[arg(long)]
     pub socket: Option<PathBuf>,
-    /// Channel this peer receives from (cochannel).
+    /// Channel this peer receives from (cochannel), or the service it
+    /// registers (coservice).
     #[arg(long)]
     pub rx_name: Option<String>,
     /// Channel this peer sends to (cochannel).
@@ -95,6 +103,8 @@ pub fn link(args: &PeerArgs, first: bool) -> io::Result<Box<dyn Link>> {
         }
         Transport::Pipe => Box::new(PipeLink { rx: fd(args, 0)?.into(), tx: fd(args, 1)?.into() }),
         Transport::Seqpacket => Box::new(SeqpacketLink { fd: fd(args, 0)? }),
+        Transport::UdsRpc => Box::new(StreamRpcLink::new(fd(args, 0)?)),
+        Transport::Coservice => return Err(io::Error::other("the coservice peer serves, it has no link")),
         Transport::Cochannel => {
             let socket = args.socket.clone().ok_or_else(|| io::Error::other("--socket missing"))?;
             let conn = Connection::connect(&socket).map_err(io::Error::other)?;
@@ -113,6 +123,9 @@ pub fn run(args: PeerArgs) -> io::Result<()> {
     }
     let mut ctl: std::fs::File = inherited_fd(args.ctl)?.into();
     let mut ready: std::fs::File = inherited_fd(args.ready)?.into();
+    if args.transport == Transport::Coservice {
+        return serve(&args, &mut ctl, &mut ready);
+    }
     let mut link = link(&args, false)?;
     let mut buf = vec![0u8; args.max_size.max(1)];
     ready.write_all(b"R")?;
@@ -135,6 +148,40 @@ pub fn run(args: PeerArgs) -> io::Result<()> {
                 link.send(&buf[..1])?;
             }
             _ => return Ok(()),
+        }
+        ready.write_all(b"D")?;
+    }
+}
+
+/// The coservice peer: registers an echo service with one worker (pinned
+/// with this thread) and reports each batch done once its calls are served.
+fn serve(args: &PeerArgs, ctl: &mut std::fs::File, ready: &mut std::fs::File) -> io::Result<()> {
+    let socket = args.socket.clone().ok_or_else(|| io::Error::other("--socket missing"))?;
+    let name = args.rx_name.clone().ok_or_else(|| io::Error::other("service name missing"))?;
+    let conn = Connection::connect(&socket).map_err(io::Error::other)?;
+    let opts = comesg::ServiceOptions {
+        workers: 1,
+        slot_size: args.max_size.max(64) as u32,
+        call_slots: 4,
+        queue: 64,
+        mode: 0o600,
+    };
+    let svc = conn.serve(&name, opts, |c| c.request.to_vec()).map_err(io::Error::other)?;
+    let served = || svc.worker_calls().iter().sum::<u64>();
+    // Calls come only after a command, but may start before this process
+    // has read it: count the total expected, not from now.
+    let mut expected = 0u64;
+    ready.write_all(b"R")?;
+    loop {
+        let mut cmd = [0u8; 17];
+        ctl.read_exact(&mut cmd)?;
+        let n = u64::from_le_bytes(cmd[1..9].try_into().unwrap_or_default());
+        if cmd[0] != CMD_ECHO {
+            return Ok(());
+        }
+        expected += n;
+        while served() < expected {
+            std::thread::sleep(std::time::Duration::from_millis(1));
         }
         ready.write_all(b"D")?;
     }

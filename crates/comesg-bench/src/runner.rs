@@ -11,7 +11,7 @@ use comesg_sys::mapping::{Access, Mapping};
 use comesg_sys::process::set_inheritable;
 use comesg_sys::{memfd, seqpacket, AsFd, AsRawFd, OwnedFd};
 
-use crate::link::{ChannelLink, FutexLink, Link, PipeLink, SeqpacketLink, SpinLink};
+use crate::link::{ChannelLink, FutexLink, Link, PipeLink, SeqpacketLink, ServiceLink, SpinLink, StreamRpcLink};
 use crate::peer::{Transport, CMD_ECHO, CMD_EXIT, CMD_SINK, FLAG_SEGMENT};
 use crate::report::{percentiles, LatencyRow, Report, ThroughputRow};
 
@@ -113,6 +113,16 @@ impl Setup<'_> {
                 child_fds.push(b);
                 Box::new(SeqpacketLink { fd: a })
             }
+            Transport::UdsRpc => {
+                let (a, b) = std::os::unix::net::UnixStream::pair()?;
+                child_fds.push(b.into());
+                Box::new(StreamRpcLink::new(a.into()))
+            }
+            Transport::Coservice => {
+                let name = format!("/bench/{}/{tag}/svc", comesg_sys::process::pid());
+                extra = vec!["--socket".into(), self.socket.display().to_string(), "--rx-name".into(), name.clone()];
+                Box::new(DeferredService { socket: self.socket.to_owned(), name, link: None })
+            }
             Transport::Cochannel => {
                 let conn = Connection::connect(self.socket).map_err(io::Error::other)?;
                 let pid = comesg_sys::process::pid();
@@ -171,6 +181,34 @@ impl Setup<'_> {
             eprintln!("  {} ({tag})", t.name());
         }
         Ok((mine, peer))
+    }
+}
+
+/// The caller's end of a coservice link: the peer registers the service
+/// after it starts, so the caller opens it on first use.
+struct DeferredService {
+    socket: PathBuf,
+    name: String,
+    link: Option<ServiceLink>,
+}
+
+impl DeferredService {
+    fn link(&mut self) -> io::Result<&mut ServiceLink> {
+        if self.link.is_none() {
+            let conn = Connection::connect(&self.socket).map_err(io::Error::other)?;
+            let client = conn.service(&self.name).map_err(io::Error::other)?;
+            self.link = Some(ServiceLink { client, resp: Vec::new() });
+        }
+        self.link.as_mut().ok_or_else(|| io::Error::other("service link"))
+    }
+}
+
+impl Link for DeferredService {
+    fn send(&mut self, msg: &[u8]) -> io::Result<()> {
+        self.link()?.send(msg)
+    }
+    fn recv(&mut self, buf: &mut [u8]) -> io::Result<()> {
+        self.link()?.recv(buf)
     }
 }
 
@@ -328,8 +366,15 @@ pub fn run(cfg: &BenchConfig) -> io::Result<Report> {
     // Round trips in interleaved rounds: every transport gets a slice of
     // each round, so a change in the machine's state (these VMs' two vCPUs
     // move between host cores) hits all of them alike and ratios hold.
-    let latency_order =
-        [Transport::Spin, Transport::Futex, Transport::Pipe, Transport::Seqpacket, Transport::Cochannel];
+    let latency_order = [
+        Transport::Spin,
+        Transport::Futex,
+        Transport::Pipe,
+        Transport::Seqpacket,
+        Transport::UdsRpc,
+        Transport::Cochannel,
+        Transport::Coservice,
+    ];
     let mut pairs = Vec::new();
     for t in latency_order {
         let (link, peer) = setup.start(t, PING, "rt")?;
@@ -338,7 +383,7 @@ pub fn run(cfg: &BenchConfig) -> io::Result<Report> {
     for _ in 0..plan.rounds {
         for (t, link, peer, samples) in pairs.iter_mut() {
             let n = match t {
-                Transport::Spin | Transport::Cochannel => plan.rt_fast,
+                Transport::Spin | Transport::Cochannel | Transport::Coservice => plan.rt_fast,
                 _ => plan.rt_slow,
             } / plan.rounds;
             round_trips(link.as_mut(), peer, n, PING, overhead, samples)?;

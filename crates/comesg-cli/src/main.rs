@@ -38,6 +38,10 @@ enum Command {
     Send(cmd::send::Args),
     /// Receive messages and print one per line.
     Recv(cmd::recv::Args),
+    /// Call a service: one call per DATA argument; prints each response.
+    Call(cmd::call::CallArgs),
+    /// Register a service and serve it (echo, or upper-case) until killed.
+    Serve(cmd::call::ServeArgs),
     /// Measure comesg against the baselines (spin, futex, pipe, seqpacket, memcpy).
     Bench(cmd::bench::Args),
     /// A one-minute guided tour: processes talking through every port kind.
@@ -56,6 +60,8 @@ fn main() -> ExitCode {
         Command::Unlink(a) => cmd::create::unlink(a),
         Command::Send(a) => cmd::send::run(a),
         Command::Recv(a) => cmd::recv::run(a),
+        Command::Call(a) => cmd::call::call(a),
+        Command::Serve(a) => cmd::call::serve(a),
         Command::Bench(a) => cmd::bench::run(a),
         Command::Tour(a) => cmd::tour::run(a),
         Command::Peer(a) => cmd::peer::run(a),

@@ -12,8 +12,9 @@ use comesg_sys::OwnedFd;
 
 use crate::compartments::channel::ChannelObject;
 use crate::compartments::comutex::MutexObject;
-use crate::compartments::ipc::{Body, ClientId, Object, ObjectId, Ports};
+use crate::compartments::ipc::{Body, ClientId, Object, ObjectId, Ports, Released};
 use crate::compartments::names::{Names, NodeKind};
+use crate::compartments::service::ServiceObject;
 use crate::compartments::{allowed, Cred, Perm};
 
 /// Bounds that keep one client from exhausting the kernel.
@@ -122,14 +123,26 @@ impl State {
         for (obj, handles) in by_object {
             let r = self.ports.release_all(obj, id, &handles);
             d.lost += r.lost;
-            if let Some(name) = r.destroyed {
+            if r.destroyed.is_some() {
                 d.destroyed += 1;
-                if let Some(name) = name {
-                    self.names.mark_dead(&name, obj);
-                }
             }
+            self.after_release(obj, r);
         }
         d
+    }
+
+    /// Names go dead with their objects, and with a service's provider (so
+    /// that a new provider can register the name while callers of the dead
+    /// one still hold it).
+    fn after_release(&mut self, obj: ObjectId, r: Released) {
+        if let Some(Some(name)) = r.destroyed {
+            self.names.mark_dead(&name, obj);
+        } else if r.provider_gone {
+            if let Some(name) = self.ports.get(obj).and_then(|o| o.name.clone()) {
+                self.names.mark_dead(&name, obj);
+            }
+            self.ports.unname(obj);
+        }
     }
 
     /// Whether no client is connected and no object exists.
@@ -149,11 +162,9 @@ impl State {
 
     fn release(&mut self, client: ClientId, handle: HandleId, obj: ObjectId) -> (u64, bool) {
         let r = self.ports.release(obj, client, handle);
-        let destroyed = r.destroyed.is_some();
-        if let Some(Some(name)) = r.destroyed {
-            self.names.mark_dead(&name, obj);
-        }
-        (r.lost, destroyed)
+        let out = (r.lost, r.destroyed.is_some());
+        self.after_release(obj, r);
+        out
     }
 
     /// Handles one request from client `id`.
@@ -185,6 +196,7 @@ impl State {
             Request::Unlink { name } => self.unlink(cred, &name),
             Request::Mkdir { name, mode } => self.names.mkdir(&name, cred, mode).map(|_| Outcome::reply(Reply::Done)),
             Request::List { name, offset } => self.list(cred, &name, offset as usize),
+            Request::CallerSegment { handle, caller } => self.caller_segment(id, handle, caller),
         };
         result.unwrap_or_else(Outcome::error)
     }
@@ -219,6 +231,15 @@ impl State {
                         MutexObject::check_rights(rights)?;
                         Body::Mutex(MutexObject::create(&name, m)?)
                     }
+                    PortSpec::Service(sv) => {
+                        if rights != Rights::RECV {
+                            return Err(KernelError::InvalidArgument(
+                                "a service is created by its provider, with RECV (serve)".into(),
+                            ));
+                        }
+                        let svc = ServiceObject::create(&name, sv, self.limits.max_holders_per_channel)?;
+                        Body::Service(Box::new(svc))
+                    }
                 };
                 let obj = self.ports.insert(Object::new(name.clone(), cred.uid, cred.gid, mode, persistent, body));
                 self.names.bind(name, obj, cred, mode);
@@ -250,8 +271,10 @@ impl State {
         check_rights(rights)?;
         let obj = self.names.resolve(name, cred)?;
         let o = self.ports.get(obj).ok_or_else(|| KernelError::DeadName(name.clone()))?;
-        if let Body::Mutex(_) = o.body {
-            MutexObject::check_rights(rights)?;
+        match &o.body {
+            Body::Mutex(_) => MutexObject::check_rights(rights)?,
+            Body::Service(svc) => svc.check_rights(rights)?,
+            Body::Channel(_) => {}
         }
         for (right, perm) in [(Rights::SEND, Perm::Write), (Rights::RECV, Perm::Read)] {
             if rights.contains(right) && !allowed(cred, o.uid, o.gid, o.mode, perm) {
@@ -279,6 +302,7 @@ impl State {
         let (fds, spec, max_holders) = match &o.body {
             Body::Channel(ch) => (ch.fds_for(rights), PortSpec::Channel(ch.spec()), ch.max_holders()),
             Body::Mutex(m) => (m.fds(), PortSpec::Mutex(m.spec()), 0),
+            Body::Service(svc) => (svc.fds_for(rights, &attachment), PortSpec::Service(svc.spec()), svc.max_holders()),
         };
         let fds = match fds {
             Ok(fds) => fds,
@@ -295,6 +319,7 @@ impl State {
             max_holders,
             send_holder: attachment.send,
             recv_holder: attachment.recv,
+            caller: attachment.caller,
         };
         if let Some(c) = self.clients.get_mut(&id) {
             c.handles.insert(handle, obj);
@@ -307,6 +332,20 @@ impl State {
         let obj = client.handles.remove(&handle).ok_or(KernelError::NoSuchHandle(handle))?;
         self.release(id, handle, obj);
         Ok(Outcome::reply(Reply::Done))
+    }
+
+    fn caller_segment(&mut self, id: ClientId, handle: HandleId, caller: u32) -> Result<Outcome, KernelError> {
+        let client = self.clients.get(&id).ok_or_else(|| KernelError::Internal("unknown client".into()))?;
+        let obj = *client.handles.get(&handle).ok_or(KernelError::NoSuchHandle(handle))?;
+        let o = self.ports.get(obj).ok_or(KernelError::NoSuchHandle(handle))?;
+        let provider = o.holders_of(id).any(|(h, info)| h == handle && info.rights.contains(Rights::RECV));
+        match &o.body {
+            Body::Service(svc) if provider => {
+                let fd = svc.segment_fd(caller)?;
+                Ok(Outcome { reply: Reply::Segment, fds: vec![fd], close: false })
+            }
+            _ => Err(KernelError::InvalidArgument("not the provider's handle to a service".into())),
+        }
     }
 
     fn unlink(&mut self, cred: Cred, name: &Name) -> Result<Outcome, KernelError> {
@@ -336,6 +375,7 @@ impl State {
         let kind = match o.body {
             Body::Channel(_) => PortKind::Channel,
             Body::Mutex(_) => PortKind::Mutex,
+            Body::Service(_) => PortKind::Service,
         };
         let mut e = Entry::bare(name, EntryKind::Port(kind), uid, gid, mode);
         e.persistent = o.persistent;
@@ -358,6 +398,10 @@ impl State {
                 e.mutex = Some(m.spec());
                 e.locks = st.locks;
                 e.owner_deaths = st.owner_deaths;
+            }
+            Body::Service(svc) => {
+                e.service = Some(svc.spec());
+                e.worker_calls = svc.worker_calls();
             }
         }
         e

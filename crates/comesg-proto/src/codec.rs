@@ -92,6 +92,15 @@ mod tests {
                     exclusive: false,
                 }
             ),
+            (name(), any::<[u32; 4]>()).prop_map(|(name, [workers, slot_size, call_slots, queue])| Request::Create {
+                name,
+                spec: PortSpec::Service(ServiceSpec { workers, slot_size, call_slots, queue }),
+                rights: Rights::RECV,
+                mode: 0o620,
+                persistent: false,
+                exclusive: true,
+            }),
+            (any::<u64>(), any::<u32>()).prop_map(|(h, caller)| Request::CallerSegment { handle: HandleId(h), caller }),
             (name(), any::<u8>()).prop_map(|(name, r)| Request::Open { name, rights: Rights::from_bits_truncate(r) }),
             any::<u64>().prop_map(|h| Request::Close { handle: HandleId(h) }),
             name().prop_map(|name| Request::Unlink { name }),

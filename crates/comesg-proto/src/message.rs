@@ -91,6 +91,14 @@ pub enum Request {
     },
     /// Liveness check. Reply: [`Reply::Pong`].
     Ping,
+    /// A service provider asks for the call segment of one of its callers
+    /// (named in a call ticket). Reply: [`Reply::Segment`] with one fd.
+    CallerSegment {
+        /// The provider's handle to the service.
+        handle: HandleId,
+        /// The caller's number.
+        caller: u32,
+    },
 }
 
 /// Kind and shape of a port to create.
@@ -100,6 +108,21 @@ pub enum PortSpec {
     Channel(ChannelSpec),
     /// A comutex, with the shared object it guards (if any).
     Mutex(MutexSpec),
+    /// A coservice.
+    Service(ServiceSpec),
+}
+
+/// Shape of a coservice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceSpec {
+    /// Worker threads the provider serves with.
+    pub workers: u32,
+    /// Largest request or response in bytes.
+    pub slot_size: u32,
+    /// Calls each caller may have in flight.
+    pub call_slots: u32,
+    /// Calls waiting for a worker, across all callers (a power of two).
+    pub queue: u32,
 }
 
 impl PortSpec {
@@ -108,6 +131,7 @@ impl PortSpec {
         match self {
             PortSpec::Channel(_) => PortKind::Channel,
             PortSpec::Mutex(_) => PortKind::Mutex,
+            PortSpec::Service(_) => PortKind::Service,
         }
     }
 }
@@ -141,13 +165,18 @@ pub enum PortKind {
     Channel,
     /// Comutex (and shared object).
     Mutex,
+    /// Coservice.
+    Service,
 }
 
 /// A handle granted by [`Request::Create`] or [`Request::Open`].
 ///
 /// For a channel, two fds come with the reply: the sender segment, then the
 /// receiver segment, each writable only if the rights allow that side. For a
-/// comutex, one fd: its segment, writable.
+/// comutex, one fd: its segment, writable. For a service: the request
+/// channel's two segments (as for a channel: callers may send, the provider
+/// receive), the service header (writable by the provider only), and for a
+/// caller its own call segment.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PortGrant {
     /// The new handle.
@@ -164,6 +193,8 @@ pub struct PortGrant {
     pub send_holder: Option<u32>,
     /// This handle's record index on the receiving side, with RECV.
     pub recv_holder: Option<u32>,
+    /// A service caller's number (its call segment).
+    pub caller: Option<u32>,
 }
 
 /// The microkernel's answer.
@@ -184,6 +215,8 @@ pub enum Reply {
     Listing(Listing),
     /// Answer to [`Request::Ping`].
     Pong,
+    /// A caller's call segment (one fd follows).
+    Segment,
     /// The request failed.
     Error(KernelError),
 }
@@ -244,6 +277,10 @@ pub struct Entry {
     pub locks: u64,
     /// Locks that found their previous owner dead, for comutexes.
     pub owner_deaths: u64,
+    /// Shape, for services.
+    pub service: Option<ServiceSpec>,
+    /// Calls served by each worker, for services.
+    pub worker_calls: Vec<u64>,
     /// Messages waiting.
     pub depth: u64,
     /// Messages sent.
@@ -274,6 +311,8 @@ impl Entry {
             mutex: None,
             locks: 0,
             owner_deaths: 0,
+            service: None,
+            worker_calls: Vec::new(),
             depth: 0,
             sent_msgs: 0,
             sent_bytes: 0,

@@ -7,12 +7,13 @@ use std::time::{Duration, Instant};
 
 use comesg_proto::{
     decode_reply, encode_request, ChannelSpec, Entry, HandleId, MutexSpec, Name, PortKind, PortSpec, Reply, ReplyFrame,
-    Request, RequestFrame, Rights, MAX_FRAME, VERSION,
+    Request, RequestFrame, Rights, ServiceSpec, MAX_FRAME, VERSION,
 };
 use comesg_sys::{seqpacket, AsFd, OwnedFd};
 
 use crate::channel::Channel;
 use crate::comutex::Comutex;
+use crate::service::{Call, Provider, ServiceClient, ServiceOptions};
 use crate::shared::{spec_of, SharedObject};
 use crate::Error;
 
@@ -27,6 +28,7 @@ struct Inner {
     next_id: AtomicU32,
     kernel_pid: u32,
     socket: PathBuf,
+    services: Mutex<std::collections::HashMap<String, std::sync::Weak<ServiceClient>>>,
 }
 
 /// A connection to the comesg microkernel. Cheap to clone (shared); every
@@ -116,6 +118,7 @@ impl Connection {
                 next_id: AtomicU32::new(1),
                 kernel_pid: 0,
                 socket: socket.to_owned(),
+                services: Mutex::new(std::collections::HashMap::new()),
             }),
         };
         let client = std::env::args().next().unwrap_or_default();
@@ -269,6 +272,58 @@ impl Connection {
     /// if it exists and holds a `T`, unless `exclusive`).
     pub fn create_shared<T: bytemuck::Pod>(&self, path: &str, opts: ComutexOptions) -> Result<SharedObject<T>, Error> {
         SharedObject::from_comutex(self.mutex(path, Some((spec_of::<T>(), opts)))?)
+    }
+
+    /// Registers the service at `path` and serves it with `opts.workers`
+    /// threads running `handler` (request in, response out) until the
+    /// returned [`Provider`] is dropped. A dead name (a provider that died)
+    /// can be registered again.
+    ///
+    /// ```no_run
+    /// let conn = comesg::Connection::connect_default()?;
+    /// let svc = conn.serve("/app/upper", Default::default(), |call| call.request.to_ascii_uppercase())?;
+    /// // elsewhere: conn.service("/app/upper")?.call(b"hi")? == b"HI"
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn serve(
+        &self,
+        path: &str,
+        opts: ServiceOptions,
+        handler: impl Fn(&Call<'_>) -> Vec<u8> + Send + Sync + 'static,
+    ) -> Result<Provider, Error> {
+        let spec = ServiceSpec {
+            workers: opts.workers,
+            slot_size: opts.slot_size,
+            call_slots: opts.call_slots,
+            queue: opts.queue,
+        };
+        let request = Request::Create {
+            name: name(path)?,
+            spec: PortSpec::Service(spec),
+            rights: Rights::RECV,
+            mode: opts.mode,
+            persistent: false,
+            exclusive: true,
+        };
+        let (grant, fds) = self.grant(request)?;
+        Provider::start(self.clone(), name(path)?, grant, fds, Box::new(handler))
+    }
+
+    /// The service at `path`, for calling it. Discovered once: later calls
+    /// with the same path return the same client while it is alive and its
+    /// provider is not gone.
+    pub fn service(&self, path: &str) -> Result<Arc<ServiceClient>, Error> {
+        let mut cache = self.inner.services.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = cache.get(path).and_then(std::sync::Weak::upgrade) {
+            if !c.is_gone() {
+                return Ok(c);
+            }
+        }
+        let (grant, fds) = self.grant(Request::Open { name: name(path)?, rights: Rights::SEND })?;
+        let c = Arc::new(ServiceClient::attach(self.clone(), name(path)?, grant, fds)?);
+        cache.retain(|_, w| w.strong_count() > 0);
+        cache.insert(path.to_string(), Arc::downgrade(&c));
+        Ok(c)
     }
 
     /// Opens the shared object at `path`, which must hold a `T`.

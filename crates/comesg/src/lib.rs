@@ -27,13 +27,17 @@ mod comutex;
 mod connection;
 mod error;
 mod held;
+mod service;
 mod shared;
 
 pub use bytemuck;
 pub use channel::{Channel, RecvSlot, SendLoan};
 pub use comesg_kernel::{default_socket_path, Kernel, KernelConfig, KernelHandle, StartError as KernelStartError};
-pub use comesg_proto::{Entry, EntryKind, HandleId, Holder, KernelError, MutexSpec, Name, PortKind, Rights};
+pub use comesg_proto::{
+    Entry, EntryKind, HandleId, Holder, KernelError, MutexSpec, Name, PortKind, Rights, ServiceSpec,
+};
 pub use comutex::{Comutex, ComutexGuard, LockError, LockResult};
 pub use connection::{ChannelOptions, ComutexOptions, Connection, REPLY_TIMEOUT};
 pub use error::{Error, RecvError, SendError};
+pub use service::{Call, CallError, PendingCall, Provider, ServiceClient, ServiceOptions};
 pub use shared::{SharedGuard, SharedObject};

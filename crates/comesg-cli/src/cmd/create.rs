@@ -37,7 +37,7 @@ pub struct Args {
     socket: SocketArg,
 }
 
-fn parse_mode(s: &str) -> Result<u32, String> {
+pub fn parse_mode(s: &str) -> Result<u32, String> {
     u32::from_str_radix(s, 8).ok().filter(|m| *m <= 0o777).ok_or_else(|| format!("{s:?} is not an octal mode"))
 }
 

@@ -52,6 +52,7 @@ fn kind(e: &Entry) -> &'static str {
         EntryKind::Port(PortKind::Channel) => "channel",
         EntryKind::Port(PortKind::Mutex) if e.mutex.is_some_and(|m| m.data_size > 0) => "shared",
         EntryKind::Port(PortKind::Mutex) => "comutex",
+        EntryKind::Port(PortKind::Service) => "service",
         EntryKind::Dead => "dead",
     }
 }
@@ -68,11 +69,16 @@ pub fn table(rows: &[Entry]) -> String {
         let slots = match (e.channel, e.mutex) {
             (Some(c), _) => format!("{}x{}", c.slots, c.slot_size),
             (_, Some(m)) if m.data_size > 0 => format!("{} B", m.data_size),
-            _ => String::new(),
+            _ => e.service.map(|s| format!("{}w {}", s.workers, s.slot_size)).unwrap_or_default(),
         };
-        let locks = match e.mutex {
-            Some(_) => format!(" [locks {}, owner deaths {}]", e.locks, e.owner_deaths),
-            None => String::new(),
+        let locks = match (e.mutex, e.service) {
+            (Some(_), _) => format!(" [locks {}, owner deaths {}]", e.locks, e.owner_deaths),
+            (_, Some(sv)) => {
+                let per: Vec<String> = e.worker_calls.iter().map(u64::to_string).collect();
+                let total: u64 = e.worker_calls.iter().sum();
+                format!(" [{} workers, {total} calls: {}]", sv.workers, per.join("/"))
+            }
+            _ => String::new(),
         };
         let holders: Vec<String> = e.holders.iter().map(|h| format!("{}:{}", h.pid, h.rights)).collect();
         let mut more = String::new();
@@ -115,6 +121,8 @@ fn entry_json(e: &Entry) -> serde_json::Value {
         "value_size": e.mutex.map(|m| m.data_size),
         "locks": e.mutex.map(|_| e.locks),
         "owner_deaths": e.mutex.map(|_| e.owner_deaths),
+        "workers": e.service.map(|s| s.workers),
+        "worker_calls": e.service.map(|_| e.worker_calls.clone()),
         "depth": e.depth,
         "sent_msgs": e.sent_msgs,
         "sent_bytes": e.sent_bytes,

@@ -107,6 +107,30 @@ enum Role {
         #[command(flatten)]
         socket: SocketArg,
     },
+    /// Register the service PATH with WORKERS workers answering
+    /// "w<worker>:<request>"; a request "hang" never returns. Serves until
+    /// killed.
+    Serve {
+        path: String,
+        #[arg(long, default_value_t = 4)]
+        workers: u32,
+        #[command(flatten)]
+        socket: SocketArg,
+    },
+    /// Call the service PATH COUNT times with "<id>-<i>", PIPELINE calls in
+    /// flight, checking each response; print "worker W N" per worker and
+    /// "done N", or "error E" on the first failure.
+    CallMany {
+        path: String,
+        #[arg(long)]
+        id: u32,
+        #[arg(long)]
+        count: u64,
+        #[arg(long, default_value_t = 1)]
+        pipeline: usize,
+        #[command(flatten)]
+        socket: SocketArg,
+    },
     /// Benchmark peers.
     Bench(comesg_bench::peer::PeerArgs),
 }
@@ -272,6 +296,64 @@ pub fn run(a: Args) -> Outcome {
                 drop(m.lock().map_err(|e| comesg::Error::from(e.map(|_| ())))?);
             }
             println!("done");
+            Ok(ExitCode::SUCCESS)
+        }
+        Role::Serve { path, workers, socket } => {
+            let conn = socket.connect()?;
+            let opts = comesg::ServiceOptions { workers, ..Default::default() };
+            let _svc = conn.serve(&path, opts, |c| {
+                if c.request == b"hang" {
+                    park()
+                }
+                let mut v = format!("w{}:", c.worker).into_bytes();
+                v.extend_from_slice(c.request);
+                v
+            })?;
+            ready();
+            park()
+        }
+        Role::CallMany { path, id, count, pipeline, socket } => {
+            let conn = socket.connect()?;
+            let svc = conn.service(&path)?;
+            ready();
+            let mut per_worker = std::collections::BTreeMap::<String, u64>::new();
+            let mut i = 0;
+            while i < count {
+                let batch: Vec<u64> = (i..count.min(i + pipeline.max(1) as u64)).collect();
+                let mut pending = Vec::new();
+                for &k in &batch {
+                    match svc.start(format!("{id}-{k}").as_bytes()) {
+                        Ok(p) => pending.push((k, p)),
+                        Err(e) => {
+                            println!("error {e}");
+                            return Ok(ExitCode::FAILURE);
+                        }
+                    }
+                }
+                for (k, p) in pending {
+                    let resp = match p.wait() {
+                        Ok(r) => String::from_utf8_lossy(&r).into_owned(),
+                        Err(e) => {
+                            println!("error {e}");
+                            return Ok(ExitCode::FAILURE);
+                        }
+                    };
+                    let Some((worker, body)) = resp.split_once(':') else {
+                        println!("error malformed response {resp:?}");
+                        return Ok(ExitCode::FAILURE);
+                    };
+                    if body != format!("{id}-{k}") {
+                        println!("error response {resp:?} to call {id}-{k}");
+                        return Ok(ExitCode::FAILURE);
+                    }
+                    *per_worker.entry(worker.to_string()).or_default() += 1;
+                }
+                i += batch.len() as u64;
+            }
+            for (w, n) in per_worker {
+                println!("worker {w} {n}");
+            }
+            println!("done {count}");
             Ok(ExitCode::SUCCESS)
         }
         Role::Bench(args) => {

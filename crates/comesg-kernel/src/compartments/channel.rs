@@ -16,6 +16,8 @@ pub struct Attachment {
     pub send: Option<u32>,
     /// Record on the receiving side, with RECV.
     pub recv: Option<u32>,
+    /// For a service: the caller's number (SEND handles).
+    pub caller: Option<u32>,
 }
 
 /// Message and byte totals of a channel.

@@ -10,6 +10,7 @@ use comesg_proto::{HandleId, KernelError, Name, Rights};
 
 use super::channel::{Attachment, ChannelObject};
 use super::comutex::MutexObject;
+use super::service::ServiceObject;
 
 /// An object's number in the table (never reused).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -37,6 +38,8 @@ pub enum Body {
     Channel(Box<ChannelObject>),
     /// A comutex (and the shared object it guards).
     Mutex(MutexObject),
+    /// A coservice.
+    Service(Box<ServiceObject>),
 }
 
 /// A port object.
@@ -73,6 +76,11 @@ impl Object {
         self.holders.values()
     }
 
+    /// The references one client holds.
+    pub fn holders_of(&self, client: ClientId) -> impl Iterator<Item = (HandleId, &HolderInfo)> {
+        self.holders.range((client, HandleId(0))..=(client, HandleId(u64::MAX))).map(|((_, h), i)| (*h, i))
+    }
+
     fn doomed(&self) -> bool {
         self.holders.is_empty() && (!self.persistent || self.name.is_none())
     }
@@ -86,6 +94,9 @@ pub struct Released {
     /// The object was destroyed; if it was still named, this is the name
     /// that is now dead.
     pub destroyed: Option<Option<Name>>,
+    /// A service's provider went: the service is dead (its name should be
+    /// freed for a new provider).
+    pub provider_gone: bool,
 }
 
 /// The table of objects.
@@ -132,6 +143,7 @@ impl Ports {
         let attachment = match &mut obj.body {
             Body::Channel(ch) => ch.attach(rights)?,
             Body::Mutex(_) => Attachment::default(),
+            Body::Service(svc) => svc.attach(rights)?,
         };
         obj.holders.insert((client, handle), HolderInfo { pid, rights, attachment });
         Ok(attachment)
@@ -150,8 +162,10 @@ impl Ports {
         let mut out = Released::default();
         let atts: Vec<_> =
             handles.iter().filter_map(|h| obj.holders.remove(&(client, *h))).map(|h| h.attachment).collect();
-        if let Body::Channel(ch) = &mut obj.body {
-            out.lost = ch.detach_all(&atts);
+        match &mut obj.body {
+            Body::Channel(ch) => out.lost = ch.detach_all(&atts),
+            Body::Service(svc) => (out.lost, out.provider_gone) = svc.detach_all(&atts),
+            Body::Mutex(_) => {}
         }
         if obj.doomed() {
             out.destroyed = self.objects.remove(&id).map(|o| o.name);

@@ -6,12 +6,14 @@
 //! - [`names`]: the namespace tree, permissions, dead names;
 //! - [`ipc`]: the port table, reference counts, holders;
 //! - [`channel`]: a COCHANNEL's segments, holder records and crash repair;
-//! - [`comutex`]: a comutex's segment and its robust lock.
+//! - [`comutex`]: a comutex's segment and its robust lock;
+//! - [`service`]: a coservice's request channel and call segments.
 
 pub mod channel;
 pub mod comutex;
 pub mod ipc;
 pub mod names;
+pub mod service;
 
 /// Who is asking: from `SO_PEERCRED`, never from the request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

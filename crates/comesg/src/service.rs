@@ -1,0 +1,459 @@
+//! Coservices: a provider serves a named service with a pool of worker
+//! threads; callers call it with a request and get a response. See
+//! [`comesg_shm::service`] for the call path.
+
+use std::collections::HashMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use comesg_proto::{Name, PortGrant, PortSpec, Reply, Request, Rights, ServiceSpec};
+use comesg_shm::channel::blocking::{self, WaitError};
+use comesg_shm::channel::{Geometry, Ring};
+use comesg_shm::service::{CallLayout, CallSegment, ServiceHeader, Ticket, WaitEnd};
+use comesg_sys::mapping::{Access, Mapping};
+use comesg_sys::OwnedFd;
+
+use crate::held::Held;
+use crate::{Connection, Error};
+
+/// How to register a service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServiceOptions {
+    /// Worker threads.
+    pub workers: u32,
+    /// Largest request or response in bytes.
+    pub slot_size: u32,
+    /// Calls each caller may have in flight at once.
+    pub call_slots: u32,
+    /// Calls that may wait for a worker, across all callers (a power of two).
+    pub queue: u32,
+    /// Permission bits: `w` lets others call, `r` lets them serve.
+    pub mode: u32,
+}
+
+impl Default for ServiceOptions {
+    fn default() -> Self {
+        ServiceOptions { workers: 4, slot_size: 4096, call_slots: 16, queue: 1024, mode: 0o600 }
+    }
+}
+
+/// One call as a worker sees it.
+#[derive(Debug)]
+pub struct Call<'a> {
+    /// The request bytes.
+    pub request: &'a [u8],
+    /// Which worker runs it (0..workers).
+    pub worker: u32,
+    /// The caller's number in the service (stable while its handle lives).
+    pub caller: u32,
+}
+
+/// A call failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CallError {
+    /// The request is longer than the service's slot size.
+    #[error("request of {len} bytes exceeds the service's {max}-byte limit")]
+    TooLong {
+        /// Request length.
+        len: usize,
+        /// Slot size.
+        max: u32,
+    },
+    /// Every call slot of this caller is in flight.
+    #[error("all {0} call slots are in flight")]
+    Busy(u32),
+    /// No response before the timeout. The call may still run (unless no
+    /// worker had taken it, in which case it was withdrawn).
+    #[error("timed out waiting for the response")]
+    TimedOut,
+    /// The provider is gone (it exited, was killed, or closed the service);
+    /// open the name again once a new provider has registered it.
+    #[error("the service's provider is gone")]
+    ServiceGone,
+    /// The handler panicked on this request.
+    #[error("the service's handler failed on this request")]
+    HandlerFailed,
+    /// Shared state the provider or another peer corrupted.
+    #[error("service state corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// Marks a response written by a worker whose handler panicked.
+const FAILED: u32 = 1 << 31;
+/// How often an idle worker looks at its stop flag and at departed callers.
+const WORKER_TICK: Duration = Duration::from_millis(100);
+
+fn ring_of(spec: &ServiceSpec, g: &PortGrant, s: &OwnedFd, r: &OwnedFd) -> Result<Ring, Error> {
+    let geo = Geometry { slot_size: Ticket::LEN as u32, slots: spec.queue, max_holders: g.max_holders };
+    geo.validate().map_err(|e| Error::Protocol(e.to_string()))?;
+    let access = |right| if g.rights.contains(right) { Access::ReadWrite } else { Access::ReadOnly };
+    let s = Mapping::map(s, geo.sender_segment_len(), access(Rights::SEND))?;
+    let r = Mapping::map(r, geo.receiver_segment_len(), access(Rights::RECV))?;
+    Ring::new(geo, s, r).map_err(|e| Error::Protocol(e.to_string()))
+}
+
+fn service_spec(name: &Name, g: &PortGrant) -> Result<ServiceSpec, Error> {
+    match g.spec {
+        PortSpec::Service(s) => Ok(s),
+        other => Err(Error::WrongKind { name: name.clone(), found: other.kind() }),
+    }
+}
+
+type Handler = dyn Fn(&Call<'_>) -> Vec<u8> + Send + Sync;
+
+struct Shared {
+    ring: Ring,
+    holder: u32,
+    header: ServiceHeader,
+    layout: CallLayout,
+    conn: Connection,
+    handle: comesg_proto::HandleId,
+    segments: RwLock<HashMap<u32, Arc<CallSegment>>>,
+    departures: AtomicU64,
+    stop: AtomicBool,
+    handler: Box<Handler>,
+}
+
+/// A registered service and its worker threads. Dropping it (or
+/// [`Provider::stop`]) stops the workers and unregisters the service:
+/// callers then get [`CallError::ServiceGone`].
+pub struct Provider {
+    shared: Arc<Shared>,
+    workers: Vec<JoinHandle<()>>,
+    name: Name,
+    // Declared last: dropped after the workers have stopped.
+    held: Option<Held>,
+}
+
+impl std::fmt::Debug for Provider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Provider").field("name", &self.name).field("workers", &self.workers.len()).finish()
+    }
+}
+
+impl Provider {
+    pub(crate) fn start(
+        conn: Connection,
+        name: Name,
+        g: PortGrant,
+        fds: Vec<OwnedFd>,
+        handler: Box<Handler>,
+    ) -> Result<Provider, Error> {
+        let held = Held::new(conn.clone(), g.handle);
+        let handle = g.handle;
+        let spec = service_spec(&name, &g)?;
+        let [s, r, h]: [OwnedFd; 3] =
+            fds.try_into().map_err(|v: Vec<_>| Error::Protocol(format!("expected 3 fds, got {}", v.len())))?;
+        let ring = ring_of(&spec, &g, &s, &r)?;
+        let holder = g.recv_holder.ok_or_else(|| Error::Protocol("provider handle without RECV".into()))?;
+        let hlen = comesg_shm::service::header_len(spec.workers);
+        let header = ServiceHeader::new(spec.workers, Mapping::map(&h, hlen, Access::ReadWrite)?)
+            .map_err(|e| Error::Protocol(e.into()))?;
+        let shared = Arc::new(Shared {
+            ring,
+            holder,
+            header,
+            layout: CallLayout { slots: spec.call_slots, slot_size: spec.slot_size },
+            conn,
+            handle,
+            segments: RwLock::new(HashMap::new()),
+            departures: AtomicU64::new(0),
+            stop: AtomicBool::new(false),
+            handler,
+        });
+        let mut workers = Vec::new();
+        for w in 0..spec.workers {
+            let sh = shared.clone();
+            let t = std::thread::Builder::new().name(format!("comesg-worker-{w}")).spawn(move || sh.work(w));
+            match t {
+                Ok(t) => workers.push(t),
+                Err(e) => {
+                    shared.stop.store(true, Relaxed);
+                    return Err(Error::Io(e));
+                }
+            }
+        }
+        Ok(Provider { shared, workers, name, held: Some(held) })
+    }
+
+    /// The service's name.
+    pub fn name(&self) -> &Name {
+        &self.name
+    }
+
+    /// Calls served by each worker so far.
+    pub fn worker_calls(&self) -> Vec<u64> {
+        self.shared.header.calls()
+    }
+
+    /// Stops the workers (each finishes the call it runs) and unregisters
+    /// the service, reporting whether the kernel acknowledged it.
+    pub fn stop(mut self) -> Result<(), Error> {
+        self.join();
+        self.held.take().map_or(Ok(()), Held::close)
+    }
+
+    fn join(&mut self) {
+        self.shared.stop.store(true, Relaxed);
+        for t in self.workers.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Provider {
+    fn drop(&mut self) {
+        self.join();
+    }
+}
+
+impl Shared {
+    fn work(&self, w: u32) {
+        let mut ticket = [0u8; Ticket::LEN];
+        while !self.stop.load(Relaxed) {
+            match blocking::claim_recv(&self.ring, self.holder, Some(Instant::now() + WORKER_TICK)) {
+                Ok(claim) => {
+                    let n = claim.len().min(Ticket::LEN);
+                    ticket[..n].copy_from_slice(&self.ring.slot(&claim)[..n]);
+                    let len = claim.len();
+                    if self.ring.release(claim).is_err() || len != Ticket::LEN {
+                        continue;
+                    }
+                    if let Some(t) = Ticket::decode(&ticket) {
+                        self.serve(w, t);
+                    }
+                }
+                Err(WaitError::TimedOut) => {}
+                Err(e) => {
+                    tracing::warn!("service worker {w}: request channel: {e}");
+                    std::thread::sleep(WORKER_TICK);
+                }
+            }
+            self.forget_departed();
+        }
+    }
+
+    fn serve(&self, w: u32, t: Ticket) {
+        let Some(seg) = self.segment(t.caller) else { return };
+        let Some(req) = seg.claim(t.slot) else { return };
+        let call = Call { request: &req, worker: w, caller: t.caller };
+        match catch_unwind(AssertUnwindSafe(|| (self.handler)(&call))) {
+            Ok(resp) => seg.complete(t.slot, w, &resp),
+            Err(_) => seg.complete(t.slot, w | FAILED, &[]),
+        }
+        self.header.count_call(w);
+    }
+
+    /// The caller's call segment: cached, or asked of the kernel once.
+    fn segment(&self, caller: u32) -> Option<Arc<CallSegment>> {
+        if let Some(s) = self.segments.read().unwrap_or_else(|p| p.into_inner()).get(&caller) {
+            return Some(s.clone());
+        }
+        let fd = match self.conn.request(Request::CallerSegment { handle: self.handle, caller }) {
+            Ok((Reply::Segment, mut fds)) if fds.len() == 1 => fds.pop()?,
+            // A forged ticket or a caller gone since: nothing to answer.
+            _ => return None,
+        };
+        let map = Mapping::map(&fd, self.layout.segment_len(), Access::ReadWrite).ok()?;
+        let seg = Arc::new(CallSegment::new(self.layout, map).ok()?);
+        self.segments.write().unwrap_or_else(|p| p.into_inner()).insert(caller, seg.clone());
+        Some(seg)
+    }
+
+    fn forget_departed(&self) {
+        let now = self.header.departures();
+        if self.departures.swap(now, Relaxed) != now {
+            self.segments.write().unwrap_or_else(|p| p.into_inner()).retain(|_, s| !s.caller_gone());
+        }
+    }
+}
+
+/// A caller's handle to a service. Cheap to share between threads; get one
+/// with [`Connection::service`], which caches it.
+#[derive(Debug)]
+pub struct ServiceClient {
+    ring: Ring,
+    holder: u32,
+    seg: CallSegment,
+    caller: u32,
+    free: Mutex<Vec<u32>>,
+    /// Slots whose caller stopped waiting while a worker ran the call.
+    abandoned: Mutex<Vec<u32>>,
+    next_call: AtomicU64,
+    held: Held,
+    name: Name,
+    spec: ServiceSpec,
+}
+
+/// A call in flight ([`ServiceClient::start`]); [`PendingCall::wait`] for
+/// its response. Dropping it abandons the response.
+#[derive(Debug)]
+pub struct PendingCall<'a> {
+    client: &'a ServiceClient,
+    slot: Option<u32>,
+}
+
+impl ServiceClient {
+    pub(crate) fn attach(conn: Connection, name: Name, g: PortGrant, fds: Vec<OwnedFd>) -> Result<Self, Error> {
+        let held = Held::new(conn, g.handle);
+        let spec = service_spec(&name, &g)?;
+        let [s, r, _header, c]: [OwnedFd; 4] =
+            fds.try_into().map_err(|v: Vec<_>| Error::Protocol(format!("expected 4 fds, got {}", v.len())))?;
+        let ring = ring_of(&spec, &g, &s, &r)?;
+        let holder = g.send_holder.ok_or_else(|| Error::Protocol("caller handle without SEND".into()))?;
+        let caller = g.caller.ok_or_else(|| Error::Protocol("caller handle without a call segment".into()))?;
+        let layout = CallLayout { slots: spec.call_slots, slot_size: spec.slot_size };
+        let map = Mapping::map(&c, layout.segment_len(), Access::ReadWrite)?;
+        let seg = CallSegment::new(layout, map).map_err(|e| Error::Protocol(e.into()))?;
+        Ok(ServiceClient {
+            ring,
+            holder,
+            seg,
+            caller,
+            free: Mutex::new((0..spec.call_slots).rev().collect()),
+            abandoned: Mutex::new(Vec::new()),
+            next_call: AtomicU64::new(0),
+            held,
+            name,
+            spec,
+        })
+    }
+
+    /// The service's name.
+    pub fn name(&self) -> &Name {
+        &self.name
+    }
+
+    /// The service's shape.
+    pub fn spec(&self) -> ServiceSpec {
+        self.spec
+    }
+
+    /// Whether the provider this handle was opened on is gone.
+    pub fn is_gone(&self) -> bool {
+        self.seg.is_dead()
+    }
+
+    fn take_slot(&self) -> Result<u32, CallError> {
+        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
+        if free.is_empty() {
+            let mut ab = self.abandoned.lock().unwrap_or_else(|p| p.into_inner());
+            ab.retain(|&s| {
+                let done = self.seg.reclaim(s);
+                if done {
+                    free.push(s);
+                }
+                !done
+            });
+        }
+        free.pop().ok_or(CallError::Busy(self.spec.call_slots))
+    }
+
+    fn give_slot(&self, slot: u32) {
+        self.free.lock().unwrap_or_else(|p| p.into_inner()).push(slot);
+    }
+
+    /// Sends a request without waiting for its response: several calls can
+    /// be in flight at once (up to the service's `call_slots`).
+    pub fn start(&self, req: &[u8]) -> Result<PendingCall<'_>, CallError> {
+        self.start_until(req, None)
+    }
+
+    fn start_until(&self, req: &[u8], deadline: Option<Instant>) -> Result<PendingCall<'_>, CallError> {
+        if req.len() > self.spec.slot_size as usize {
+            return Err(CallError::TooLong { len: req.len(), max: self.spec.slot_size });
+        }
+        if self.seg.is_dead() {
+            return Err(CallError::ServiceGone);
+        }
+        let slot = self.take_slot()?;
+        if let Err(e) = self.seg.post(slot, req) {
+            self.give_slot(slot);
+            return Err(CallError::Corrupt(e.into()));
+        }
+        let call = self.next_call.fetch_add(1, Relaxed);
+        let ticket = Ticket { caller: self.caller, slot, call }.encode();
+        let sent = blocking::claim_send(&self.ring, self.holder, deadline).map_err(|e| match e {
+            WaitError::TimedOut => CallError::TimedOut,
+            WaitError::Ring(r) => CallError::Corrupt(r.to_string()),
+        });
+        let sent = sent.and_then(|mut claim| {
+            self.ring.write(&mut claim, &ticket).map_err(|e| CallError::Corrupt(e.to_string()))?;
+            self.ring.publish(claim, Ticket::LEN).map_err(|e| CallError::Corrupt(e.to_string()))
+        });
+        match sent {
+            Ok(()) => Ok(PendingCall { client: self, slot: Some(slot) }),
+            Err(e) => {
+                if self.seg.cancel(slot) {
+                    self.give_slot(slot);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Calls the service: sends `req` and waits for the response.
+    pub fn call(&self, req: &[u8]) -> Result<Vec<u8>, CallError> {
+        self.start(req)?.wait()
+    }
+
+    /// Like [`ServiceClient::call`], giving up after `timeout`.
+    pub fn call_timeout(&self, req: &[u8], timeout: Duration) -> Result<Vec<u8>, CallError> {
+        let deadline = Instant::now() + timeout;
+        self.start_until(req, Some(deadline))?.wait_until(Some(deadline))
+    }
+
+    /// Closes the handle (dropping closes too, silently).
+    pub fn close(self) -> Result<(), Error> {
+        self.held.close()
+    }
+}
+
+impl PendingCall<'_> {
+    /// Waits for the response.
+    pub fn wait(self) -> Result<Vec<u8>, CallError> {
+        self.wait_until(None)
+    }
+
+    /// Waits for the response at most `timeout`.
+    pub fn wait_timeout(self, timeout: Duration) -> Result<Vec<u8>, CallError> {
+        self.wait_until(Some(Instant::now() + timeout))
+    }
+
+    fn wait_until(mut self, deadline: Option<Instant>) -> Result<Vec<u8>, CallError> {
+        let Some(slot) = self.slot else { return Err(CallError::Corrupt("call already waited for".into())) };
+        let c = self.client;
+        match c.seg.wait_done(slot, deadline) {
+            Ok(()) => {
+                self.slot = None;
+                let r = c.seg.take_response(slot);
+                c.give_slot(slot);
+                match r {
+                    Ok((_, w)) if w & FAILED != 0 => Err(CallError::HandlerFailed),
+                    Ok((resp, _)) => Ok(resp),
+                    Err(e) => Err(CallError::Corrupt(e.into())),
+                }
+            }
+            Err(WaitEnd::TimedOut) => Err(CallError::TimedOut),
+            Err(WaitEnd::Dead) => Err(CallError::ServiceGone),
+            Err(WaitEnd::Corrupt) => Err(CallError::Corrupt("call slot in an impossible state".into())),
+        }
+    }
+}
+
+impl Drop for PendingCall<'_> {
+    fn drop(&mut self) {
+        if let Some(slot) = self.slot.take() {
+            let c = self.client;
+            if c.seg.cancel(slot) {
+                c.give_slot(slot);
+            } else {
+                c.abandoned.lock().unwrap_or_else(|p| p.into_inner()).push(slot);
+            }
+        }
+    }
+}

@@ -2,16 +2,22 @@
 //!
 //! It connects to the microkernel (starting one if none runs), creates a
 //! channel, starts two sender and two receiver processes on it, shows
-//! `comesg ls` while they hold it, checks that every message arrived exactly
-//! once, and ends with a short benchmark against the baselines.
+//! `comesg ls` while they hold it, and checks that every message arrived
+//! exactly once; then two processes share a counter through a comutex and
+//! one dies holding it; then a service with a worker pool answers two caller
+//! processes and its provider is killed. It ends with a short benchmark
+//! against the baselines.
 
 use std::collections::HashSet;
+use std::error::Error;
 use std::io::{BufRead, BufReader};
+use std::path::Path;
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::Instant;
 
 use comesg::ChannelOptions;
 
+use super::peer::{lock_counter, Counter};
 use super::Outcome;
 use crate::SocketArg;
 
@@ -49,6 +55,78 @@ fn peer(
         return Err(std::io::Error::other(format!("peer did not start: {line:?}")));
     }
     Ok((child, out))
+}
+
+/// Returns whether all went as expected, and the shared object (kept open
+/// so that the listing at the end shows it).
+fn comutex_part(
+    conn: &comesg::Connection,
+    exe: &Path,
+    sock: &Path,
+    ns: &str,
+) -> Result<(bool, comesg::SharedObject<Counter>), Box<dyn Error>> {
+    let path = format!("{ns}/counter");
+    println!("\n-- comutex: a shared counter, locked across processes --");
+    let obj = conn.create_shared::<Counter>(&path, comesg::ComutexOptions { exclusive: true, ..Default::default() })?;
+    let n = 50_000u64;
+    let mut counters = Vec::new();
+    for _ in 0..2 {
+        counters.push(peer(exe, sock, &["count", &path, "--count", &n.to_string()])?);
+    }
+    for (mut c, out) in counters {
+        // Read its last line ("done"), or it writes into a closed pipe.
+        let _ = out.lines().count();
+        c.wait()?;
+    }
+    let total = lock_counter(&obj)?.n;
+    println!("2 processes x {n} locked increments: counter = {total} (expected {})", 2 * n);
+    let (mut holder, _) = peer(exe, sock, &["hold-lock", &path, "--in-update"])?;
+    holder.kill()?;
+    holder.wait()?;
+    let recovered = match obj.lock() {
+        Err(comesg::LockError::OwnerDied(mut g)) => {
+            println!(
+                "a process killed (SIGKILL) mid-update: the next lock reports OwnerDied, sees dirty = {}",
+                g.dirty
+            );
+            g.dirty = 0;
+            g.mark_consistent()?;
+            println!("repaired it and marked it consistent; the comutex stays usable");
+            true
+        }
+        Ok(_) => false,
+        Err(e) => return Err(e.map(|_| ()).into()),
+    };
+    Ok((total == 2 * n && recovered, obj))
+}
+
+fn service_part(conn: &comesg::Connection, exe: &Path, sock: &Path, ns: &str) -> Result<bool, Box<dyn Error>> {
+    let path = format!("{ns}/echo");
+    println!("\n-- coservice: a provider with 4 workers, 2 caller processes --");
+    let (mut provider, _) = peer(exe, sock, &["serve", &path, "--workers", "4"])?;
+    let mut callers = Vec::new();
+    for id in 0..2 {
+        let (child, out) =
+            peer(exe, sock, &["call-many", &path, "--id", &id.to_string(), "--count", "5000", "--pipeline", "4"])?;
+        callers.push((child, std::thread::spawn(move || out.lines().collect::<Result<Vec<String>, _>>())));
+    }
+    let mut ok = true;
+    for (mut c, out) in callers {
+        let lines = out.join().map_err(|_| "caller output thread panicked")??;
+        ok &= c.wait()?.success() && lines.last().is_some_and(|l| l == "done 5000");
+    }
+    println!("\n$ comesg ls {ns}");
+    print!("{}", super::ls::table(&conn.list(ns)?));
+    let svc = conn.service(&path)?;
+    println!("calling it from here: {:?}", String::from_utf8_lossy(&svc.call(b"hello")?));
+    provider.kill()?;
+    provider.wait()?;
+    let after = svc.call(b"hello again");
+    println!(
+        "after kill -9 of the provider, a call returns: {}",
+        after.as_ref().map_or_else(|e| e.to_string(), |_| "a response?!".into())
+    );
+    Ok(ok && after == Err(comesg::CallError::ServiceGone))
 }
 
 pub fn run(a: Args) -> Outcome {
@@ -124,7 +202,7 @@ pub fn run(a: Args) -> Outcome {
         per[0],
         per[1]
     );
-    let ok = seen.len() as u64 == total && dupes == 0;
+    let mut ok = seen.len() as u64 == total && dupes == 0;
     println!(
         "every message received exactly once: {} ({} distinct, {} duplicates)",
         if ok { "yes" } else { "NO" },
@@ -135,6 +213,10 @@ pub fn run(a: Args) -> Outcome {
     println!("kernel's counters: sent {} received {} lost {}", e.sent_msgs, e.received_msgs, e.lost);
     drop(ch);
     let _ = conn.unlink(&path);
+
+    let (counted, _counter) = comutex_part(&conn, &exe, &sock, &ns)?;
+    ok &= counted;
+    ok &= service_part(&conn, &exe, &sock, &ns)?;
     let _ = conn.unlink(&ns);
 
     if !a.no_bench {

@@ -15,7 +15,7 @@
 //! | offset | content |
 //! |---|---|
 //! | 0 | `pthread_mutex_t` (40 bytes on x86-64) |
-//! | 64 | counters: locks taken (u64), owner deaths seen (u64) |
+//! | 48 | counters: locks taken (u64), owner deaths seen (u64) |
 //! | [`Layout::data_offset`] | the protected value (`data_size` bytes) |
 //!
 //! A holder that can lock can also scribble over the lock itself; such a
@@ -30,8 +30,10 @@ use std::time::Instant;
 
 use comesg_sys::mapping::{Access, Mapping};
 
-/// Offset of the counters.
-const STATS_OFFSET: usize = 64;
+/// Offset of the counters: in the lock's own cache line (the mutex is 40
+/// bytes), so counting a lock touches no second line.
+const STATS_OFFSET: usize = 48;
+const _: () = assert!(std::mem::size_of::<libc::pthread_mutex_t>() <= STATS_OFFSET);
 /// First byte available to the protected value.
 const DATA_MIN: usize = 128;
 /// Largest protected value (16 MiB).
@@ -165,11 +167,13 @@ impl RobustMutex {
         self.layout
     }
 
+    #[inline]
     fn raw(&self) -> *mut libc::pthread_mutex_t {
         // The mapping is page-aligned and at least `segment_len` > 40 bytes.
         self.map.as_ptr().cast()
     }
 
+    #[inline]
     fn counter(&self, i: usize) -> &AtomicU64 {
         &self.map.words()[STATS_OFFSET / 8 + i]
     }
@@ -195,6 +199,7 @@ impl RobustMutex {
         }
     }
 
+    #[inline]
     fn acquired(&self, rc: libc::c_int) -> Result<(MutexGuard<'_>, Locked), MutexError> {
         let r = match rc {
             0 => Locked::Clean,
@@ -213,6 +218,7 @@ impl RobustMutex {
     }
 
     /// Locks, sleeping while another thread holds it.
+    #[inline]
     pub fn lock(&self) -> Result<(MutexGuard<'_>, Locked), MutexError> {
         // SAFETY: the mutex lies in a live read-write shared mapping and was
         // initialized by the kernel; glibc tolerates concurrent use from
@@ -221,6 +227,7 @@ impl RobustMutex {
     }
 
     /// Locks if free now ([`MutexError::WouldBlock`] otherwise).
+    #[inline]
     pub fn try_lock(&self) -> Result<(MutexGuard<'_>, Locked), MutexError> {
         // SAFETY: as in `lock`.
         self.acquired(unsafe { libc::pthread_mutex_trylock(self.raw()) })
@@ -252,6 +259,7 @@ impl RobustMutex {
         }
     }
 
+    #[inline]
     fn unlock(&self) -> Result<(), MutexError> {
         // SAFETY: as in `lock`.
         match unsafe { libc::pthread_mutex_unlock(self.raw()) } {
@@ -309,6 +317,7 @@ impl MutexGuard<'_> {
 }
 
 impl Drop for MutexGuard<'_> {
+    #[inline]
     fn drop(&mut self) {
         let _ = self.m.unlock();
     }
@@ -316,6 +325,7 @@ impl Drop for MutexGuard<'_> {
 
 /// Adds one to a counter. The caller holds the lock, so a plain load and
 /// store suffice; a locked add would cost as much as the lock itself.
+#[inline]
 fn bump(c: &AtomicU64) {
     c.store(c.load(Relaxed).wrapping_add(1), Relaxed);
 }

@@ -169,6 +169,7 @@ impl Comutex {
         self.spec
     }
 
+    #[inline]
     fn guard(r: Result<(MutexGuard<'_>, Locked), MutexError>) -> LockResult<ComutexGuard<'_>> {
         match r {
             Ok((inner, how)) => {
@@ -183,11 +184,13 @@ impl Comutex {
     }
 
     /// Locks, sleeping while another thread (in any process) holds it.
+    #[inline]
     pub fn lock(&self) -> LockResult<ComutexGuard<'_>> {
         Self::guard(self.mutex.lock())
     }
 
     /// Locks if nobody holds it now ([`LockError::WouldBlock`] otherwise).
+    #[inline]
     pub fn try_lock(&self) -> LockResult<ComutexGuard<'_>> {
         Self::guard(self.mutex.try_lock())
     }

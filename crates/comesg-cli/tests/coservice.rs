@@ -123,3 +123,44 @@ fn the_cli_serves_and_calls() {
     let out = k.cli(&["call", "/it/svc/up", "x", "--timeout", "5"]);
     assert!(!out.status.success());
 }
+
+/// Total system calls of a `call-many` caller making `count` calls, from
+/// `strace -c -f`, or None without strace.
+fn syscalls_of_calls(k: &KernelProc, path: &str, count: u64) -> Option<u64> {
+    let dir = util::unique_dir("strace-svc");
+    let report = dir.join("strace.txt");
+    let child = std::process::Command::new("strace")
+        .args(["-f", "-c", "-o"])
+        .arg(&report)
+        .arg(util::exe())
+        .args(["__peer", "call-many", path, "--id", "1", "--count", &count.to_string(), "--socket"])
+        .arg(&k.socket)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .ok()?;
+    let out = util::wait_output(child, Duration::from_secs(120));
+    assert!(out.status.success(), "{out:?}");
+    let summary = std::fs::read_to_string(&report).unwrap();
+    println!("strace -c of a caller making {count} calls:\n{summary}");
+    let total = summary.lines().find(|l| l.trim_end().ends_with("total"))?;
+    total.split_whitespace().nth(3)?.parse().ok()
+}
+
+#[test]
+fn calls_to_a_busy_service_make_no_system_call() {
+    if std::process::Command::new("strace").arg("-V").output().is_err() {
+        eprintln!("SKIPPED: strace is not installed (.ci/run installs it)");
+        return;
+    }
+    let k = KernelProc::start("svc-strace");
+    let _provider = k.peer(&["serve", "/it/svc/s", "--workers", "1"]);
+    let few = syscalls_of_calls(&k, "/it/svc/s", 10).expect("strace summary");
+    let many = syscalls_of_calls(&k, "/it/svc/s", 20_010).expect("strace summary");
+    // The caller wakes the worker with a futex call only when it has gone
+    // to sleep (after tens of microseconds idle); back-to-back calls find
+    // it spinning. Allow a few wake-ups for scheduling hiccups.
+    println!("{few} system calls for 10 calls, {many} for 20,010");
+    assert!(many < few + 200, "{few} system calls for 10 calls, {many} for 20,010");
+}

@@ -156,11 +156,20 @@ fn calls_to_a_busy_service_make_no_system_call() {
     }
     let k = KernelProc::start("svc-strace");
     let _provider = k.peer(&["serve", "/it/svc/s", "--workers", "1"]);
-    let few = syscalls_of_calls(&k, "/it/svc/s", 10).expect("strace summary");
-    let many = syscalls_of_calls(&k, "/it/svc/s", 20_010).expect("strace summary");
-    // The caller wakes the worker with a futex call only when it has gone
-    // to sleep (after tens of microseconds idle); back-to-back calls find
-    // it spinning. Allow a few wake-ups for scheduling hiccups.
-    println!("{few} system calls for 10 calls, {many} for 20,010");
-    assert!(many < few + 200, "{few} system calls for 10 calls, {many} for 20,010");
+    // The caller wakes the worker with a futex call only when the worker has
+    // gone to sleep (after tens of microseconds idle): back-to-back calls
+    // find it spinning. On a loaded machine (the rest of the test suite runs
+    // beside this) the worker's CPU may be taken away now and then, so one
+    // clean run out of a few attempts is the proof.
+    let mut runs = Vec::new();
+    for _ in 0..5 {
+        let few = syscalls_of_calls(&k, "/it/svc/s", 10).expect("strace summary");
+        let many = syscalls_of_calls(&k, "/it/svc/s", 20_010).expect("strace summary");
+        runs.push((few, many));
+        if many <= few + 10 {
+            println!("{few} system calls for 10 calls, {many} for 20,010");
+            return;
+        }
+    }
+    panic!("every run made system calls per call: (10 calls, 20,010 calls) = {runs:?}");
 }

@@ -5,8 +5,8 @@
 use std::collections::{BTreeMap, HashMap};
 
 use comesg_proto::{
-    Entry, EntryKind, HandleId, Holder, KernelError, Listing, Name, PortGrant, PortKind, PortSpec, Reply, Request,
-    Rights, VERSION,
+    encode_reply, Entry, EntryKind, HandleId, Holder, KernelError, Listing, Name, PortGrant, PortKind, PortSpec, Reply,
+    ReplyFrame, Request, Rights, MAX_FRAME, VERSION,
 };
 use comesg_sys::OwnedFd;
 
@@ -357,9 +357,19 @@ impl State {
 
     fn list(&self, cred: Cred, name: &Name, offset: usize) -> Result<Outcome, KernelError> {
         let (page, more) = self.names.list(name, cred, offset, self.limits.list_page)?;
-        let entries =
+        let mut entries: Vec<Entry> =
             page.into_iter().map(|(n, node)| self.entry(n, node.kind, node.uid, node.gid, node.mode)).collect();
-        let next = more.then_some((offset + self.limits.list_page) as u32);
+        let mut next = more.then_some((offset + self.limits.list_page) as u32);
+        // Entries vary in size (holders, per-worker counters): cut the page
+        // short rather than send a reply larger than a frame.
+        let fits = |entries: &[Entry]| {
+            let page = Listing { entries: entries.to_vec(), next: Some(u32::MAX) };
+            encode_reply(&ReplyFrame { id: u32::MAX, reply: Reply::Listing(page) }).len() <= MAX_FRAME
+        };
+        while entries.len() > 1 && !fits(&entries) {
+            entries.truncate(entries.len() / 2);
+            next = Some((offset + entries.len()) as u32);
+        }
         Ok(Outcome::reply(Reply::Listing(Listing { entries, next })))
     }
 

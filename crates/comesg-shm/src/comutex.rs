@@ -145,9 +145,29 @@ extern "C" {
 /// One mapping of a comutex segment.
 #[derive(Debug)]
 pub struct RobustMutex {
-    map: Mapping,
+    // Dropped by hand: see `Drop`.
+    map: std::mem::ManuallyDrop<Mapping>,
     layout: Layout,
 }
+
+impl Drop for RobustMutex {
+    /// A lock still held by a thread of this process (its guard was
+    /// forgotten) is on that thread's robust list, which glibc writes through
+    /// on later locks and the Linux kernel at thread exit: unmapping it would
+    /// turn those writes into faults or into corruption of whatever is mapped
+    /// there next. Such a mapping is leaked instead.
+    fn drop(&mut self) {
+        let owner = self.map.words32()[0].load(Relaxed) & FUTEX_TID_MASK;
+        let ours = owner != 0 && std::path::Path::new(&format!("/proc/self/task/{owner}")).exists();
+        if !ours {
+            // SAFETY: dropped once, here; nothing refers to the mapping after.
+            unsafe { std::mem::ManuallyDrop::drop(&mut self.map) };
+        }
+    }
+}
+
+/// Bits of a robust futex word that hold the owner's thread id.
+const FUTEX_TID_MASK: u32 = 0x3fff_ffff;
 
 impl RobustMutex {
     /// Wraps a read-write mapping of a segment of `layout`.
@@ -159,7 +179,7 @@ impl RobustMutex {
         if map.access() != Access::ReadWrite {
             return Err(MutexError::BadSegment("mapping is read-only"));
         }
-        Ok(RobustMutex { map, layout })
+        Ok(RobustMutex { map: std::mem::ManuallyDrop::new(map), layout })
     }
 
     /// The value's layout.
@@ -384,6 +404,17 @@ mod tests {
         drop(g);
         assert_eq!(m.lock().unwrap().1, Locked::Clean);
         assert_eq!(m.stats(), MutexStats { locks: 4, owner_deaths: 1 });
+        // A forgotten guard keeps the mapping alive past the handle (it is on
+        // this thread's robust list); a later lock elsewhere still works.
+        {
+            let fd = memfd::create_segment("t", 256).unwrap();
+            let layout = Layout { data_size: 8, data_align: 8 };
+            let forgot = RobustMutex::new(layout, Mapping::map(&fd, 256, Access::ReadWrite).unwrap()).unwrap();
+            forgot.initialize().unwrap();
+            std::mem::forget(forgot.lock().unwrap());
+            drop(forgot);
+        }
+        drop(m.lock().unwrap());
         // Unlocking without marking consistent poisons it for good.
         let m2 = m.clone();
         std::thread::spawn(move || std::mem::forget(m2.lock().unwrap())).join().unwrap();

@@ -51,6 +51,8 @@ const FREE: u32 = 0;
 const PENDING: u32 = 1;
 const RUNNING: u32 = 2;
 const DONE: u32 = 3;
+/// The provider went before the call was done (set by the microkernel).
+const DEAD: u32 = 4;
 
 /// Spin rounds a caller waits for its response before sleeping.
 const CALL_SPIN: u32 = 4096;
@@ -214,11 +216,22 @@ impl CallSegment {
     }
 
     /// Marks the provider gone and wakes every sleeping caller (microkernel).
+    /// Every unfinished call's state word becomes `DEAD`: a caller sleeps
+    /// on that word, so one about to sleep finds it changed and returns
+    /// rather than sleeping through the wake-up.
     pub fn mark_dead(&self) {
         self.word32(0).store(1, SeqCst);
         for s in 0..self.layout.slots {
+            let state = self.state(s);
+            let mut cur = state.load(SeqCst);
+            while cur == PENDING || cur == RUNNING {
+                match state.compare_exchange(cur, DEAD, SeqCst, SeqCst) {
+                    Ok(_) => break,
+                    Err(now) => cur = now,
+                }
+            }
             if self.waiting(s).load(SeqCst) != 0 {
-                futex::wake_all(self.state(s));
+                futex::wake_all(state);
             }
         }
     }
@@ -248,6 +261,7 @@ impl CallSegment {
         for n in 0..CALL_SPIN {
             match state.load(Acquire) {
                 DONE => return Ok(()),
+                DEAD => return Err(WaitEnd::Dead),
                 PENDING | RUNNING => {}
                 _ => return Err(WaitEnd::Corrupt),
             }
@@ -257,13 +271,16 @@ impl CallSegment {
             std::hint::spin_loop();
         }
         loop {
-            // Dekker with the worker's DONE store and the kernel's `dead`
+            // Dekker with the worker's DONE store and the kernel's DEAD
             // store: register, then re-check; they store, then check us.
+            // Both change the word we sleep on, so a store between our
+            // check and our sleep makes the sleep return at once.
             self.waiting(slot).store(1, SeqCst);
             let seen = state.load(SeqCst);
             let dead = self.is_dead();
             let r = match seen {
                 DONE => Some(Ok(())),
+                DEAD => Some(Err(WaitEnd::Dead)),
                 PENDING | RUNNING if dead => Some(Err(WaitEnd::Dead)),
                 PENDING | RUNNING => None,
                 _ => Some(Err(WaitEnd::Corrupt)),
@@ -459,6 +476,16 @@ mod tests {
         s.post(1, b"a").unwrap();
         let deadline = Instant::now() + std::time::Duration::from_millis(30);
         assert_eq!(s.wait_done(1, Some(deadline)), Err(WaitEnd::TimedOut));
+        // The order that lost the wake-up before calls became DEAD: the
+        // caller has registered and checked, then the kernel marks, then
+        // the caller sleeps on the state it saw.
+        let seen = s.state(1).load(SeqCst);
+        s.mark_dead();
+        assert_ne!(s.state(1).load(SeqCst), seen, "the word a caller sleeps on changed");
+        assert_eq!(s.wait_done(1, None), Err(WaitEnd::Dead));
+        assert!(s.claim(1).is_none() && !s.cancel(1));
+        s.word32(0).store(0, SeqCst);
+        s.post(1, b"a").unwrap();
         let s2 = s.clone();
         let t = std::thread::spawn(move || s2.wait_done(1, None));
         std::thread::sleep(std::time::Duration::from_millis(50));

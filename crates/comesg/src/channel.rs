@@ -116,7 +116,7 @@ impl Channel {
     /// Sends one message, waiting at most `timeout` for a free slot.
     #[inline]
     pub fn send_timeout(&self, msg: &[u8], timeout: Duration) -> Result<(), SendError> {
-        self.send_until(msg, Some(Instant::now() + timeout))
+        self.send_until(msg, crate::deadline(timeout))
     }
 
     /// Sends one message if a slot is free now ([`SendError::Full`] otherwise).
@@ -149,7 +149,7 @@ impl Channel {
 
     /// Like [`Channel::loan`] but gives up after `timeout`.
     pub fn loan_timeout(&self, timeout: Duration) -> Result<SendLoan<'_>, SendError> {
-        self.loan_until(Some(Instant::now() + timeout))
+        self.loan_until(crate::deadline(timeout))
     }
 
     /// Like [`Channel::loan`] but does not wait.
@@ -187,7 +187,7 @@ impl Channel {
     /// Like [`Channel::recv`] but gives up after `timeout`.
     #[inline]
     pub fn recv_timeout(&self, buf: &mut [u8], timeout: Duration) -> Result<usize, RecvError> {
-        self.recv_until(buf, Some(Instant::now() + timeout))
+        self.recv_until(buf, crate::deadline(timeout))
     }
 
     /// Like [`Channel::recv`] but returns [`RecvError::Empty`] at once when
@@ -221,7 +221,7 @@ impl Channel {
 
     /// Like [`Channel::recv_in_place`] but gives up after `timeout`.
     pub fn recv_in_place_timeout(&self, timeout: Duration) -> Result<RecvSlot<'_>, RecvError> {
-        self.slot_until(Some(Instant::now() + timeout))
+        self.slot_until(crate::deadline(timeout))
     }
 
     /// Like [`Channel::recv_in_place`] but does not wait.

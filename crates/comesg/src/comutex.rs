@@ -1,7 +1,7 @@
 //! Comutexes: named cross-process mutexes that survive a dead owner.
 
 use std::marker::PhantomData;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use comesg_proto::{HandleId, MutexSpec, Name, PortGrant, PortSpec};
 use comesg_shm::comutex::{Layout, Locked, MutexError, MutexGuard, RobustMutex};
@@ -197,7 +197,10 @@ impl Comutex {
 
     /// Locks, giving up after `timeout` ([`LockError::TimedOut`]).
     pub fn lock_timeout(&self, timeout: Duration) -> LockResult<ComutexGuard<'_>> {
-        Self::guard(self.mutex.lock_until(Instant::now() + timeout))
+        match crate::deadline(timeout) {
+            Some(d) => Self::guard(self.mutex.lock_until(d)),
+            None => Self::guard(self.mutex.lock()),
+        }
     }
 
     /// Locks taken and owner deaths seen, read from shared memory.

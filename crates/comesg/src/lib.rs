@@ -27,6 +27,12 @@ mod comutex;
 mod connection;
 mod error;
 mod held;
+
+/// `now + timeout`, or no deadline when that is beyond what `Instant` holds
+/// (a timeout of years means "wait").
+pub(crate) fn deadline(timeout: std::time::Duration) -> Option<std::time::Instant> {
+    std::time::Instant::now().checked_add(timeout)
+}
 mod service;
 mod shared;
 

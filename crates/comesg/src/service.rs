@@ -173,6 +173,9 @@ impl Provider {
                 Ok(t) => workers.push(t),
                 Err(e) => {
                     shared.stop.store(true, Relaxed);
+                    for t in workers {
+                        let _ = t.join();
+                    }
                     return Err(Error::Io(e));
                 }
             }
@@ -377,10 +380,7 @@ impl ServiceClient {
         }
         let call = self.next_call.fetch_add(1, Relaxed);
         let ticket = Ticket { caller: self.caller, slot, call }.encode();
-        let sent = blocking::claim_send(&self.ring, self.holder, deadline).map_err(|e| match e {
-            WaitError::TimedOut => CallError::TimedOut,
-            WaitError::Ring(r) => CallError::Corrupt(r.to_string()),
-        });
+        let sent = self.claim_ticket(deadline);
         let sent = sent.and_then(|mut claim| {
             self.ring.write(&mut claim, &ticket).map_err(|e| CallError::Corrupt(e.to_string()))?;
             self.ring.publish(claim, Ticket::LEN).map_err(|e| CallError::Corrupt(e.to_string()))
@@ -390,8 +390,30 @@ impl ServiceClient {
             Err(e) => {
                 if self.seg.cancel(slot) {
                     self.give_slot(slot);
+                } else {
+                    // A stale ticket got a worker onto this call: reclaim
+                    // the slot once it is done.
+                    self.abandoned.lock().unwrap_or_else(|p| p.into_inner()).push(slot);
                 }
                 Err(e)
+            }
+        }
+    }
+
+    /// Waits for room in the request queue, in naps so that a provider's
+    /// death (after which nobody drains the queue) is noticed.
+    fn claim_ticket(&self, deadline: Option<Instant>) -> Result<comesg_shm::channel::SendClaim, CallError> {
+        loop {
+            let nap = Instant::now() + WORKER_TICK;
+            let until = deadline.map_or(nap, |d| d.min(nap));
+            match blocking::claim_send(&self.ring, self.holder, Some(until)) {
+                Ok(c) => return Ok(c),
+                Err(WaitError::TimedOut) if deadline.is_some_and(|d| Instant::now() >= d) => {
+                    return Err(CallError::TimedOut)
+                }
+                Err(WaitError::TimedOut) if self.seg.is_dead() => return Err(CallError::ServiceGone),
+                Err(WaitError::TimedOut) => {}
+                Err(WaitError::Ring(r)) => return Err(CallError::Corrupt(r.to_string())),
             }
         }
     }
@@ -403,8 +425,8 @@ impl ServiceClient {
 
     /// Like [`ServiceClient::call`], giving up after `timeout`.
     pub fn call_timeout(&self, req: &[u8], timeout: Duration) -> Result<Vec<u8>, CallError> {
-        let deadline = Instant::now() + timeout;
-        self.start_until(req, Some(deadline))?.wait_until(Some(deadline))
+        let deadline = crate::deadline(timeout);
+        self.start_until(req, deadline)?.wait_until(deadline)
     }
 
     /// Closes the handle (dropping closes too, silently).
@@ -421,7 +443,7 @@ impl PendingCall<'_> {
 
     /// Waits for the response at most `timeout`.
     pub fn wait_timeout(self, timeout: Duration) -> Result<Vec<u8>, CallError> {
-        self.wait_until(Some(Instant::now() + timeout))
+        self.wait_until(crate::deadline(timeout))
     }
 
     fn wait_until(mut self, deadline: Option<Instant>) -> Result<Vec<u8>, CallError> {

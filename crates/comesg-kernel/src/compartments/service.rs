@@ -129,8 +129,12 @@ impl ServiceObject {
                 return Err(e);
             }
         };
-        let id = self.next_caller;
-        self.next_caller = self.next_caller.wrapping_add(1);
+        // Skip numbers still in use once the counter has wrapped.
+        let mut id = self.next_caller;
+        while self.callers.contains_key(&id) {
+            id = id.wrapping_add(1);
+        }
+        self.next_caller = id.wrapping_add(1);
         self.callers.insert(id, caller);
         att.caller = Some(id);
         Ok(att)

@@ -16,4 +16,4 @@ pub mod stamp;
 
 pub use geometry::{Geometry, GeometryError};
 pub use loan::{RecvSlot, SendLoan};
-pub use ring::{Ring, RingError, RingStats, Side};
+pub use ring::{RecvClaim, Ring, RingError, RingStats, SendClaim, Side};

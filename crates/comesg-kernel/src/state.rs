@@ -14,6 +14,7 @@ use crate::compartments::channel::ChannelObject;
 use crate::compartments::comutex::MutexObject;
 use crate::compartments::ipc::{Body, ClientId, Object, ObjectId, Ports, Released};
 use crate::compartments::names::{Names, NodeKind};
+use crate::compartments::pipe::PipeObject;
 use crate::compartments::service::ServiceObject;
 use crate::compartments::{allowed, Cred, Perm};
 
@@ -240,6 +241,7 @@ impl State {
                         let svc = ServiceObject::create(&name, sv, self.limits.max_holders_per_channel)?;
                         Body::Service(Box::new(svc))
                     }
+                    PortSpec::Pipe(p) => Body::Pipe(Box::new(PipeObject::create(&name, p)?)),
                 };
                 let obj = self.ports.insert(Object::new(name.clone(), cred.uid, cred.gid, mode, persistent, body));
                 self.names.bind(name, obj, cred, mode);
@@ -274,7 +276,7 @@ impl State {
         match &o.body {
             Body::Mutex(_) => MutexObject::check_rights(rights)?,
             Body::Service(svc) => svc.check_rights(rights)?,
-            Body::Channel(_) => {}
+            Body::Channel(_) | Body::Pipe(_) => {}
         }
         for (right, perm) in [(Rights::SEND, Perm::Write), (Rights::RECV, Perm::Read)] {
             if rights.contains(right) && !allowed(cred, o.uid, o.gid, o.mode, perm) {
@@ -303,6 +305,7 @@ impl State {
             Body::Channel(ch) => (ch.fds_for(rights), PortSpec::Channel(ch.spec()), ch.max_holders()),
             Body::Mutex(m) => (m.fds(), PortSpec::Mutex(m.spec()), 0),
             Body::Service(svc) => (svc.fds_for(rights, &attachment), PortSpec::Service(svc.spec()), svc.max_holders()),
+            Body::Pipe(p) => (p.fds_for(rights), PortSpec::Pipe(p.spec()), 0),
         };
         let fds = match fds {
             Ok(fds) => fds,
@@ -386,6 +389,7 @@ impl State {
             Body::Channel(_) => PortKind::Channel,
             Body::Mutex(_) => PortKind::Mutex,
             Body::Service(_) => PortKind::Service,
+            Body::Pipe(_) => PortKind::Pipe,
         };
         let mut e = Entry::bare(name, EntryKind::Port(kind), uid, gid, mode);
         e.persistent = o.persistent;
@@ -413,6 +417,7 @@ impl State {
                 e.service = Some(svc.spec());
                 e.worker_calls = svc.worker_calls();
             }
+            Body::Pipe(p) => e.pipe = Some(p.spec()),
         }
         e
     }

@@ -100,6 +100,16 @@ mod tests {
                 persistent: false,
                 exclusive: true,
             }),
+            (name(), any::<u32>(), any::<u32>(), any::<u8>()).prop_map(|(name, buffer, receivers, r)| {
+                Request::Create {
+                    name,
+                    spec: PortSpec::Pipe(PipeSpec { buffer, receivers }),
+                    rights: Rights::from_bits_truncate(r),
+                    mode: 0o600,
+                    persistent: false,
+                    exclusive: true,
+                }
+            }),
             (any::<u64>(), any::<u32>()).prop_map(|(h, caller)| Request::CallerSegment { handle: HandleId(h), caller }),
             (name(), any::<u8>()).prop_map(|(name, r)| Request::Open { name, rights: Rights::from_bits_truncate(r) }),
             any::<u64>().prop_map(|h| Request::Close { handle: HandleId(h) }),

@@ -110,6 +110,17 @@ pub enum PortSpec {
     Mutex(MutexSpec),
     /// A coservice.
     Service(ServiceSpec),
+    /// A COPIPE.
+    Pipe(PipeSpec),
+}
+
+/// Shape of a COPIPE.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PipeSpec {
+    /// Bytes of each receiver's buffer: the largest message.
+    pub buffer: u32,
+    /// Most receivers at once.
+    pub receivers: u32,
 }
 
 /// Shape of a coservice.
@@ -132,6 +143,7 @@ impl PortSpec {
             PortSpec::Channel(_) => PortKind::Channel,
             PortSpec::Mutex(_) => PortKind::Mutex,
             PortSpec::Service(_) => PortKind::Service,
+            PortSpec::Pipe(_) => PortKind::Pipe,
         }
     }
 }
@@ -167,6 +179,8 @@ pub enum PortKind {
     Mutex,
     /// Coservice.
     Service,
+    /// COPIPE.
+    Pipe,
 }
 
 /// A handle granted by [`Request::Create`] or [`Request::Open`].
@@ -176,7 +190,8 @@ pub enum PortKind {
 /// comutex, one fd: its segment, writable. For a service: the request
 /// channel's two segments (as for a channel: callers may send, the provider
 /// receive), the service header (writable by the provider only), and for a
-/// caller its own call segment.
+/// caller its own call segment. For a pipe: the control segment (writable)
+/// and the data segment (writable only with SEND).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PortGrant {
     /// The new handle.
@@ -279,6 +294,8 @@ pub struct Entry {
     pub owner_deaths: u64,
     /// Shape, for services.
     pub service: Option<ServiceSpec>,
+    /// Shape, for pipes.
+    pub pipe: Option<PipeSpec>,
     /// Calls served by each worker, for services.
     pub worker_calls: Vec<u64>,
     /// Messages waiting.
@@ -312,6 +329,7 @@ impl Entry {
             locks: 0,
             owner_deaths: 0,
             service: None,
+            pipe: None,
             worker_calls: Vec::new(),
             depth: 0,
             sent_msgs: 0,

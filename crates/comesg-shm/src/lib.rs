@@ -4,9 +4,11 @@
 //! - [`channel`]: the COCHANNEL ring (geometry, lock-free algorithm, loans,
 //!   crash repair, blocking with spin-then-futex);
 //! - [`comutex`]: the robust process-shared mutex and the value it guards;
-//! - [`service`]: coservice call slots and the service header.
+//! - [`service`]: coservice call slots and the service header;
+//! - [`pipe`]: the COPIPE rendezvous.
 #![deny(missing_docs)]
 
 pub mod channel;
 pub mod comutex;
+pub mod pipe;
 pub mod service;

@@ -219,6 +219,26 @@ impl Connection {
         self.port(path, request)
     }
 
+    /// Creates a COPIPE at `path` (or opens it, unless `exclusive`).
+    pub fn create_copipe(&self, path: &str, opts: crate::CopipeOptions) -> Result<crate::Copipe, Error> {
+        let request = Request::Create {
+            name: name(path)?,
+            spec: PortSpec::Pipe(comesg_proto::PipeSpec { buffer: opts.buffer, receivers: opts.receivers }),
+            rights: opts.rights,
+            mode: opts.mode,
+            persistent: opts.persistent,
+            exclusive: opts.exclusive,
+        };
+        let (grant, fds) = self.grant(request)?;
+        crate::Copipe::attach(self.clone(), name(path)?, grant, fds)
+    }
+
+    /// Opens the COPIPE at `path` with `rights`.
+    pub fn open_copipe(&self, path: &str, rights: Rights) -> Result<crate::Copipe, Error> {
+        let (grant, fds) = self.grant(Request::Open { name: name(path)?, rights })?;
+        crate::Copipe::attach(self.clone(), name(path)?, grant, fds)
+    }
+
     /// Opens the COCHANNEL at `path` with `rights`.
     pub fn open_channel(&self, path: &str, rights: Rights) -> Result<Channel, Error> {
         self.port(path, Request::Open { name: name(path)?, rights })

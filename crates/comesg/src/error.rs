@@ -76,6 +76,13 @@ pub enum SendError {
     /// The handle lacks the SEND right.
     #[error("this handle has no SEND right")]
     NoRight,
+    /// No receiver is left (COPIPE: a broken pipe).
+    #[error("no receivers are left")]
+    Closed,
+    /// The receiver that had the message died before taking it; it was not
+    /// delivered (COPIPE).
+    #[error("the receiver died before taking the message")]
+    ReceiverDied,
     /// A peer corrupted the channel's shared state.
     #[error("channel state corrupt: {0}")]
     Corrupt(&'static str),
@@ -94,6 +101,9 @@ pub enum RecvError {
     /// The handle lacks the RECV right.
     #[error("this handle has no RECV right")]
     NoRight,
+    /// Every sender has gone and nothing is in flight: end of file (COPIPE).
+    #[error("no senders are left")]
+    Closed,
     /// A peer corrupted the channel's shared state (the message, if any, is lost).
     #[error("channel state corrupt: {0}")]
     Corrupt(&'static str),

@@ -25,6 +25,7 @@ mod autostart;
 mod channel;
 mod comutex;
 mod connection;
+mod copipe;
 mod error;
 mod held;
 
@@ -44,6 +45,7 @@ pub use comesg_proto::{
 };
 pub use comutex::{Comutex, ComutexGuard, LockError, LockResult};
 pub use connection::{ChannelOptions, ComutexOptions, Connection, REPLY_TIMEOUT};
+pub use copipe::{Copipe, CopipeOptions};
 pub use error::{Error, RecvError, SendError};
 pub use service::{Call, CallError, PendingCall, Provider, ServiceClient, ServiceOptions};
 pub use shared::{SharedGuard, SharedObject};

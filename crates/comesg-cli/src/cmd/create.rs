@@ -14,6 +14,8 @@ pub enum Kind {
     Channel,
     /// Comutex: a cross-process mutex that survives a dead owner.
     Comutex,
+    /// COPIPE: synchronous, one copy into a waiting receiver's buffer.
+    Pipe,
 }
 
 /// Arguments of `comesg create`.
@@ -30,6 +32,12 @@ pub struct Args {
     /// Number of slots (a power of two).
     #[arg(long, default_value_t = 256)]
     slots: u32,
+    /// Pipe: bytes of each receiver's buffer (the largest message).
+    #[arg(long, default_value_t = 1 << 20)]
+    buffer: u32,
+    /// Pipe: most receivers at once.
+    #[arg(long, default_value_t = 16)]
+    receivers: u32,
     /// Permission bits, octal (w = send, r = receive; a comutex needs both).
     #[arg(long, default_value = "600", value_parser = parse_mode)]
     mode: u32,
@@ -47,6 +55,19 @@ pub fn run(a: Args) -> Outcome {
         let opts = comesg::ComutexOptions { mode: a.mode, persistent: true, exclusive: true };
         let m = conn.create_comutex(&a.path, opts)?;
         println!("created {} (comutex, persistent)", m.name());
+        return Ok(ExitCode::SUCCESS);
+    }
+    if let Kind::Pipe = a.kind {
+        let opts = comesg::CopipeOptions {
+            buffer: a.buffer,
+            receivers: a.receivers,
+            rights: Rights::SEND,
+            mode: a.mode,
+            persistent: true,
+            exclusive: true,
+        };
+        let p = conn.create_copipe(&a.path, opts)?;
+        println!("created {} (pipe, {} receivers of {} bytes, persistent)", p.name(), a.receivers, a.buffer);
         return Ok(ExitCode::SUCCESS);
     }
     let opts = ChannelOptions {

@@ -53,6 +53,7 @@ fn kind(e: &Entry) -> &'static str {
         EntryKind::Port(PortKind::Mutex) if e.mutex.is_some_and(|m| m.data_size > 0) => "shared",
         EntryKind::Port(PortKind::Mutex) => "comutex",
         EntryKind::Port(PortKind::Service) => "service",
+        EntryKind::Port(PortKind::Pipe) => "pipe",
         EntryKind::Dead => "dead",
     }
 }
@@ -69,7 +70,11 @@ pub fn table(rows: &[Entry]) -> String {
         let slots = match (e.channel, e.mutex) {
             (Some(c), _) => format!("{}x{}", c.slots, c.slot_size),
             (_, Some(m)) if m.data_size > 0 => format!("{} B", m.data_size),
-            _ => e.service.map(|s| format!("{}w {}", s.workers, s.slot_size)).unwrap_or_default(),
+            _ => match (e.service, e.pipe) {
+                (Some(s), _) => format!("{}w {}", s.workers, s.slot_size),
+                (_, Some(p)) => format!("{}x{}", p.receivers, p.buffer),
+                _ => String::new(),
+            },
         };
         let locks = match (e.mutex, e.service) {
             (Some(_), _) => format!(" [locks {}, owner deaths {}]", e.locks, e.owner_deaths),
@@ -119,6 +124,8 @@ fn entry_json(e: &Entry) -> serde_json::Value {
         "slot_size": e.channel.map(|c| c.slot_size),
         "slots": e.channel.map(|c| c.slots),
         "value_size": e.mutex.map(|m| m.data_size),
+        "buffer": e.pipe.map(|p| p.buffer),
+        "receivers": e.pipe.map(|p| p.receivers),
         "locks": e.mutex.map(|_| e.locks),
         "owner_deaths": e.mutex.map(|_| e.owner_deaths),
         "workers": e.service.map(|s| s.workers),

@@ -6,6 +6,7 @@ pub mod create;
 pub mod kernel;
 pub mod ls;
 pub mod peer;
+pub mod port;
 pub mod recv;
 pub mod send;
 pub mod tour;
@@ -16,6 +17,14 @@ use std::time::Duration;
 use comesg::Connection;
 
 use crate::SocketArg;
+
+/// The kind of the object at `path`, if it is a live port.
+pub fn kind_of(conn: &Connection, path: &str) -> Result<Option<comesg::PortKind>, comesg::Error> {
+    Ok(conn.list(path)?.into_iter().find(|e| e.name.as_str() == path).and_then(|e| match e.kind {
+        comesg::EntryKind::Port(k) => Some(k),
+        _ => None,
+    }))
+}
 
 /// Result of a subcommand.
 pub type Outcome = Result<std::process::ExitCode, Box<dyn std::error::Error>>;

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use comesg::{RecvError, Rights};
 
+use super::port::AnyPort;
 use super::Outcome;
 use crate::SocketArg;
 
@@ -131,8 +132,71 @@ enum Role {
         #[command(flatten)]
         socket: SocketArg,
     },
+    /// Write BYTES pseudo-random bytes (from SEED) to the pipe PATH through
+    /// `std::io::Write`, then print "wrote N HASH".
+    StreamWrite {
+        path: String,
+        #[arg(long)]
+        bytes: u64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        #[command(flatten)]
+        socket: SocketArg,
+    },
+    /// Read the pipe PATH through `std::io::Read` to end of file, then print
+    /// "read N HASH".
+    StreamRead {
+        path: String,
+        #[command(flatten)]
+        socket: SocketArg,
+    },
+    /// Open the pipe PATH with RIGHTS and hold it until killed.
+    HoldPipe {
+        path: String,
+        #[arg(long, default_value = "s")]
+        rights: String,
+        #[command(flatten)]
+        socket: SocketArg,
+    },
     /// Benchmark peers.
     Bench(comesg_bench::peer::PeerArgs),
+}
+
+/// A running hash of a byte stream, fed in any chunking (word-wise where it
+/// can, so that a gigabyte hashes quickly even in a debug build).
+#[derive(Default)]
+pub struct StreamHash {
+    h: u64,
+    pending: Vec<u8>,
+}
+
+impl StreamHash {
+    fn word(&mut self, w: u64) {
+        self.h = (self.h ^ w).wrapping_mul(0x0100_0000_01b3).rotate_left(29);
+    }
+    /// Feeds bytes.
+    pub fn update(&mut self, mut b: &[u8]) {
+        while !self.pending.is_empty() && !b.is_empty() {
+            self.pending.push(b[0]);
+            b = &b[1..];
+            if self.pending.len() == 8 {
+                let w = u64::from_le_bytes(self.pending[..8].try_into().unwrap_or_default());
+                self.word(w);
+                self.pending.clear();
+            }
+        }
+        let mut chunks = b.chunks_exact(8);
+        for c in &mut chunks {
+            self.word(u64::from_le_bytes(c.try_into().unwrap_or_default()));
+        }
+        self.pending.extend_from_slice(chunks.remainder());
+    }
+    /// The hash so far (pending bytes included).
+    pub fn finish(&self) -> u64 {
+        let mut tail = [0u8; 8];
+        tail[..self.pending.len()].copy_from_slice(&self.pending);
+        (self.h ^ u64::from_le_bytes(tail)).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ self.pending.len() as u64
+    }
 }
 
 /// The shared value the comutex tests and the tour use.
@@ -186,7 +250,7 @@ fn park() -> ! {
 pub fn run(a: Args) -> Outcome {
     match a.role {
         Role::SeqSend { path, id, count, socket } => {
-            let ch = socket.connect()?.open_channel(&path, Rights::SEND)?;
+            let ch = AnyPort::open(&socket.connect()?, &path, Rights::SEND)?;
             ready();
             for seq in 0..count {
                 let mut m = [0u8; 16];
@@ -197,10 +261,10 @@ pub fn run(a: Args) -> Outcome {
             Ok(ExitCode::SUCCESS)
         }
         Role::SeqRecv { path, idle, socket } => {
-            let ch = socket.connect()?.open_channel(&path, Rights::RECV)?;
+            let ch = AnyPort::open(&socket.connect()?, &path, Rights::RECV)?;
             ready();
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-            let mut buf = vec![0u8; ch.slot_size()];
+            let mut buf = vec![0u8; ch.size()];
             let mut n = 0u64;
             loop {
                 match ch.recv_timeout(&mut buf, Duration::from_secs_f64(idle)) {
@@ -212,7 +276,7 @@ pub fn run(a: Args) -> Outcome {
                         n += 1;
                     }
                     Ok(len) => writeln!(out, "bad-length {len}")?,
-                    Err(RecvError::TimedOut) => break,
+                    Err(RecvError::TimedOut | RecvError::Closed) => break,
                     Err(e) => return Err(e.into()),
                 }
             }
@@ -355,6 +419,51 @@ pub fn run(a: Args) -> Outcome {
             }
             println!("done {count}");
             Ok(ExitCode::SUCCESS)
+        }
+        Role::StreamWrite { path, bytes, seed, socket } => {
+            let pipe = socket.connect()?.open_copipe(&path, Rights::SEND)?;
+            ready();
+            let mut x = seed | 1;
+            let mut chunk = vec![0u8; 1 << 20];
+            let (mut left, mut hash) = (bytes, StreamHash::default());
+            let mut w = &pipe;
+            while left > 0 {
+                for c in chunk.chunks_exact_mut(8) {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    c.copy_from_slice(&x.to_le_bytes());
+                }
+                // Odd sizes, so that reads and writes do not line up.
+                let n = (left as usize).min(chunk.len() - (x % 4096) as usize);
+                hash.update(&chunk[..n]);
+                w.write_all(&chunk[..n])?;
+                left -= n as u64;
+            }
+            println!("wrote {bytes} {:016x}", hash.finish());
+            Ok(ExitCode::SUCCESS)
+        }
+        Role::StreamRead { path, socket } => {
+            let pipe = socket.connect()?.open_copipe(&path, Rights::RECV)?;
+            ready();
+            let mut buf = vec![0u8; 300_000];
+            let (mut total, mut hash) = (0u64, StreamHash::default());
+            let mut r = &pipe;
+            loop {
+                let n = std::io::Read::read(&mut r, &mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                hash.update(&buf[..n]);
+                total += n as u64;
+            }
+            println!("read {total} {:016x}", hash.finish());
+            Ok(ExitCode::SUCCESS)
+        }
+        Role::HoldPipe { path, rights: r, socket } => {
+            let _p = socket.connect()?.open_copipe(&path, rights(&r))?;
+            ready();
+            park()
         }
         Role::Bench(args) => {
             comesg_bench::peer::run(args)?;

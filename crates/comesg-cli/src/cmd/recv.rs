@@ -12,7 +12,7 @@ use crate::SocketArg;
 /// Arguments of `comesg recv`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The channel.
+    /// The channel or pipe.
     path: String,
     /// Stop after this many messages.
     #[arg(long)]
@@ -26,8 +26,8 @@ pub struct Args {
 
 pub fn run(a: Args) -> Outcome {
     let conn = a.socket.connect()?;
-    let ch = conn.open_channel(&a.path, Rights::RECV)?;
-    let mut buf = vec![0u8; ch.slot_size()];
+    let ch = super::port::AnyPort::open(&conn, &a.path, Rights::RECV)?;
+    let mut buf = vec![0u8; ch.size()];
     let mut out = std::io::stdout().lock();
     let mut n = 0u64;
     while a.count.is_none_or(|c| n < c) {
@@ -42,7 +42,7 @@ pub fn run(a: Args) -> Outcome {
                 out.flush()?;
                 n += 1;
             }
-            Err(RecvError::TimedOut) => break,
+            Err(RecvError::TimedOut | RecvError::Closed) => break,
             Err(e) => return Err(e.into()),
         }
     }

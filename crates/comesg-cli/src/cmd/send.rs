@@ -11,7 +11,7 @@ use crate::SocketArg;
 /// Arguments of `comesg send`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The channel.
+    /// The channel or pipe.
     path: String,
     /// Messages; without any, each line of stdin is one message.
     data: Vec<String>,
@@ -21,19 +21,20 @@ pub struct Args {
 
 pub fn run(a: Args) -> Outcome {
     let conn = a.socket.connect()?;
-    let ch = conn.open_channel(&a.path, Rights::SEND)?;
+    let port = super::port::AnyPort::open(&conn, &a.path, Rights::SEND)?;
+    let send = |m: &[u8]| port.send(m);
     let mut n = 0u64;
     if a.data.is_empty() {
         for line in std::io::stdin().lock().lines() {
-            ch.send(line?.as_bytes())?;
+            send(line?.as_bytes())?;
             n += 1;
         }
     } else {
         for d in &a.data {
-            ch.send(d.as_bytes())?;
+            send(d.as_bytes())?;
             n += 1;
         }
     }
-    eprintln!("sent {n} message(s) to {}", ch.name());
+    eprintln!("sent {n} message(s) to {}", a.path);
     Ok(ExitCode::SUCCESS)
 }

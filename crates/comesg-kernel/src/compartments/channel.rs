@@ -37,14 +37,14 @@ pub struct Totals {
 
 /// Free-list allocator of holder record indices for one side.
 #[derive(Debug, Default)]
-struct Records {
+pub(crate) struct Records {
     free: Vec<u32>,
     next: u32,
     live: BTreeSet<u32>,
 }
 
 impl Records {
-    fn take(&mut self, max: u32) -> Option<u32> {
+    pub(crate) fn take(&mut self, max: u32) -> Option<u32> {
         let h = match self.free.pop() {
             Some(h) => h,
             None if self.next < max => {
@@ -57,7 +57,7 @@ impl Records {
         Some(h)
     }
 
-    fn give_back(&mut self, h: u32) {
+    pub(crate) fn give_back(&mut self, h: u32) {
         if self.live.remove(&h) {
             self.free.push(h);
         }

@@ -10,6 +10,7 @@ use comesg_proto::{HandleId, KernelError, Name, Rights};
 
 use super::channel::{Attachment, ChannelObject};
 use super::comutex::MutexObject;
+use super::pipe::PipeObject;
 use super::service::ServiceObject;
 
 /// An object's number in the table (never reused).
@@ -40,6 +41,8 @@ pub enum Body {
     Mutex(MutexObject),
     /// A coservice.
     Service(Box<ServiceObject>),
+    /// A COPIPE.
+    Pipe(Box<PipeObject>),
 }
 
 /// A port object.
@@ -144,6 +147,7 @@ impl Ports {
             Body::Channel(ch) => ch.attach(rights)?,
             Body::Mutex(_) => Attachment::default(),
             Body::Service(svc) => svc.attach(rights)?,
+            Body::Pipe(p) => p.attach(rights)?,
         };
         obj.holders.insert((client, handle), HolderInfo { pid, rights, attachment });
         Ok(attachment)
@@ -165,6 +169,7 @@ impl Ports {
         match &mut obj.body {
             Body::Channel(ch) => out.lost = ch.detach_all(&atts),
             Body::Service(svc) => (out.lost, out.provider_gone) = svc.detach_all(&atts),
+            Body::Pipe(p) => p.detach_all(&atts),
             Body::Mutex(_) => {}
         }
         if obj.doomed() {

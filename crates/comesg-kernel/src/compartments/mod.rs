@@ -7,12 +7,14 @@
 //! - [`ipc`]: the port table, reference counts, holders;
 //! - [`channel`]: a COCHANNEL's segments, holder records and crash repair;
 //! - [`comutex`]: a comutex's segment and its robust lock;
-//! - [`service`]: a coservice's request channel and call segments.
+//! - [`service`]: a coservice's request channel and call segments;
+//! - [`pipe`]: a COPIPE's segments, its ends and their deaths.
 
 pub mod channel;
 pub mod comutex;
 pub mod ipc;
 pub mod names;
+pub mod pipe;
 pub mod service;
 
 /// Who is asking: from `SO_PEERCRED`, never from the request.

@@ -1,0 +1,120 @@
+//! COPIPE across real processes: exactly-once delivery among several
+//! senders and receivers, a 1 GiB byte stream checked by hash, end of file
+//! and broken pipe when the other side dies, and the CLI.
+
+mod util;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use comesg::{CopipeOptions, EntryKind, PortKind, RecvError, Rights, SendError};
+use util::{text, KernelProc};
+
+fn create(k: &KernelProc, path: &str, buffer: u32) -> comesg::Copipe {
+    let opts = CopipeOptions { buffer, receivers: 8, rights: Rights::SEND, persistent: true, ..Default::default() };
+    k.connect().create_copipe(path, opts).unwrap()
+}
+
+#[test]
+fn three_senders_three_receivers_every_message_exactly_once() {
+    let k = KernelProc::start("pipe-once");
+    drop(create(&k, "/it/p/once", 64));
+    let mut receivers: Vec<_> = (0..3).map(|_| k.peer(&["seq-recv", "/it/p/once", "--idle", "3"])).collect();
+    let outs: Vec<_> = receivers.iter_mut().map(|r| r.collect()).collect();
+    let n = 3000u64;
+    let mut senders: Vec<_> = (0..3)
+        .map(|id| k.peer(&["seq-send", "/it/p/once", "--id", &id.to_string(), "--count", &n.to_string()]))
+        .collect();
+    for s in &mut senders {
+        assert!(s.wait(Duration::from_secs(120)).success());
+    }
+    let mut seen = HashSet::new();
+    let mut per = Vec::new();
+    for (r, out) in receivers.iter_mut().zip(outs) {
+        assert!(r.wait(Duration::from_secs(60)).success());
+        let lines = out.join().unwrap();
+        let mut got = 0;
+        for l in &lines {
+            if l.starts_with("done") {
+                continue;
+            }
+            assert!(seen.insert(l.clone()), "delivered twice: {l}");
+            got += 1;
+        }
+        per.push(got);
+    }
+    println!("messages per receiver: {per:?}");
+    assert_eq!(seen.len() as u64, 3 * n, "every message arrived");
+    for id in 0..3 {
+        for s in 0..n {
+            assert!(seen.contains(&format!("{id} {s}")), "missing {id} {s}");
+        }
+    }
+}
+
+#[test]
+fn a_gigabyte_streams_through_read_and_write_intact() {
+    let k = KernelProc::start("pipe-stream");
+    drop(create(&k, "/it/p/stream", 1 << 20));
+    let mut reader = k.peer(&["stream-read", "/it/p/stream"]);
+    let out = reader.collect();
+    let bytes = (1u64 << 30).to_string();
+    let mut writer = k.peer(&["stream-write", "/it/p/stream", "--bytes", &bytes, "--seed", "7"]);
+    let wrote = writer.collect();
+    assert!(writer.wait(Duration::from_secs(300)).success());
+    assert!(reader.wait(Duration::from_secs(60)).success(), "the reader saw end of file");
+    let wrote = wrote.join().unwrap();
+    let read = out.join().unwrap();
+    let w: Vec<&str> = wrote[0].split_whitespace().collect();
+    let r: Vec<&str> = read[0].split_whitespace().collect();
+    assert_eq!((w[0], r[0]), ("wrote", "read"));
+    assert_eq!(w[1], bytes);
+    assert_eq!(r[1..], w[1..], "same length and hash on both sides");
+}
+
+#[test]
+fn a_blocked_receiver_sees_end_of_file_when_the_last_sender_is_killed() {
+    let k = KernelProc::start("pipe-eof");
+    drop(create(&k, "/it/p/eof", 64));
+    let conn = k.connect();
+    let rx = conn.open_copipe("/it/p/eof", Rights::RECV).unwrap();
+    let mut sender = k.peer(&["hold-pipe", "/it/p/eof", "--rights", "s"]);
+    let t = std::thread::spawn(move || {
+        let mut buf = [0u8; 64];
+        rx.recv_timeout(&mut buf, Duration::from_secs(60))
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    sender.kill9();
+    assert_eq!(t.join().unwrap(), Err(RecvError::Closed));
+}
+
+#[test]
+fn a_blocked_sender_sees_a_broken_pipe_when_the_last_receiver_is_killed() {
+    let k = KernelProc::start("pipe-broken");
+    let tx = create(&k, "/it/p/broken", 64);
+    let mut receiver = k.peer(&["hold-pipe", "/it/p/broken", "--rights", "r"]);
+    let t = std::thread::spawn(move || tx.send_timeout(b"never taken", Duration::from_secs(60)));
+    std::thread::sleep(Duration::from_millis(200));
+    receiver.kill9();
+    assert_eq!(t.join().unwrap(), Err(SendError::Closed));
+}
+
+#[test]
+fn the_cli_creates_sends_and_receives_on_a_pipe() {
+    let k = KernelProc::start("pipe-cli");
+    assert!(k.cli(&["create", "/it/p/cli", "--kind", "pipe", "--buffer", "128"]).status.success());
+    let e = k.connect().list("/it/p/cli").unwrap().pop().unwrap();
+    assert_eq!(e.kind, EntryKind::Port(PortKind::Pipe));
+    let recv = std::process::Command::new(util::exe())
+        .args(["recv", "/it/p/cli", "--count", "2", "--timeout", "30", "--socket"])
+        .arg(&k.socket)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let sent = k.cli(&["send", "/it/p/cli", "one", "two"]);
+    assert!(sent.status.success(), "{sent:?}");
+    let got = util::wait_output(recv, Duration::from_secs(60));
+    assert_eq!(text(&got), "one\ntwo\n");
+    assert!(text(&k.cli(&["ls", "/it/p"])).contains("pipe"));
+}

@@ -1,0 +1,301 @@
+//! COPIPE handles: synchronous, one copy, anycast; also a byte stream.
+
+use std::io;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use comesg_proto::{Name, PipeSpec, PortGrant, PortSpec, Rights};
+use comesg_shm::pipe::{Pipe, PipeError, PipeLayout};
+use comesg_sys::mapping::{Access, Mapping};
+use comesg_sys::OwnedFd;
+
+use crate::held::Held;
+use crate::{Connection, Error, RecvError, SendError};
+
+/// A handle to a COPIPE: a receiver offers its buffer, a sender copies one
+/// message straight into it, and the send returns only once the receiver
+/// has it. Each message goes to one receiver.
+///
+/// `Read` and `Write` make it a byte stream: writes are cut into messages of
+/// at most the buffer size; a read returns end of file once every sender has
+/// gone, and a write fails with `BrokenPipe` once every receiver has.
+///
+/// ```no_run
+/// use std::io::Write;
+/// let conn = comesg::Connection::connect_default()?;
+/// let mut out = conn.create_copipe("/app/stream", Default::default())?;
+/// out.write_all(b"bytes for whoever reads")?;   // blocks until read
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug)]
+pub struct Copipe {
+    pipe: Pipe,
+    sender: Option<u32>,
+    slot: Option<u32>,
+    /// One offer at a time per receiver handle; also the leftover of a
+    /// message a `read` could not take whole.
+    recv_state: Mutex<Leftover>,
+    /// Whether this receiver has seen a live sender (end of file comes
+    /// only after that).
+    saw_sender: std::sync::atomic::AtomicBool,
+    held: Held,
+    name: Name,
+    rights: Rights,
+}
+
+#[derive(Debug, Default)]
+struct Leftover {
+    buf: Vec<u8>,
+    at: usize,
+}
+
+/// How to create a COPIPE.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CopipeOptions {
+    /// Bytes of each receiver's buffer: the largest message.
+    pub buffer: u32,
+    /// Most receivers at once.
+    pub receivers: u32,
+    /// Rights of the creator's handle.
+    pub rights: Rights,
+    /// Permission bits: `w` lets others send, `r` lets them receive.
+    pub mode: u32,
+    /// Lives with no holders until unlinked.
+    pub persistent: bool,
+    /// Fail if the name exists (otherwise open the existing pipe).
+    pub exclusive: bool,
+}
+
+impl Default for CopipeOptions {
+    fn default() -> Self {
+        CopipeOptions {
+            buffer: 1 << 20,
+            receivers: 16,
+            rights: Rights::SEND,
+            mode: 0o600,
+            persistent: false,
+            exclusive: false,
+        }
+    }
+}
+
+impl From<PipeError> for SendError {
+    fn from(e: PipeError) -> Self {
+        match e {
+            PipeError::WouldBlock => SendError::Full,
+            PipeError::TimedOut => SendError::TimedOut,
+            PipeError::Closed => SendError::Closed,
+            PipeError::ReceiverDied => SendError::ReceiverDied,
+            PipeError::TooLong { len, buffer } => SendError::TooLong { len, slot_size: buffer },
+            PipeError::NoRight => SendError::NoRight,
+            PipeError::Corrupt(c) => SendError::Corrupt(c),
+        }
+    }
+}
+
+impl From<PipeError> for RecvError {
+    fn from(e: PipeError) -> Self {
+        match e {
+            PipeError::WouldBlock => RecvError::Empty,
+            PipeError::TimedOut => RecvError::TimedOut,
+            PipeError::Closed => RecvError::Closed,
+            PipeError::NoRight => RecvError::NoRight,
+            PipeError::ReceiverDied | PipeError::TooLong { .. } => RecvError::Corrupt("impossible receive error"),
+            PipeError::Corrupt(c) => RecvError::Corrupt(c),
+        }
+    }
+}
+
+impl Copipe {
+    pub(crate) fn attach(conn: Connection, name: Name, g: PortGrant, fds: Vec<OwnedFd>) -> Result<Copipe, Error> {
+        let held = Held::new(conn, g.handle);
+        let PortSpec::Pipe(spec) = g.spec else {
+            return Err(Error::WrongKind { name, found: g.spec.kind() });
+        };
+        let layout = PipeLayout { buffer: spec.buffer, receivers: spec.receivers };
+        layout.validate().map_err(|e| Error::Protocol(e.to_string()))?;
+        let [c, d]: [OwnedFd; 2] =
+            fds.try_into().map_err(|v: Vec<_>| Error::Protocol(format!("expected 2 fds, got {}", v.len())))?;
+        let data_access = if g.rights.contains(Rights::SEND) { Access::ReadWrite } else { Access::ReadOnly };
+        let pipe = Pipe::new(
+            layout,
+            Mapping::map(&c, layout.control_len(), Access::ReadWrite)?,
+            Mapping::map(&d, layout.data_len(), data_access)?,
+        )
+        .map_err(|e| Error::Protocol(e.to_string()))?;
+        Ok(Copipe {
+            pipe,
+            sender: g.send_holder,
+            slot: g.recv_holder,
+            recv_state: Mutex::new(Leftover::default()),
+            saw_sender: std::sync::atomic::AtomicBool::new(false),
+            held,
+            name,
+            rights: g.rights,
+        })
+    }
+
+    /// Its name when it was opened.
+    pub fn name(&self) -> &Name {
+        &self.name
+    }
+
+    /// This handle's rights.
+    pub fn rights(&self) -> Rights {
+        self.rights
+    }
+
+    /// The pipe's shape.
+    pub fn spec(&self) -> PipeSpec {
+        let l = self.pipe.layout();
+        PipeSpec { buffer: l.buffer, receivers: l.receivers }
+    }
+
+    /// Largest message in bytes.
+    pub fn buffer_size(&self) -> usize {
+        self.pipe.layout().buffer as usize
+    }
+
+    fn send_until(&self, msg: &[u8], deadline: Option<Instant>, try_first: bool) -> Result<(), SendError> {
+        let h = self.sender.ok_or(SendError::NoRight)?;
+        Ok(self.pipe.send(h, msg, deadline, try_first)?)
+    }
+
+    /// Sends one message, waiting for a receiver; returns once a receiver
+    /// has it.
+    pub fn send(&self, msg: &[u8]) -> Result<(), SendError> {
+        self.send_until(msg, None, false)
+    }
+
+    /// Sends one message if a receiver is waiting now ([`SendError::Full`]
+    /// otherwise).
+    pub fn try_send(&self, msg: &[u8]) -> Result<(), SendError> {
+        self.send_until(msg, None, true)
+    }
+
+    /// Like [`Copipe::send`], giving up if no receiver offered within
+    /// `timeout` (once a receiver has the buffer, the send completes).
+    pub fn send_timeout(&self, msg: &[u8], timeout: Duration) -> Result<(), SendError> {
+        self.send_until(msg, crate::deadline(timeout), false)
+    }
+
+    fn recv_until(&self, buf: &mut [u8], deadline: Option<Instant>, try_first: bool) -> Result<usize, RecvError> {
+        let r = self.slot.ok_or(RecvError::NoRight)?;
+        let _one_offer = self.recv_state.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(self.pipe.recv(r, buf, deadline, try_first, &self.saw_sender)?)
+    }
+
+    /// Receives one message into `buf`, waiting for a sender; returns its
+    /// length (cut to `buf`, as `recv(2)` does; a buffer of
+    /// [`Copipe::buffer_size`] always suffices). [`RecvError::Closed`] once
+    /// every sender has gone (after this handle saw at least one: before
+    /// the first sender comes, it waits, as a FIFO's reader does).
+    pub fn recv(&self, buf: &mut [u8]) -> Result<usize, RecvError> {
+        self.recv_until(buf, None, false)
+    }
+
+    /// Like [`Copipe::recv`], but returns [`RecvError::Empty`] unless a
+    /// sender takes the offer at once.
+    pub fn try_recv(&self, buf: &mut [u8]) -> Result<usize, RecvError> {
+        self.recv_until(buf, None, true)
+    }
+
+    /// Like [`Copipe::recv`], giving up after `timeout`.
+    pub fn recv_timeout(&self, buf: &mut [u8], timeout: Duration) -> Result<usize, RecvError> {
+        self.recv_until(buf, crate::deadline(timeout), false)
+    }
+
+    /// Receives one message as a new `Vec`.
+    pub fn recv_vec(&self) -> Result<Vec<u8>, RecvError> {
+        let mut v = vec![0u8; self.buffer_size()];
+        let n = self.recv(&mut v)?;
+        v.truncate(n);
+        Ok(v)
+    }
+
+    /// Closes the handle (dropping closes too, silently).
+    pub fn close(self) -> Result<(), Error> {
+        self.held.close()
+    }
+
+    fn read_stream(&self, out: &mut [u8]) -> io::Result<usize> {
+        let r = self.slot.ok_or_else(|| io::Error::new(io::ErrorKind::PermissionDenied, "no RECV right"))?;
+        let mut left = self.recv_state.lock().unwrap_or_else(|p| p.into_inner());
+        if left.at < left.buf.len() {
+            let n = (left.buf.len() - left.at).min(out.len());
+            out[..n].copy_from_slice(&left.buf[left.at..left.at + n]);
+            left.at += n;
+            return Ok(n);
+        }
+        if out.is_empty() {
+            return Ok(0);
+        }
+        let got = if out.len() >= self.buffer_size() {
+            // Straight into the caller's buffer: the only copy out.
+            self.pipe.recv(r, out, None, false, &self.saw_sender)
+        } else {
+            let mut tmp = std::mem::take(&mut left.buf);
+            tmp.resize(self.buffer_size(), 0);
+            let res = self.pipe.recv(r, &mut tmp, None, false, &self.saw_sender);
+            if let Ok(len) = res {
+                let n = len.min(out.len());
+                out[..n].copy_from_slice(&tmp[..n]);
+                tmp.truncate(len);
+                left.buf = tmp;
+                left.at = n;
+                return Ok(n);
+            }
+            left.buf = tmp;
+            left.buf.clear();
+            left.at = 0;
+            res
+        };
+        match got {
+            Ok(n) => Ok(n),
+            Err(PipeError::Closed) => Ok(0),
+            Err(e) => Err(io::Error::other(e)),
+        }
+    }
+
+    fn write_stream(&self, data: &[u8]) -> io::Result<usize> {
+        if data.is_empty() {
+            return Ok(0);
+        }
+        let n = data.len().min(self.buffer_size());
+        match self.send(&data[..n]) {
+            Ok(()) => Ok(n),
+            Err(SendError::Closed) => Err(io::ErrorKind::BrokenPipe.into()),
+            Err(e) => Err(io::Error::other(e)),
+        }
+    }
+}
+
+impl io::Read for &Copipe {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.read_stream(buf)
+    }
+}
+
+impl io::Read for Copipe {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.read_stream(buf)
+    }
+}
+
+impl io::Write for &Copipe {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.write_stream(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl io::Write for Copipe {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.write_stream(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}

@@ -207,3 +207,25 @@ impl Link for ChannelLink {
         self.rx.recv(buf).map(|_| ()).map_err(io::Error::other)
     }
 }
+
+/// Two COPIPEs, one each way: each send returns once the other side has
+/// the message.
+pub struct CopipeLink {
+    /// Outgoing pipe (SEND).
+    pub tx: comesg::Copipe,
+    /// Incoming pipe (RECV).
+    pub rx: comesg::Copipe,
+}
+
+impl Link for CopipeLink {
+    fn send(&mut self, msg: &[u8]) -> io::Result<()> {
+        self.tx.send(msg).map_err(io::Error::other)
+    }
+    fn recv(&mut self, buf: &mut [u8]) -> io::Result<()> {
+        match self.rx.recv(buf) {
+            Ok(n) if n == buf.len() => Ok(()),
+            Ok(n) => Err(io::Error::other(format!("short message: {n} of {}", buf.len()))),
+            Err(e) => Err(io::Error::other(e)),
+        }
+    }
+}

@@ -9,7 +9,7 @@ use comesg::{Connection, Rights};
 use comesg_sys::mapping::{Access, Mapping};
 use comesg_sys::process::inherited_fd;
 
-use crate::link::{ChannelLink, FutexLink, Link, PipeLink, SeqpacketLink, SpinLink, StreamRpcLink};
+use crate::link::{ChannelLink, CopipeLink, FutexLink, Link, PipeLink, SeqpacketLink, SpinLink, StreamRpcLink};
 
 /// Transports the benchmark measures between processes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -29,6 +29,8 @@ pub enum Transport {
     UdsRpc,
     /// Coservice calls (the peer is the provider, one worker).
     Coservice,
+    /// Two COPIPEs.
+    Copipe,
 }
 
 impl Transport {
@@ -42,6 +44,7 @@ impl Transport {
             Transport::Cochannel => "cochannel",
             Transport::UdsRpc => "uds_rpc",
             Transport::Coservice => "coservice",
+            Transport::Copipe => "copipe",
         }
     }
 }
@@ -104,6 +107,14 @@ pub fn link(args: &PeerArgs, first: bool) -> io::Result<Box<dyn Link>> {
         Transport::Pipe => Box::new(PipeLink { rx: fd(args, 0)?.into(), tx: fd(args, 1)?.into() }),
         Transport::Seqpacket => Box::new(SeqpacketLink { fd: fd(args, 0)? }),
         Transport::UdsRpc => Box::new(StreamRpcLink::new(fd(args, 0)?)),
+        Transport::Copipe => {
+            let socket = args.socket.clone().ok_or_else(|| io::Error::other("--socket missing"))?;
+            let conn = Connection::connect(&socket).map_err(io::Error::other)?;
+            let name = |n: &Option<String>| n.clone().ok_or_else(|| io::Error::other("pipe name missing"));
+            let rx = conn.open_copipe(&name(&args.rx_name)?, Rights::RECV).map_err(io::Error::other)?;
+            let tx = conn.open_copipe(&name(&args.tx_name)?, Rights::SEND).map_err(io::Error::other)?;
+            Box::new(CopipeLink { tx, rx })
+        }
         Transport::Coservice => return Err(io::Error::other("the coservice peer serves, it has no link")),
         Transport::Cochannel => {
             let socket = args.socket.clone().ok_or_else(|| io::Error::other("--socket missing"))?;

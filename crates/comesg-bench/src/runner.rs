@@ -11,7 +11,9 @@ use comesg_sys::mapping::{Access, Mapping};
 use comesg_sys::process::set_inheritable;
 use comesg_sys::{memfd, seqpacket, AsFd, AsRawFd, OwnedFd};
 
-use crate::link::{ChannelLink, FutexLink, Link, PipeLink, SeqpacketLink, ServiceLink, SpinLink, StreamRpcLink};
+use crate::link::{
+    ChannelLink, CopipeLink, FutexLink, Link, PipeLink, SeqpacketLink, ServiceLink, SpinLink, StreamRpcLink,
+};
 use crate::peer::{Transport, CMD_ECHO, CMD_EXIT, CMD_SINK, FLAG_SEGMENT};
 use crate::report::{percentiles, LatencyRow, Report, ThroughputRow};
 
@@ -30,6 +32,8 @@ pub struct BenchConfig {
 
 /// Message sizes of the throughput runs.
 pub const SIZES: [usize; 3] = [64, 4096, 65536];
+/// Sizes for the transports that carry large messages (and their baseline).
+pub const SIZES_LARGE: [usize; 5] = [64, 4096, 65536, 1 << 20, 16 << 20];
 /// Size of the round-trip messages.
 pub const PING: usize = 64;
 
@@ -117,6 +121,20 @@ impl Setup<'_> {
                 let (a, b) = std::os::unix::net::UnixStream::pair()?;
                 child_fds.push(b.into());
                 Box::new(StreamRpcLink::new(a.into()))
+            }
+            Transport::Copipe => {
+                let conn = Connection::connect(self.socket).map_err(io::Error::other)?;
+                let pid = comesg_sys::process::pid();
+                let ping = format!("/bench/{pid}/{tag}/pipe-ping");
+                let pong = format!("/bench/{pid}/{tag}/pipe-pong");
+                let big = comesg::CopipeOptions { buffer: max_size as u32, receivers: 2, ..Default::default() };
+                let tx = conn.create_copipe(&ping, big).map_err(io::Error::other)?;
+                let small =
+                    comesg::CopipeOptions { buffer: PING.max(max_size.min(4096)) as u32, rights: Rights::RECV, ..big };
+                let rx = conn.create_copipe(&pong, small).map_err(io::Error::other)?;
+                extra = vec!["--socket".into(), self.socket.display().to_string(), "--rx-name".into(), ping];
+                extra.extend(["--tx-name".into(), pong]);
+                Box::new(CopipeLink { tx, rx })
             }
             Transport::Coservice => {
                 let name = format!("/bench/{}/{tag}/svc", comesg_sys::process::pid());
@@ -274,7 +292,8 @@ fn stream(link: &mut dyn Link, peer: &mut Peer, n: u64, size: usize) -> io::Resu
 
 /// Streams for about `budget`: a short calibration run picks the count.
 fn throughput(link: &mut dyn Link, peer: &mut Peer, size: usize, budget: Duration) -> io::Result<(f64, f64)> {
-    let probe = 2000u64;
+    // A probe of about 64 MiB at most: 2000 small messages, a few big ones.
+    let probe = ((64usize << 20) / size.max(1)).clamp(4, 2000) as u64;
     let d = stream(link, peer, probe, size)?;
     let per = d.as_secs_f64() / probe as f64;
     let n = ((budget.as_secs_f64() / per.max(1e-9)) as u64).clamp(probe, 50_000_000);
@@ -374,6 +393,7 @@ pub fn run(cfg: &BenchConfig) -> io::Result<Report> {
         Transport::UdsRpc,
         Transport::Cochannel,
         Transport::Coservice,
+        Transport::Copipe,
     ];
     let mut pairs = Vec::new();
     for t in latency_order {
@@ -383,7 +403,7 @@ pub fn run(cfg: &BenchConfig) -> io::Result<Report> {
     for _ in 0..plan.rounds {
         for (t, link, peer, samples) in pairs.iter_mut() {
             let n = match t {
-                Transport::Spin | Transport::Cochannel | Transport::Coservice => plan.rt_fast,
+                Transport::Spin | Transport::Cochannel | Transport::Coservice | Transport::Copipe => plan.rt_fast,
                 _ => plan.rt_slow,
             } / plan.rounds;
             round_trips(link.as_mut(), peer, n, PING, overhead, samples)?;
@@ -393,9 +413,13 @@ pub fn run(cfg: &BenchConfig) -> io::Result<Report> {
         let (median_ns, p99_ns) = percentiles(&mut samples);
         report.latency.push(LatencyRow { transport: t.name().into(), size: PING as u64, median_ns, p99_ns });
     }
-    for t in [Transport::Pipe, Transport::Seqpacket, Transport::Cochannel] {
-        for size in SIZES {
-            if cfg.short && size != 64 && t != Transport::Cochannel {
+    for t in [Transport::Pipe, Transport::Seqpacket, Transport::Cochannel, Transport::Copipe] {
+        let sizes = match t {
+            Transport::Pipe | Transport::Copipe => &SIZES_LARGE[..],
+            _ => &SIZES[..],
+        };
+        for &size in sizes {
+            if cfg.short && size != 64 && t != Transport::Cochannel && size != 1 << 20 {
                 continue;
             }
             let (mut link, mut peer) = setup.start(t, size, &format!("tp{size}"))?;
@@ -408,7 +432,7 @@ pub fn run(cfg: &BenchConfig) -> io::Result<Report> {
             });
         }
     }
-    for size in SIZES.into_iter().chain([16 << 20]) {
+    for size in SIZES_LARGE {
         report.throughput.push(memcpy_row(size, plan.budget / 2));
     }
     let conn = Connection::connect(&socket).map_err(io::Error::other)?;

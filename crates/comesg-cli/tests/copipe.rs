@@ -118,3 +118,26 @@ fn the_cli_creates_sends_and_receives_on_a_pipe() {
     assert_eq!(text(&got), "one\ntwo\n");
     assert!(text(&k.cli(&["ls", "/it/p"])).contains("pipe"));
 }
+
+#[test]
+fn a_reader_sees_end_of_file_after_a_short_lived_writer_and_empty_messages_are_not_eof() {
+    let k = KernelProc::start("pipe-short");
+    drop(create(&k, "/it/p/short", 64));
+    let conn = k.connect();
+    let mut rx = conn.open_copipe("/it/p/short", Rights::RECV).unwrap();
+    // The writer comes after the reader, sends an empty message and one
+    // line, and leaves; the reader never saw it live before the data came.
+    let writer = std::thread::spawn({
+        let k_socket = k.socket.clone();
+        move || {
+            let conn = comesg::Connection::connect(&k_socket).unwrap();
+            let tx = conn.open_copipe("/it/p/short", Rights::SEND).unwrap();
+            tx.send(b"").unwrap();
+            tx.send(b"last").unwrap();
+        }
+    });
+    let mut all = Vec::new();
+    std::io::Read::read_to_end(&mut rx, &mut all).unwrap();
+    writer.join().unwrap();
+    assert_eq!(all, b"last", "the empty message did not end the stream, and end of file came");
+}

@@ -17,11 +17,18 @@
 //!
 //! Slot state, one u64: kind (3 bits) | generation (13) | offer number (32) |
 //! sender holder (16). `IDLE(n)` (offers up to `n` are over), `OFFERED(n)`,
-//! `CLAIMED(n, h)`, `FILLED(n, h)`, `DEAD` (the receiver is gone). The
-//! microkernel moves a dead receiver's slot to `DEAD` and a new receiver's to
-//! `IDLE` of the next generation, so a sender that waits on a slot can tell
-//! "taken" (same generation, offer number at or past its own, not `DEAD`)
-//! from "receiver gone". A dead sender's `CLAIMED` goes back to `OFFERED`.
+//! `CLAIMED(n, h)`, `FILLED(n, h)`, `DEAD` (the receiver is gone) and
+//! `DEAD_HELD(n, h)` (it died while sender `h` held its offer). The
+//! microkernel moves a dead receiver's slot to `DEAD` (or `DEAD_HELD`) and a
+//! new receiver's to `IDLE` of the next generation; it does not reuse a
+//! `DEAD_HELD` slot until the sender has acknowledged it (moved it to `DEAD`)
+//! or died. So a sender waiting on its filled offer sees either its own
+//! `FILLED` (wait), its own `DEAD_HELD` (not delivered), or anything else
+//! (taken). A dead sender's `CLAIMED` goes back to `OFFERED`.
+//!
+//! The header also counts sender and receiver *attaches* ever made, so that
+//! an end that has not yet seen the other side waits for it (as a FIFO does)
+//! rather than reporting it gone.
 #![allow(unsafe_code)]
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::*};
@@ -43,6 +50,11 @@ const OFFERED: u64 = 1;
 const CLAIMED: u64 = 2;
 const FILLED: u64 = 3;
 const DEAD: u64 = 4;
+/// The receiver died while a sender (`h`) held its offer (claimed or
+/// filled): the slot stays out of use until that sender has seen it (or is
+/// gone itself), so that a stale sender never writes into a reused buffer
+/// and never mistakes a new receiver's state for "taken".
+const DEAD_HELD: u64 = 5;
 
 /// A decoded slot state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -179,6 +191,18 @@ impl Pipe {
     fn offer_sleepers(&self) -> &AtomicU32 {
         self.w32(12)
     }
+    fn sender_attaches(&self) -> &AtomicU32 {
+        self.w32(16)
+    }
+    fn receiver_attaches(&self) -> &AtomicU32 {
+        self.w32(20)
+    }
+
+    /// Sender and receiver attaches made so far (a handle notes them when
+    /// it opens; see [`Watch`]).
+    pub fn attaches(&self) -> (u32, u32) {
+        (self.sender_attaches().load(SeqCst), self.receiver_attaches().load(SeqCst))
+    }
     fn state(&self, r: u32) -> &AtomicU64 {
         &self.control.words()[(LINE + r as usize * LINE) / 8]
     }
@@ -245,7 +269,16 @@ impl Pipe {
     /// Sends `msg` to one receiver (as sender holder `h`) and returns once
     /// the receiver has taken it. Without a deadline it waits for a
     /// receiver; `try_first` makes it give up at once when no offer is open.
-    pub fn send(&self, h: u32, msg: &[u8], deadline: Option<Instant>, try_first: bool) -> Result<(), PipeError> {
+    /// Broken pipe ([`PipeError::Closed`]) is no receiver left after one was
+    /// seen (`watch`).
+    pub fn send(
+        &self,
+        h: u32,
+        msg: &[u8],
+        deadline: Option<Instant>,
+        try_first: bool,
+        watch: &Watch,
+    ) -> Result<(), PipeError> {
         if self.data.access() != Access::ReadWrite || h > u16::MAX as u32 {
             return Err(PipeError::NoRight);
         }
@@ -253,16 +286,17 @@ impl Pipe {
             return Err(PipeError::TooLong { len: msg.len(), buffer: self.layout.buffer });
         }
         let start = h.wrapping_mul(0x9e37_79b9) % self.layout.receivers;
+        let closed = || watch.gone(self.receivers().load(SeqCst), self.receiver_attaches().load(SeqCst));
         let mut spins = 0u32;
         loop {
             if let Some((r, claimed)) = self.claim_offer(h as u16, start) {
-                match self.fill(r, claimed, msg)? {
+                match self.fill(r, claimed, msg) {
                     Some(()) => return self.await_taken(r, claimed),
                     // The receiver died while we copied: try another.
                     None => continue,
                 }
             }
-            if self.receivers().load(Acquire) == 0 {
+            if closed() {
                 return Err(PipeError::Closed);
             }
             if try_first {
@@ -274,10 +308,11 @@ impl Pipe {
                 continue;
             }
             let open = || (0..self.layout.receivers).any(|r| State::decode(self.state(r).load(SeqCst)).kind == OFFERED);
-            let ready = || open() || self.receivers().load(SeqCst) == 0;
-            if Self::nap(self.offer_bell(), self.offer_sleepers(), deadline, ready) {
+            if Self::nap(self.offer_bell(), self.offer_sleepers(), deadline, || open() || closed()) {
                 return Err(PipeError::TimedOut);
             }
+            // Woken: look again, spinning, before sleeping again.
+            spins = 0;
         }
     }
 
@@ -298,44 +333,57 @@ impl Pipe {
     }
 
     /// Copies into the claimed buffer and marks it filled; `None` if the
-    /// receiver died meanwhile.
-    fn fill(&self, r: u32, claimed: State, msg: &[u8]) -> Result<Option<()>, PipeError> {
+    /// receiver died meanwhile (then nothing was delivered).
+    fn fill(&self, r: u32, claimed: State, msg: &[u8]) -> Option<()> {
         // SAFETY: the offer is claimed by us (CAS above), so no honest peer
-        // writes the buffer, and the receiver reads it only once FILLED; the
-        // length was checked against the buffer size.
+        // writes the buffer, and the receiver reads it only once FILLED (a
+        // slot whose receiver died while we hold it is not reused until we
+        // let go of it); the length was checked against the buffer size.
         unsafe { std::ptr::copy_nonoverlapping(msg.as_ptr(), self.buffer(r), msg.len()) };
         self.len(r).store(msg.len() as u32, Relaxed);
         let filled = claimed.with(FILLED, claimed.n, claimed.h);
-        if self.state(r).compare_exchange(claimed.encode(), filled, AcqRel, Acquire).is_err() {
-            return Ok(None);
+        match self.state(r).compare_exchange(claimed.encode(), filled, AcqRel, Acquire) {
+            Ok(_) => {
+                self.ring(r);
+                Some(())
+            }
+            Err(now) => {
+                self.let_go(r, now, claimed);
+                None
+            }
         }
-        self.ring(r);
-        Ok(Some(()))
+    }
+
+    /// After our offer's receiver died: release the quarantined slot.
+    fn let_go(&self, r: u32, now: u64, claimed: State) {
+        let s = State::decode(now);
+        if s.kind == DEAD_HELD && s.h == claimed.h && s.n == claimed.n {
+            let _ = self.state(r).compare_exchange(now, s.with(DEAD, s.n, 0), AcqRel, Relaxed);
+            self.ring(r);
+        }
     }
 
     fn await_taken(&self, r: u32, claimed: State) -> Result<(), PipeError> {
         let filled = claimed.with(FILLED, claimed.n, claimed.h);
-        let taken = |w: u64| {
-            let s = State::decode(w);
-            if s.gen != claimed.gen || s.kind == DEAD {
-                Some(Err(PipeError::ReceiverDied))
-            } else if w == filled {
-                None
-            } else {
-                Some(Ok(()))
-            }
-        };
         let mut spins = 0u32;
         loop {
-            if let Some(r) = taken(self.state(r).load(Acquire)) {
-                return r;
+            let w = self.state(r).load(Acquire);
+            if w != filled {
+                let s = State::decode(w);
+                if s.kind == DEAD_HELD && s.h == claimed.h && s.n == claimed.n {
+                    self.let_go(r, w, claimed);
+                    return Err(PipeError::ReceiverDied);
+                }
+                // Anything else means the receiver took it: it moved the
+                // slot on, and only then could it die or the slot be reused.
+                return Ok(());
             }
             if spins < SPIN {
                 spins += 1;
                 std::hint::spin_loop();
                 continue;
             }
-            Self::nap(self.bell(r), self.send_waiting(r), None, || taken(self.state(r).load(SeqCst)).is_some());
+            Self::nap(self.bell(r), self.send_waiting(r), None, || self.state(r).load(SeqCst) != filled);
         }
     }
 
@@ -343,29 +391,24 @@ impl Pipe {
 
     /// Receives into `buf` through slot `r`: offers the buffer (or keeps the
     /// offer a previous timed-out call left open), waits until a sender
-    /// fills it, copies the message out and returns its length (cut to
-    /// `buf`, as `recv(2)` does).
+    /// fills it, copies the message out and returns its full length (only
+    /// `buf.len()` bytes of a longer message are copied, as `recv(2)` with
+    /// `MSG_TRUNC` does).
     ///
-    /// End of file ([`PipeError::Closed`]) is no sender left *after* this
-    /// receiver has seen one (`saw_sender`, kept by the caller across
-    /// calls), as a FIFO's reader waits for a first writer.
+    /// End of file ([`PipeError::Closed`]) is no sender left after this
+    /// receiver has seen one (`watch`), as a FIFO's reader waits for a first
+    /// writer. `try_first` keeps the offer open only briefly: long enough for
+    /// a sender already waiting to take it.
     pub fn recv(
         &self,
         r: u32,
         buf: &mut [u8],
         deadline: Option<Instant>,
         try_first: bool,
-        saw_sender: &std::sync::atomic::AtomicBool,
+        watch: &Watch,
     ) -> Result<usize, PipeError> {
         self.check_slot(r)?;
-        let closed = || {
-            if self.senders().load(SeqCst) > 0 {
-                saw_sender.store(true, Relaxed);
-                false
-            } else {
-                saw_sender.load(Relaxed)
-            }
-        };
+        let closed = || watch.gone(self.senders().load(SeqCst), self.sender_attaches().load(SeqCst));
         let st = self.state(r);
         let w = st.load(Acquire);
         let s = State::decode(w);
@@ -383,17 +426,38 @@ impl Pipe {
             OFFERED | CLAIMED | FILLED => {}
             _ => return Err(PipeError::Corrupt("receiver slot is dead")),
         }
+        // A try keeps the offer open for a spin, or, when senders sleep
+        // waiting for offers, for as long as waking one takes.
+        let deadline = if try_first {
+            let grace = if self.offer_sleepers().load(SeqCst) > 0 { 500 } else { 20 };
+            Some(Instant::now() + std::time::Duration::from_micros(grace))
+        } else {
+            deadline
+        };
         let mut spins = 0u32;
-        let mut last_try = try_first;
+        let mut expired = false;
         loop {
             let w = st.load(Acquire);
             let s = State::decode(w);
             match s.kind {
-                FILLED => return self.take(r, w, buf),
-                CLAIMED => {}
+                FILLED => {
+                    watch.saw.store(true, Relaxed);
+                    return self.take(r, w, buf);
+                }
+                // A sender is copying: wait for it, whatever the deadline
+                // (it fills, or dies and the kernel reopens the offer).
+                CLAIMED => {
+                    if spins < SPIN {
+                        spins += 1;
+                        std::hint::spin_loop();
+                    } else {
+                        Self::nap(self.bell(r), self.recv_waiting(r), None, || st.load(SeqCst) != w);
+                    }
+                    continue;
+                }
                 OFFERED => {
                     let closed = closed();
-                    let expired = last_try || deadline.is_some_and(|d| Instant::now() >= d);
+                    expired |= deadline.is_some_and(|d| Instant::now() >= d);
                     if closed || expired {
                         // Withdraw the offer, unless a sender claims it first.
                         if st.compare_exchange(w, s.with(IDLE, s.n, 0), AcqRel, Relaxed).is_ok() {
@@ -410,24 +474,14 @@ impl Pipe {
                 }
                 _ => return Err(PipeError::Corrupt("receiver slot in an impossible state")),
             }
-            if try_first {
-                // One more look after a short spin: a sender may be copying.
-                if spins < SPIN {
-                    spins += 1;
-                    std::hint::spin_loop();
-                    continue;
-                }
-                last_try = true;
-                continue;
-            }
-            if spins < SPIN {
+            if spins < SPIN || try_first {
                 spins += 1;
                 std::hint::spin_loop();
                 continue;
             }
             let ready = || State::decode(st.load(SeqCst)).kind != OFFERED || closed();
             if Self::nap(self.bell(r), self.recv_waiting(r), deadline, ready) {
-                last_try = true;
+                expired = true;
             }
         }
     }
@@ -451,9 +505,12 @@ impl Pipe {
 
     // ---- microkernel ----
 
-    /// Counts a sender in or out; the last one out wakes every receiver
-    /// (they see end of file).
-    pub fn set_senders(&self, n: u32) {
+    /// Counts a sender in or out (`attached`: a new one came); the last one
+    /// out wakes every receiver (they see end of file).
+    pub fn set_senders(&self, n: u32, attached: bool) {
+        if attached {
+            self.sender_attaches().fetch_add(1, SeqCst);
+        }
         self.senders().store(n, SeqCst);
         if n == 0 {
             for r in 0..self.layout.receivers {
@@ -462,11 +519,21 @@ impl Pipe {
         }
     }
 
-    /// Counts a receiver in or out; the last one out wakes every sender
-    /// (they see a broken pipe).
-    pub fn set_receivers(&self, n: u32) {
+    /// Counts a receiver in or out (`attached`: a new one came); every
+    /// change wakes senders waiting for offers (the last one out: they see
+    /// a broken pipe).
+    pub fn set_receivers(&self, n: u32, attached: bool) {
+        if attached {
+            self.receiver_attaches().fetch_add(1, SeqCst);
+        }
         self.receivers().store(n, SeqCst);
         self.ring_offers();
+    }
+
+    /// Whether slot `r` may be given to a new receiver: not while a sender
+    /// still holds the offer its dead receiver had.
+    pub fn slot_free(&self, r: u32) -> bool {
+        r < self.layout.receivers && State::decode(self.state(r).load(SeqCst)).kind != DEAD_HELD
     }
 
     /// Prepares slot `r` for a new receiver: a new generation, idle.
@@ -479,41 +546,83 @@ impl Pipe {
         Ok(())
     }
 
-    /// A receiver's handle is gone: its slot becomes `DEAD`, and a sender
-    /// waiting on it learns that its message was not taken.
-    pub fn receiver_gone(&self, r: u32) -> Result<(), PipeError> {
+    /// A receiver's handle is gone: its slot becomes `DEAD`, or `DEAD_HELD`
+    /// if a sender holds its offer (that sender learns the message was not
+    /// taken). Returns whether the slot is held (not reusable yet).
+    pub fn receiver_gone(&self, r: u32) -> Result<bool, PipeError> {
         self.check_slot(r)?;
         let st = self.state(r);
-        let mut w = st.load(SeqCst);
-        loop {
+        // Bounded: a holder that keeps rewriting the word gets DEAD stored.
+        for _ in 0..1000 {
+            let w = st.load(SeqCst);
             let s = State::decode(w);
-            match st.compare_exchange(w, s.with(DEAD, s.n, 0), SeqCst, SeqCst) {
-                Ok(_) => break,
-                Err(now) => w = now,
+            let (kind, h) = match s.kind {
+                CLAIMED | FILLED => (DEAD_HELD, s.h),
+                _ => (DEAD, 0),
+            };
+            if st.compare_exchange(w, s.with(kind, s.n, h), SeqCst, SeqCst).is_ok() {
+                self.ring(r);
+                return Ok(kind == DEAD_HELD);
             }
         }
+        let s = State::decode(st.load(SeqCst));
+        st.store(s.with(DEAD, s.n, 0), SeqCst);
         self.ring(r);
-        Ok(())
+        Ok(false)
     }
 
     /// A sender's handle (holder `h`) is gone: offers it had claimed but not
-    /// filled open again for other senders. Returns how many.
+    /// filled open again for other senders, and slots it held for dead
+    /// receivers are freed. Returns how many offers reopened.
     pub fn sender_gone(&self, h: u32) -> u32 {
         let mut reopened = 0;
         for r in 0..self.layout.receivers {
             let st = self.state(r);
             let w = st.load(SeqCst);
             let s = State::decode(w);
-            if s.kind == CLAIMED
-                && s.h as u32 == h
-                && st.compare_exchange(w, s.with(OFFERED, s.n, 0), SeqCst, SeqCst).is_ok()
-            {
-                reopened += 1;
+            if s.h as u32 != h {
+                continue;
+            }
+            let next = match s.kind {
+                CLAIMED => s.with(OFFERED, s.n, 0),
+                DEAD_HELD => s.with(DEAD, s.n, 0),
+                _ => continue,
+            };
+            if st.compare_exchange(w, next, SeqCst, SeqCst).is_ok() {
+                if s.kind == CLAIMED {
+                    reopened += 1;
+                    self.ring_offers();
+                }
                 self.ring(r);
-                self.ring_offers();
             }
         }
         reopened
+    }
+}
+
+/// What an end has seen of the other side, for telling "gone" from "not
+/// yet come": the other side is gone when none is left and either this end
+/// saw one or one attached after this end opened.
+#[derive(Debug, Default)]
+pub struct Watch {
+    /// This end has seen the other side (set on every rendezvous).
+    pub saw: std::sync::atomic::AtomicBool,
+    /// The other side's attach count when this end opened.
+    pub attaches_at_open: u32,
+}
+
+impl Watch {
+    /// A watch for an end opened when the other side had made `attaches`.
+    pub fn new(attaches: u32) -> Watch {
+        Watch { saw: Default::default(), attaches_at_open: attaches }
+    }
+
+    fn gone(&self, live: u32, attaches: u32) -> bool {
+        if live > 0 {
+            self.saw.store(true, Relaxed);
+            return false;
+        }
+        self.saw.load(Relaxed) || attaches != self.attaches_at_open
     }
 }
 
@@ -543,27 +652,28 @@ mod tests {
     #[test]
     fn a_send_waits_for_a_receiver_and_returns_once_taken() {
         let p = Arc::new(pipe(PipeLayout { buffer: 16, receivers: 2 }));
-        p.set_senders(1);
-        p.set_receivers(1);
-        assert_eq!(p.send(0, b"x", None, true), Err(PipeError::WouldBlock));
-        assert_eq!(p.send(0, &[0; 17], None, false), Err(PipeError::TooLong { len: 17, buffer: 16 }));
+        p.set_senders(1, true);
+        p.set_receivers(1, true);
+        let w = Watch::default();
+        assert_eq!(p.send(0, b"x", None, true, &w), Err(PipeError::WouldBlock));
+        assert_eq!(p.send(0, &[0; 17], None, false, &w), Err(PipeError::TooLong { len: 17, buffer: 16 }));
         let p2 = p.clone();
         let t = std::thread::spawn(move || {
             let mut buf = [0u8; 16];
             let n = p2.recv(1, &mut buf, None, false, &Default::default()).unwrap();
             buf[..n].to_vec()
         });
-        p.send(0, b"hello", None, false).unwrap();
+        p.send(0, b"hello", None, false, &w).unwrap();
         assert_eq!(t.join().unwrap(), b"hello");
         let mut buf = [0u8; 16];
-        let saw = std::sync::atomic::AtomicBool::new(false);
+        let saw = Watch::default();
         let d = Instant::now() + std::time::Duration::from_millis(20);
         assert_eq!(p.recv(1, &mut buf, Some(d), false, &saw), Err(PipeError::TimedOut));
         assert_eq!(p.recv(1, &mut buf, None, true, &saw), Err(PipeError::WouldBlock));
-        p.set_senders(0);
+        p.set_senders(0, false);
         assert_eq!(p.recv(1, &mut buf, None, false, &saw), Err(PipeError::Closed));
         // A receiver that never saw a sender waits for one instead.
-        let fresh = std::sync::atomic::AtomicBool::new(false);
+        let fresh = Watch::new(p.attaches().0);
         let d = Instant::now() + std::time::Duration::from_millis(20);
         assert_eq!(p.recv(1, &mut buf, Some(d), false, &fresh), Err(PipeError::TimedOut));
     }
@@ -571,23 +681,32 @@ mod tests {
     #[test]
     fn deaths_reopen_offers_and_fail_waiting_senders() {
         let p = Arc::new(pipe(PipeLayout { buffer: 16, receivers: 1 }));
-        p.set_senders(2);
-        p.set_receivers(1);
+        p.set_senders(2, true);
+        p.set_receivers(1, true);
         // A receiver offers; sender 5 claims and "dies" before filling.
         let offered = State { kind: OFFERED, gen: 0, n: 1, h: 0 };
         p.state(0).store(offered.encode(), SeqCst);
         assert!(p.claim_offer(5, 0).is_some());
         assert_eq!(p.sender_gone(5), 1);
         assert_eq!(State::decode(p.state(0).load(SeqCst)).kind, OFFERED);
-        // Another sender fills; the receiver dies before taking.
+        // Another sender fills; the receiver dies before taking: the slot
+        // stays held until the sender has seen it.
         let p2 = p.clone();
-        let t = std::thread::spawn(move || p2.send(1, b"m", None, false));
+        let t = std::thread::spawn(move || p2.send(1, b"m", None, false, &Watch::default()));
         while State::decode(p.state(0).load(SeqCst)).kind != FILLED {
             std::thread::yield_now();
         }
-        p.receiver_gone(0).unwrap();
+        assert_eq!(p.receiver_gone(0), Ok(true));
         assert_eq!(t.join().unwrap(), Err(PipeError::ReceiverDied));
+        assert!(p.slot_free(0), "the sender let go");
         p.reset_slot(0).unwrap();
         assert_eq!(State::decode(p.state(0).load(SeqCst)), State { kind: IDLE, gen: 1, n: 1, h: 0 });
+        // A receiver that took its message and then died: the sender still
+        // waiting sees "taken", not "died".
+        p.state(0).store(State { kind: FILLED, gen: 1, n: 2, h: 3 }.encode(), SeqCst);
+        let claimed = State { kind: CLAIMED, gen: 1, n: 2, h: 3 };
+        p.state(0).store(State { kind: IDLE, gen: 1, n: 2, h: 0 }.encode(), SeqCst);
+        assert_eq!(p.receiver_gone(0), Ok(false));
+        assert_eq!(p.await_taken(0, claimed), Ok(()));
     }
 }

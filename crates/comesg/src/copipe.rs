@@ -5,7 +5,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use comesg_proto::{Name, PipeSpec, PortGrant, PortSpec, Rights};
-use comesg_shm::pipe::{Pipe, PipeError, PipeLayout};
+use comesg_shm::pipe::{Pipe, PipeError, PipeLayout, Watch};
 use comesg_sys::mapping::{Access, Mapping};
 use comesg_sys::OwnedFd;
 
@@ -35,9 +35,10 @@ pub struct Copipe {
     /// One offer at a time per receiver handle; also the leftover of a
     /// message a `read` could not take whole.
     recv_state: Mutex<Leftover>,
-    /// Whether this receiver has seen a live sender (end of file comes
-    /// only after that).
-    saw_sender: std::sync::atomic::AtomicBool,
+    /// What this end has seen of senders (end of file comes only after
+    /// one) and of receivers (broken pipe likewise).
+    senders_seen: Watch,
+    receivers_seen: Watch,
     held: Held,
     name: Name,
     rights: Rights,
@@ -47,6 +48,7 @@ pub struct Copipe {
 struct Leftover {
     buf: Vec<u8>,
     at: usize,
+    eof: bool,
 }
 
 /// How to create a COPIPE.
@@ -123,12 +125,14 @@ impl Copipe {
             Mapping::map(&d, layout.data_len(), data_access)?,
         )
         .map_err(|e| Error::Protocol(e.to_string()))?;
+        let attaches = pipe.attaches();
         Ok(Copipe {
             pipe,
             sender: g.send_holder,
             slot: g.recv_holder,
             recv_state: Mutex::new(Leftover::default()),
-            saw_sender: std::sync::atomic::AtomicBool::new(false),
+            senders_seen: Watch::new(attaches.0),
+            receivers_seen: Watch::new(attaches.1),
             held,
             name,
             rights: g.rights,
@@ -158,11 +162,12 @@ impl Copipe {
 
     fn send_until(&self, msg: &[u8], deadline: Option<Instant>, try_first: bool) -> Result<(), SendError> {
         let h = self.sender.ok_or(SendError::NoRight)?;
-        Ok(self.pipe.send(h, msg, deadline, try_first)?)
+        Ok(self.pipe.send(h, msg, deadline, try_first, &self.receivers_seen)?)
     }
 
     /// Sends one message, waiting for a receiver; returns once a receiver
-    /// has it.
+    /// has it. [`SendError::Closed`] once every receiver has gone (after
+    /// this handle saw one: before the first comes, it waits).
     pub fn send(&self, msg: &[u8]) -> Result<(), SendError> {
         self.send_until(msg, None, false)
     }
@@ -182,14 +187,16 @@ impl Copipe {
     fn recv_until(&self, buf: &mut [u8], deadline: Option<Instant>, try_first: bool) -> Result<usize, RecvError> {
         let r = self.slot.ok_or(RecvError::NoRight)?;
         let _one_offer = self.recv_state.lock().unwrap_or_else(|p| p.into_inner());
-        Ok(self.pipe.recv(r, buf, deadline, try_first, &self.saw_sender)?)
+        Ok(self.pipe.recv(r, buf, deadline, try_first, &self.senders_seen)?)
     }
 
-    /// Receives one message into `buf`, waiting for a sender; returns its
-    /// length (cut to `buf`, as `recv(2)` does; a buffer of
-    /// [`Copipe::buffer_size`] always suffices). [`RecvError::Closed`] once
-    /// every sender has gone (after this handle saw at least one: before
-    /// the first sender comes, it waits, as a FIFO's reader does).
+    /// Receives one message into `buf`, waiting for a sender; returns the
+    /// message's full length. Only `buf.len()` bytes of a longer message
+    /// are copied (as `recv(2)` with `MSG_TRUNC`); a buffer of
+    /// [`Copipe::buffer_size`] always suffices. [`RecvError::Closed`] once
+    /// every sender has gone (after this handle saw one: before the first
+    /// sender comes, it waits, as a FIFO's reader does). Do not mix with
+    /// `Read` on one handle: `read` may hold the rest of a message.
     pub fn recv(&self, buf: &mut [u8]) -> Result<usize, RecvError> {
         self.recv_until(buf, None, false)
     }
@@ -230,13 +237,23 @@ impl Copipe {
         if out.is_empty() {
             return Ok(0);
         }
+        loop {
+            // An empty message is not end of file: wait for the next one.
+            match self.read_message(r, out, &mut left)? {
+                0 if !left.eof => continue,
+                n => return Ok(n),
+            }
+        }
+    }
+
+    fn read_message(&self, r: u32, out: &mut [u8], left: &mut Leftover) -> io::Result<usize> {
         let got = if out.len() >= self.buffer_size() {
             // Straight into the caller's buffer: the only copy out.
-            self.pipe.recv(r, out, None, false, &self.saw_sender)
+            self.pipe.recv(r, out, None, false, &self.senders_seen)
         } else {
             let mut tmp = std::mem::take(&mut left.buf);
             tmp.resize(self.buffer_size(), 0);
-            let res = self.pipe.recv(r, &mut tmp, None, false, &self.saw_sender);
+            let res = self.pipe.recv(r, &mut tmp, None, false, &self.senders_seen);
             if let Ok(len) = res {
                 let n = len.min(out.len());
                 out[..n].copy_from_slice(&tmp[..n]);
@@ -252,7 +269,10 @@ impl Copipe {
         };
         match got {
             Ok(n) => Ok(n),
-            Err(PipeError::Closed) => Ok(0),
+            Err(PipeError::Closed) => {
+                left.eof = true;
+                Ok(0)
+            }
             Err(e) => Err(io::Error::other(e)),
         }
     }

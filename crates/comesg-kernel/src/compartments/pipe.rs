@@ -29,6 +29,9 @@ pub struct PipeObject {
     receivers: Records,
     live_senders: u32,
     live_receivers: u32,
+    /// Slots whose receiver died while a sender held its offer: reusable
+    /// once that sender lets go (or dies).
+    quarantine: Vec<u32>,
 }
 
 impl PipeObject {
@@ -57,6 +60,7 @@ impl PipeObject {
             receivers: Records::default(),
             live_senders: 0,
             live_receivers: 0,
+            quarantine: Vec::new(),
         })
     }
 
@@ -73,6 +77,12 @@ impl PipeObject {
             att.send = Some(h);
         }
         if rights.contains(Rights::RECV) {
+            let pipe = &self.pipe;
+            let (free, held): (Vec<u32>, Vec<u32>) = self.quarantine.drain(..).partition(|&r| pipe.slot_free(r));
+            self.quarantine = held;
+            for r in free {
+                self.receivers.give_back(r);
+            }
             match self.receivers.take(self.spec.receivers) {
                 Some(r) => {
                     self.pipe.reset_slot(r).map_err(internal)?;
@@ -88,11 +98,11 @@ impl PipeObject {
         }
         if att.send.is_some() {
             self.live_senders += 1;
-            self.pipe.set_senders(self.live_senders);
+            self.pipe.set_senders(self.live_senders, true);
         }
         if att.recv.is_some() {
             self.live_receivers += 1;
-            self.pipe.set_receivers(self.live_receivers);
+            self.pipe.set_receivers(self.live_receivers, true);
         }
         Ok(att)
     }
@@ -113,13 +123,15 @@ impl PipeObject {
                 self.pipe.sender_gone(h);
                 self.senders.give_back(h);
                 self.live_senders = self.live_senders.saturating_sub(1);
-                self.pipe.set_senders(self.live_senders);
+                self.pipe.set_senders(self.live_senders, false);
             }
             if let Some(r) = att.recv {
-                let _ = self.pipe.receiver_gone(r);
-                self.receivers.give_back(r);
+                match self.pipe.receiver_gone(r) {
+                    Ok(true) => self.quarantine.push(r),
+                    _ => self.receivers.give_back(r),
+                }
                 self.live_receivers = self.live_receivers.saturating_sub(1);
-                self.pipe.set_receivers(self.live_receivers);
+                self.pipe.set_receivers(self.live_receivers, false);
             }
         }
     }

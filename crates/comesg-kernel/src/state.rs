@@ -10,6 +10,7 @@ use comesg_proto::{
 };
 use comesg_sys::OwnedFd;
 
+use crate::compartments::carrier::CarrierObject;
 use crate::compartments::channel::ChannelObject;
 use crate::compartments::comutex::MutexObject;
 use crate::compartments::ipc::{Body, ClientId, Object, ObjectId, Ports, Released};
@@ -198,6 +199,13 @@ impl State {
             Request::Mkdir { name, mode } => self.names.mkdir(&name, cred, mode).map(|_| Outcome::reply(Reply::Done)),
             Request::List { name, offset } => self.list(cred, &name, offset as usize),
             Request::CallerSegment { handle, caller } => self.caller_segment(id, handle, caller),
+            Request::CarrierSend { handle, addr, len } => {
+                self.carrier(id, handle, Rights::SEND, |c, pid| c.send(pid, addr, len))
+            }
+            Request::CarrierCollect { handle } => self.carrier(id, handle, Rights::NONE, |c, _| {
+                c.collect();
+                Ok(())
+            }),
         };
         result.unwrap_or_else(Outcome::error)
     }
@@ -242,6 +250,7 @@ impl State {
                         Body::Service(Box::new(svc))
                     }
                     PortSpec::Pipe(p) => Body::Pipe(Box::new(PipeObject::create(&name, p)?)),
+                    PortSpec::Carrier(c) => Body::Carrier(Box::new(CarrierObject::create(&name, c)?)),
                 };
                 let obj = self.ports.insert(Object::new(name.clone(), cred.uid, cred.gid, mode, persistent, body));
                 self.names.bind(name, obj, cred, mode);
@@ -276,7 +285,7 @@ impl State {
         match &o.body {
             Body::Mutex(_) => MutexObject::check_rights(rights)?,
             Body::Service(svc) => svc.check_rights(rights)?,
-            Body::Channel(_) | Body::Pipe(_) => {}
+            Body::Channel(_) | Body::Pipe(_) | Body::Carrier(_) => {}
         }
         for (right, perm) in [(Rights::SEND, Perm::Write), (Rights::RECV, Perm::Read)] {
             if rights.contains(right) && !allowed(cred, o.uid, o.gid, o.mode, perm) {
@@ -306,6 +315,7 @@ impl State {
             Body::Mutex(m) => (m.fds(), PortSpec::Mutex(m.spec()), 0),
             Body::Service(svc) => (svc.fds_for(rights, &attachment), PortSpec::Service(svc.spec()), svc.max_holders()),
             Body::Pipe(p) => (p.fds_for(rights), PortSpec::Pipe(p.spec()), 0),
+            Body::Carrier(c) => (c.fds_for(&attachment), PortSpec::Carrier(c.spec()), 0),
         };
         let fds = match fds {
             Ok(fds) => fds,
@@ -351,6 +361,29 @@ impl State {
         }
     }
 
+    /// Runs `f` on the carrier that `handle` of client `id` holds, if the
+    /// handle has `need`.
+    fn carrier(
+        &mut self,
+        id: ClientId,
+        handle: HandleId,
+        need: Rights,
+        f: impl FnOnce(&mut CarrierObject, u32) -> Result<(), KernelError>,
+    ) -> Result<Outcome, KernelError> {
+        let client = self.clients.get(&id).ok_or_else(|| KernelError::Internal("unknown client".into()))?;
+        let pid = client.cred.pid;
+        let obj = *client.handles.get(&handle).ok_or(KernelError::NoSuchHandle(handle))?;
+        let o = self.ports.get_mut(obj).ok_or(KernelError::NoSuchHandle(handle))?;
+        let rights = o.holders_of(id).find(|(h, _)| *h == handle).map(|(_, i)| i.rights).unwrap_or(Rights::NONE);
+        if !rights.contains(need) {
+            return Err(KernelError::InvalidArgument("this handle lacks the right for that".into()));
+        }
+        match &mut o.body {
+            Body::Carrier(c) => f(c, pid).map(|()| Outcome::reply(Reply::Done)),
+            _ => Err(KernelError::InvalidArgument("not a carrier".into())),
+        }
+    }
+
     fn unlink(&mut self, cred: Cred, name: &Name) -> Result<Outcome, KernelError> {
         if let Some(obj) = self.names.unlink(name, cred)? {
             self.ports.unname(obj);
@@ -390,6 +423,7 @@ impl State {
             Body::Mutex(_) => PortKind::Mutex,
             Body::Service(_) => PortKind::Service,
             Body::Pipe(_) => PortKind::Pipe,
+            Body::Carrier(_) => PortKind::Carrier,
         };
         let mut e = Entry::bare(name, EntryKind::Port(kind), uid, gid, mode);
         e.persistent = o.persistent;
@@ -418,6 +452,15 @@ impl State {
                 e.worker_calls = svc.worker_calls();
             }
             Body::Pipe(p) => e.pipe = Some(p.spec()),
+            Body::Carrier(c) => {
+                let t = c.totals();
+                e.carrier = Some(c.spec());
+                e.arena_used = c.arena_used();
+                e.sent_msgs = t.sent;
+                e.sent_bytes = t.sent_bytes;
+                e.received_msgs = t.released;
+                e.lost = t.lost;
+            }
         }
         e
     }

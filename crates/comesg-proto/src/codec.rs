@@ -110,6 +110,23 @@ mod tests {
                     exclusive: true,
                 }
             }),
+            (any::<u64>(), any::<u64>(), any::<u64>()).prop_map(|(h, addr, len)| Request::CarrierSend {
+                handle: HandleId(h),
+                addr,
+                len
+            }),
+            (any::<u64>(), any::<u64>(), any::<u32>(), any::<u32>()).prop_map(
+                |(arena, max_message, receivers, queue)| {
+                    Request::Create {
+                        name: Name::root(),
+                        spec: PortSpec::Carrier(CarrierSpec { arena, max_message, receivers, queue }),
+                        rights: Rights::SEND,
+                        mode: 0o600,
+                        persistent: false,
+                        exclusive: true,
+                    }
+                }
+            ),
             (any::<u64>(), any::<u32>()).prop_map(|(h, caller)| Request::CallerSegment { handle: HandleId(h), caller }),
             (name(), any::<u8>()).prop_map(|(name, r)| Request::Open { name, rights: Rights::from_bits_truncate(r) }),
             any::<u64>().prop_map(|h| Request::Close { handle: HandleId(h) }),

@@ -64,6 +64,9 @@ pub enum KernelError {
     /// A limit was reached.
     #[error("limit reached: {0}")]
     Limit(String),
+    /// The object has no room now (non-blocking operations retry).
+    #[error("would block: {0}")]
+    WouldBlock(String),
     /// The kernel failed (out of memory, fds, ...); the request had no effect.
     #[error("kernel failure: {0}")]
     Internal(String),

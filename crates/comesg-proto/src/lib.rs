@@ -19,8 +19,8 @@ mod rights;
 pub use codec::{decode_reply, decode_request, encode_reply, encode_request, DecodeError, MAX_FRAME, VERSION};
 pub use error::KernelError;
 pub use message::{
-    ChannelSpec, Entry, EntryKind, HandleId, Holder, Listing, MutexSpec, PipeSpec, PortGrant, PortKind, PortSpec,
-    Reply, ReplyFrame, Request, RequestFrame, ServiceSpec,
+    CarrierSpec, ChannelSpec, Entry, EntryKind, HandleId, Holder, Listing, MutexSpec, PipeSpec, PortGrant, PortKind,
+    PortSpec, Reply, ReplyFrame, Request, RequestFrame, ServiceSpec,
 };
 pub use name::{Name, NameError};
 pub use rights::Rights;

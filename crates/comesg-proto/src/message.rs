@@ -91,6 +91,25 @@ pub enum Request {
     },
     /// Liveness check. Reply: [`Reply::Pong`].
     Ping,
+    /// Sends a COCARRIER message: the microkernel copies `len` bytes at
+    /// `addr` of the caller's memory into the carrier's arena, where no
+    /// client can write. Reply: [`Reply::Done`], or
+    /// [`KernelError::WouldBlock`] when no receiver has room.
+    CarrierSend {
+        /// The sender's handle.
+        handle: HandleId,
+        /// Address of the message in the sender.
+        addr: u64,
+        /// Its length.
+        len: u64,
+    },
+    /// Makes the microkernel collect the messages receivers of a carrier
+    /// have released (a receiver whose release queue is full asks this).
+    /// Reply: [`Reply::Done`].
+    CarrierCollect {
+        /// A handle to the carrier.
+        handle: HandleId,
+    },
     /// A service provider asks for the call segment of one of its callers
     /// (named in a call ticket). Reply: [`Reply::Segment`] with one fd.
     CallerSegment {
@@ -112,6 +131,21 @@ pub enum PortSpec {
     Service(ServiceSpec),
     /// A COPIPE.
     Pipe(PipeSpec),
+    /// A COCARRIER.
+    Carrier(CarrierSpec),
+}
+
+/// Shape of a COCARRIER.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CarrierSpec {
+    /// Bytes of the arena that holds messages in flight.
+    pub arena: u64,
+    /// Largest message in bytes (at most the arena).
+    pub max_message: u64,
+    /// Most receivers at once.
+    pub receivers: u32,
+    /// Messages each receiver may have queued (a power of two).
+    pub queue: u32,
 }
 
 /// Shape of a COPIPE.
@@ -144,6 +178,7 @@ impl PortSpec {
             PortSpec::Mutex(_) => PortKind::Mutex,
             PortSpec::Service(_) => PortKind::Service,
             PortSpec::Pipe(_) => PortKind::Pipe,
+            PortSpec::Carrier(_) => PortKind::Carrier,
         }
     }
 }
@@ -181,6 +216,8 @@ pub enum PortKind {
     Service,
     /// COPIPE.
     Pipe,
+    /// COCARRIER.
+    Carrier,
 }
 
 /// A handle granted by [`Request::Create`] or [`Request::Open`].
@@ -191,7 +228,9 @@ pub enum PortKind {
 /// channel's two segments (as for a channel: callers may send, the provider
 /// receive), the service header (writable by the provider only), and for a
 /// caller its own call segment. For a pipe: the control segment (writable)
-/// and the data segment (writable only with SEND).
+/// and the data segment (writable only with SEND). For a carrier, a RECV
+/// handle gets the arena (read-only), its delivery queue's two segments and
+/// its release queue's two segments; a SEND handle gets none.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PortGrant {
     /// The new handle.
@@ -296,6 +335,10 @@ pub struct Entry {
     pub service: Option<ServiceSpec>,
     /// Shape, for pipes.
     pub pipe: Option<PipeSpec>,
+    /// Shape, for carriers.
+    pub carrier: Option<CarrierSpec>,
+    /// Arena bytes held by messages in flight, for carriers.
+    pub arena_used: u64,
     /// Calls served by each worker, for services.
     pub worker_calls: Vec<u64>,
     /// Messages waiting.
@@ -330,6 +373,8 @@ impl Entry {
             owner_deaths: 0,
             service: None,
             pipe: None,
+            carrier: None,
+            arena_used: 0,
             worker_calls: Vec::new(),
             depth: 0,
             sent_msgs: 0,

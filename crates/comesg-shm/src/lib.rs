@@ -5,9 +5,11 @@
 //!   crash repair, blocking with spin-then-futex);
 //! - [`comutex`]: the robust process-shared mutex and the value it guards;
 //! - [`service`]: coservice call slots and the service header;
-//! - [`pipe`]: the COPIPE rendezvous.
+//! - [`pipe`]: the COPIPE rendezvous;
+//! - [`carrier`]: the COCARRIER arena only the kernel writes.
 #![deny(missing_docs)]
 
+pub mod carrier;
 pub mod channel;
 pub mod comutex;
 pub mod pipe;

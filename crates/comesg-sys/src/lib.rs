@@ -10,7 +10,8 @@
 //! - [`process`]: pidfds, CPU pinning, resource limits;
 //! - [`poll`]: epoll readiness and an eventfd waker;
 //! - [`barrier`]: asymmetric memory barriers (`membarrier`);
-//! - [`lockfile`]: an exclusive `flock` that dies with its holder.
+//! - [`lockfile`]: an exclusive `flock` that dies with its holder;
+//! - [`remote`]: reading another process's memory (`process_vm_readv`).
 #![deny(missing_docs)]
 
 pub mod barrier;
@@ -20,6 +21,7 @@ pub mod mapping;
 pub mod memfd;
 pub mod poll;
 pub mod process;
+pub mod remote;
 pub mod seqpacket;
 
 pub use rustix::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};

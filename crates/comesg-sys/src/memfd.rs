@@ -30,6 +30,27 @@ pub fn create_segment(name: &str, size: u64) -> io::Result<OwnedFd> {
     Ok(fd)
 }
 
+/// Creates a memfd for an arena that only its creator may ever write: sized,
+/// sealed against resizing, mode 0400, and not yet sealed against further
+/// seals, so that [`seal_writes`] can be applied once the creator's
+/// writable mapping exists.
+pub fn create_arena(name: &str, size: u64) -> io::Result<OwnedFd> {
+    let fd = fs::memfd_create(name, MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING)?;
+    fs::ftruncate(&fd, size)?;
+    fs::fcntl_add_seals(&fd, SealFlags::GROW | SealFlags::SHRINK)?;
+    fs::fchmod(&fd, Mode::RUSR)?;
+    Ok(fd)
+}
+
+/// Seals `fd` with `F_SEAL_FUTURE_WRITE` (and against further seals): no new
+/// writable mapping and no `write(2)` through any file description, even
+/// one reopened read-write through `/proc`; writable mappings made before
+/// keep working.
+pub fn seal_writes(fd: impl AsFd) -> io::Result<()> {
+    fs::fcntl_add_seals(fd, SealFlags::FUTURE_WRITE | SealFlags::SEAL)?;
+    Ok(())
+}
+
 /// Opens a new, read-only file description of the same memfd, through
 /// `/proc/self/fd`. A mapping made from it can never become writable.
 pub fn reopen_read_only(fd: impl AsFd) -> io::Result<OwnedFd> {
@@ -52,6 +73,22 @@ pub fn is_writable(fd: impl AsFd) -> io::Result<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_sealed_arena_refuses_every_new_way_to_write() {
+        use crate::mapping::{Access, Mapping};
+        let fd = create_arena("comesg-test-arena", 8192).unwrap();
+        let rw = Mapping::map(&fd, 8192, Access::ReadWrite).unwrap();
+        seal_writes(&fd).unwrap();
+        rw.words()[0].store(7, std::sync::atomic::Ordering::Relaxed);
+        assert!(Mapping::map(&fd, 8192, Access::ReadWrite).is_err(), "new writable mapping");
+        assert!(rustix::io::write(&fd, b"x").is_err(), "write(2)");
+        let ro = reopen_read_only(&fd).unwrap();
+        assert_eq!(
+            Mapping::map(&ro, 8192, Access::ReadOnly).unwrap().words()[0].load(std::sync::atomic::Ordering::Relaxed),
+            7
+        );
+    }
 
     #[test]
     fn segment_is_sized_sealed_and_reopens_read_only() {

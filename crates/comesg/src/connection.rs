@@ -233,6 +233,32 @@ impl Connection {
         crate::Copipe::attach(self.clone(), name(path)?, grant, fds)
     }
 
+    /// Creates a COCARRIER at `path` (or opens it, unless `exclusive`).
+    pub fn create_cocarrier(&self, path: &str, opts: crate::CocarrierOptions) -> Result<crate::Cocarrier, Error> {
+        let spec = comesg_proto::CarrierSpec {
+            arena: opts.arena,
+            max_message: opts.max_message,
+            receivers: opts.receivers,
+            queue: opts.queue,
+        };
+        let request = Request::Create {
+            name: name(path)?,
+            spec: PortSpec::Carrier(spec),
+            rights: opts.rights,
+            mode: opts.mode,
+            persistent: opts.persistent,
+            exclusive: opts.exclusive,
+        };
+        let (grant, fds) = self.grant(request)?;
+        crate::Cocarrier::attach(self.clone(), name(path)?, grant, fds)
+    }
+
+    /// Opens the COCARRIER at `path` with `rights`.
+    pub fn open_cocarrier(&self, path: &str, rights: Rights) -> Result<crate::Cocarrier, Error> {
+        let (grant, fds) = self.grant(Request::Open { name: name(path)?, rights })?;
+        crate::Cocarrier::attach(self.clone(), name(path)?, grant, fds)
+    }
+
     /// Opens the COPIPE at `path` with `rights`.
     pub fn open_copipe(&self, path: &str, rights: Rights) -> Result<crate::Copipe, Error> {
         let (grant, fds) = self.grant(Request::Open { name: name(path)?, rights })?;

@@ -83,6 +83,10 @@ pub enum SendError {
     /// delivered (COPIPE).
     #[error("the receiver died before taking the message")]
     ReceiverDied,
+    /// The microkernel refused the send or could not be reached
+    /// (COCARRIER sends go through it).
+    #[error("send failed in the microkernel: {0}")]
+    Control(String),
     /// A peer corrupted the channel's shared state.
     #[error("channel state corrupt: {0}")]
     Corrupt(&'static str),

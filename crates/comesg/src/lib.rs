@@ -23,6 +23,7 @@
 
 mod autostart;
 mod channel;
+mod cocarrier;
 mod comutex;
 mod connection;
 mod copipe;
@@ -39,9 +40,11 @@ mod shared;
 
 pub use bytemuck;
 pub use channel::{Channel, RecvSlot, SendLoan};
+pub use cocarrier::{CarrierMessage, Cocarrier, CocarrierOptions};
 pub use comesg_kernel::{default_socket_path, Kernel, KernelConfig, KernelHandle, StartError as KernelStartError};
 pub use comesg_proto::{
-    Entry, EntryKind, HandleId, Holder, KernelError, MutexSpec, Name, PortKind, Rights, ServiceSpec,
+    CarrierSpec, Entry, EntryKind, HandleId, Holder, KernelError, MutexSpec, Name, PipeSpec, PortKind, Rights,
+    ServiceSpec,
 };
 pub use comutex::{Comutex, ComutexGuard, LockError, LockResult};
 pub use connection::{ChannelOptions, ComutexOptions, Connection, REPLY_TIMEOUT};

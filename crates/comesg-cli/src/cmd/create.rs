@@ -16,6 +16,8 @@ pub enum Kind {
     Comutex,
     /// COPIPE: synchronous, one copy into a waiting receiver's buffer.
     Pipe,
+    /// COCARRIER: messages of any size nobody can change after sending.
+    Carrier,
 }
 
 /// Arguments of `comesg create`.
@@ -35,9 +37,18 @@ pub struct Args {
     /// Pipe: bytes of each receiver's buffer (the largest message).
     #[arg(long, default_value_t = 1 << 20)]
     buffer: u32,
-    /// Pipe: most receivers at once.
+    /// Pipe and carrier: most receivers at once.
     #[arg(long, default_value_t = 16)]
     receivers: u32,
+    /// Carrier: bytes of the arena holding messages in flight.
+    #[arg(long, default_value_t = 256 << 20)]
+    arena: u64,
+    /// Carrier: largest message.
+    #[arg(long, default_value_t = 64 << 20)]
+    max_message: u64,
+    /// Carrier: messages each receiver may have queued (a power of two).
+    #[arg(long, default_value_t = 64)]
+    queue: u32,
     /// Permission bits, octal (w = send, r = receive; a comutex needs both).
     #[arg(long, default_value = "600", value_parser = parse_mode)]
     mode: u32,
@@ -55,6 +66,26 @@ pub fn run(a: Args) -> Outcome {
         let opts = comesg::ComutexOptions { mode: a.mode, persistent: true, exclusive: true };
         let m = conn.create_comutex(&a.path, opts)?;
         println!("created {} (comutex, persistent)", m.name());
+        return Ok(ExitCode::SUCCESS);
+    }
+    if let Kind::Carrier = a.kind {
+        let opts = comesg::CocarrierOptions {
+            arena: a.arena,
+            max_message: a.max_message,
+            receivers: a.receivers,
+            queue: a.queue,
+            rights: Rights::SEND,
+            mode: a.mode,
+            persistent: true,
+            exclusive: true,
+        };
+        let c = conn.create_cocarrier(&a.path, opts)?;
+        println!(
+            "created {} (carrier, {} MiB arena, messages up to {} bytes, persistent)",
+            c.name(),
+            a.arena >> 20,
+            a.max_message
+        );
         return Ok(ExitCode::SUCCESS);
     }
     if let Kind::Pipe = a.kind {

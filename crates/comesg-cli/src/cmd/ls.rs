@@ -54,6 +54,7 @@ fn kind(e: &Entry) -> &'static str {
         EntryKind::Port(PortKind::Mutex) => "comutex",
         EntryKind::Port(PortKind::Service) => "service",
         EntryKind::Port(PortKind::Pipe) => "pipe",
+        EntryKind::Port(PortKind::Carrier) => "carrier",
         EntryKind::Dead => "dead",
     }
 }
@@ -65,7 +66,7 @@ pub fn table(rows: &[Entry]) -> String {
         "NAME", "KIND", "MODE", "REFS", "DEPTH", "SHAPE", "SENT", "RECV", "LOST", "HOLDERS (pid:rights)"
     );
     for e in rows {
-        let port = matches!(e.kind, EntryKind::Port(PortKind::Channel));
+        let port = matches!(e.kind, EntryKind::Port(PortKind::Channel | PortKind::Carrier));
         let refs = if matches!(e.kind, EntryKind::Port(_)) { e.refs.to_string() } else { String::new() };
         let slots = match (e.channel, e.mutex) {
             (Some(c), _) => format!("{}x{}", c.slots, c.slot_size),
@@ -73,7 +74,7 @@ pub fn table(rows: &[Entry]) -> String {
             _ => match (e.service, e.pipe) {
                 (Some(s), _) => format!("{}w {}", s.workers, s.slot_size),
                 (_, Some(p)) => format!("{}x{}", p.receivers, p.buffer),
-                _ => String::new(),
+                _ => e.carrier.map(|c| format!("{} MiB", c.arena >> 20)).unwrap_or_default(),
             },
         };
         let locks = match (e.mutex, e.service) {
@@ -125,7 +126,9 @@ fn entry_json(e: &Entry) -> serde_json::Value {
         "slots": e.channel.map(|c| c.slots),
         "value_size": e.mutex.map(|m| m.data_size),
         "buffer": e.pipe.map(|p| p.buffer),
-        "receivers": e.pipe.map(|p| p.receivers),
+        "receivers": e.pipe.map(|p| p.receivers).or(e.carrier.map(|c| c.receivers)),
+        "arena": e.carrier.map(|c| c.arena),
+        "arena_used": e.carrier.map(|_| e.arena_used),
         "locks": e.mutex.map(|_| e.locks),
         "owner_deaths": e.mutex.map(|_| e.owner_deaths),
         "workers": e.service.map(|s| s.workers),

@@ -158,8 +158,40 @@ enum Role {
         #[command(flatten)]
         socket: SocketArg,
     },
+    /// Receive one message from the carrier PATH, print "got N", then try
+    /// to write into it through the arena mapping: dies by SIGSEGV.
+    PokeCarrier {
+        path: String,
+        #[command(flatten)]
+        socket: SocketArg,
+    },
+    /// Receive COUNT messages from the carrier PATH and hold them (unreleased)
+    /// until killed.
+    HoldCarrier {
+        path: String,
+        #[arg(long, default_value_t = 1)]
+        count: u32,
+        #[command(flatten)]
+        socket: SocketArg,
+    },
+    /// Send COUNT messages of mixed sizes through the carrier PATH from one
+    /// thread and receive (and drop) them on another, checking order; print
+    /// "fds BEFORE AFTER maps BEFORE AFTER" counted in this process.
+    CarrierChurn {
+        path: String,
+        #[arg(long)]
+        count: u64,
+        #[command(flatten)]
+        socket: SocketArg,
+    },
     /// Benchmark peers.
     Bench(comesg_bench::peer::PeerArgs),
+}
+
+fn fd_and_map_counts() -> (usize, usize) {
+    let fds = std::fs::read_dir("/proc/self/fd").map(|d| d.count()).unwrap_or(0);
+    let maps = std::fs::read_to_string("/proc/self/maps").map(|m| m.lines().count()).unwrap_or(0);
+    (fds, maps)
 }
 
 /// A running hash of a byte stream, fed in any chunking (word-wise where it
@@ -464,6 +496,72 @@ pub fn run(a: Args) -> Outcome {
             let _p = socket.connect()?.open_copipe(&path, rights(&r))?;
             ready();
             park()
+        }
+        Role::PokeCarrier { path, socket } => {
+            let c = socket.connect()?.open_cocarrier(&path, Rights::RECV)?;
+            ready();
+            let m = c.recv()?;
+            println!("got {}", m.len());
+            let _ = std::io::stdout().flush();
+            if let Some(map) = c.arena_mapping() {
+                map.words()[0].store(0xdead_beef, std::sync::atomic::Ordering::Relaxed);
+            }
+            println!("wrote");
+            Ok(ExitCode::SUCCESS)
+        }
+        Role::HoldCarrier { path, count, socket } => {
+            let c = socket.connect()?.open_cocarrier(&path, Rights::RECV)?;
+            ready();
+            let mut held = Vec::new();
+            for _ in 0..count {
+                held.push(c.recv()?);
+            }
+            println!("holding {}", held.len());
+            let _ = std::io::stdout().flush();
+            park()
+        }
+        Role::CarrierChurn { path, count, socket } => {
+            let conn = socket.connect()?;
+            let tx = conn.open_cocarrier(&path, Rights::SEND)?;
+            let rx = conn.open_cocarrier(&path, Rights::RECV)?;
+            tx.send(b"warm up")?;
+            drop(rx.recv()?);
+            // A thread that allocates, joined: glibc keeps its stack and
+            // malloc arena for the next thread, so the sender below adds no
+            // mappings of its own to the count.
+            std::thread::spawn(|| std::hint::black_box(vec![0u8; 70_000]).len())
+                .join()
+                .map_err(|_| "warm-up thread")?;
+            let before = fd_and_map_counts();
+            ready();
+            let sender = std::thread::spawn(move || -> Result<(), comesg::SendError> {
+                let mut x = 12345u64;
+                let mut data = vec![0u8; 70_000];
+                for i in 0..count {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    let len = match i % 100 {
+                        0 => 65_536 + (x % 4096) as usize,
+                        1..=9 => (x % 16_384) as usize,
+                        _ => (x % 256) as usize,
+                    };
+                    data[..8].copy_from_slice(&i.to_le_bytes());
+                    tx.send(&data[..len.max(8)])?;
+                }
+                Ok(())
+            });
+            for i in 0..count {
+                let m = rx.recv_timeout(Duration::from_secs(60))?;
+                if m.len() < 8 || m[..8] != i.to_le_bytes() {
+                    println!("error message {i} out of order");
+                    return Ok(ExitCode::FAILURE);
+                }
+            }
+            sender.join().map_err(|_| "sender thread panicked")??;
+            let after = fd_and_map_counts();
+            println!("fds {} {} maps {} {}", before.0, after.0, before.1, after.1);
+            Ok(ExitCode::SUCCESS)
         }
         Role::Bench(args) => {
             comesg_bench::peer::run(args)?;

@@ -11,6 +11,8 @@ pub enum AnyPort {
     Channel(comesg::Channel),
     /// A COPIPE handle.
     Pipe(comesg::Copipe),
+    /// A COCARRIER handle.
+    Carrier(comesg::Cocarrier),
 }
 
 impl AnyPort {
@@ -18,6 +20,7 @@ impl AnyPort {
     pub fn open(conn: &Connection, path: &str, rights: Rights) -> Result<AnyPort, comesg::Error> {
         match super::kind_of(conn, path)? {
             Some(PortKind::Pipe) => Ok(AnyPort::Pipe(conn.open_copipe(path, rights)?)),
+            Some(PortKind::Carrier) => Ok(AnyPort::Carrier(conn.open_cocarrier(path, rights)?)),
             _ => Ok(AnyPort::Channel(conn.open_channel(path, rights)?)),
         }
     }
@@ -27,6 +30,7 @@ impl AnyPort {
         match self {
             AnyPort::Channel(c) => c.slot_size(),
             AnyPort::Pipe(p) => p.buffer_size(),
+            AnyPort::Carrier(c) => usize::try_from(c.spec().max_message).unwrap_or(usize::MAX).min(1 << 26),
         }
     }
 
@@ -35,6 +39,7 @@ impl AnyPort {
         match self {
             AnyPort::Channel(c) => c.send(m),
             AnyPort::Pipe(p) => p.send(m),
+            AnyPort::Carrier(c) => c.send(m),
         }
     }
 
@@ -43,6 +48,7 @@ impl AnyPort {
         match self {
             AnyPort::Channel(c) => c.recv(buf),
             AnyPort::Pipe(p) => p.recv(buf),
+            AnyPort::Carrier(c) => c.recv().map(|m| copy_out(&m, buf)),
         }
     }
 
@@ -51,6 +57,14 @@ impl AnyPort {
         match self {
             AnyPort::Channel(c) => c.recv_timeout(buf, t),
             AnyPort::Pipe(p) => p.recv_timeout(buf, t),
+            AnyPort::Carrier(c) => c.recv_timeout(t).map(|m| copy_out(&m, buf)),
         }
     }
+}
+
+/// Copies a message into `buf`, cut to fit; returns the message's length.
+fn copy_out(m: &[u8], buf: &mut [u8]) -> usize {
+    let n = m.len().min(buf.len());
+    buf[..n].copy_from_slice(&m[..n]);
+    m.len()
 }

@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use comesg_proto::{HandleId, KernelError, Name, Rights};
 
+use super::carrier::CarrierObject;
 use super::channel::{Attachment, ChannelObject};
 use super::comutex::MutexObject;
 use super::pipe::PipeObject;
@@ -43,6 +44,8 @@ pub enum Body {
     Service(Box<ServiceObject>),
     /// A COPIPE.
     Pipe(Box<PipeObject>),
+    /// A COCARRIER.
+    Carrier(Box<CarrierObject>),
 }
 
 /// A port object.
@@ -123,6 +126,11 @@ impl Ports {
         self.objects.get(&id)
     }
 
+    /// Looks an object up for changing it.
+    pub fn get_mut(&mut self, id: ObjectId) -> Option<&mut Object> {
+        self.objects.get_mut(&id)
+    }
+
     /// Number of live objects.
     pub fn len(&self) -> usize {
         self.objects.len()
@@ -148,6 +156,7 @@ impl Ports {
             Body::Mutex(_) => Attachment::default(),
             Body::Service(svc) => svc.attach(rights)?,
             Body::Pipe(p) => p.attach(rights)?,
+            Body::Carrier(c) => c.attach(rights)?,
         };
         obj.holders.insert((client, handle), HolderInfo { pid, rights, attachment });
         Ok(attachment)
@@ -170,6 +179,7 @@ impl Ports {
             Body::Channel(ch) => out.lost = ch.detach_all(&atts),
             Body::Service(svc) => (out.lost, out.provider_gone) = svc.detach_all(&atts),
             Body::Pipe(p) => p.detach_all(&atts),
+            Body::Carrier(c) => out.lost = c.detach_all(&atts),
             Body::Mutex(_) => {}
         }
         if obj.doomed() {

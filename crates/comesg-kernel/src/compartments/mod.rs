@@ -8,8 +8,12 @@
 //! - [`channel`]: a COCHANNEL's segments, holder records and crash repair;
 //! - [`comutex`]: a comutex's segment and its robust lock;
 //! - [`service`]: a coservice's request channel and call segments;
-//! - [`pipe`]: a COPIPE's segments, its ends and their deaths.
+//! - [`pipe`]: a COPIPE's segments, its ends and their deaths;
+//! - [`carrier`]: a COCARRIER's arena, queues and who holds which message;
+//! - [`arena`]: allocation of arena space.
 
+pub mod arena;
+pub mod carrier;
 pub mod channel;
 pub mod comutex;
 pub mod ipc;

@@ -1,0 +1,126 @@
+//! The COCARRIER arena: memory only the microkernel can write, that
+//! receivers read in place.
+//!
+//! The arena is a memfd the kernel maps read-write once and then seals with
+//! `F_SEAL_FUTURE_WRITE`: from then on no process (the kernel included) can
+//! make another writable mapping or `write(2)` to it, through any file
+//! description, even one reopened read-write through `/proc`. Receivers get
+//! a read-only file description and map it read-only. The kernel copies each
+//! message into a free range with `process_vm_readv` (the one copy) and
+//! never writes that range again until the receiver it gave the message to
+//! has released it, so a receiver's view of a message it holds never
+//! changes.
+#![allow(unsafe_code)]
+
+use std::io;
+
+use comesg_sys::mapping::{Access, Mapping};
+use comesg_sys::{memfd, OwnedFd};
+
+/// Bytes of a delivery descriptor: message number, offset, length.
+pub const DESCRIPTOR: usize = 24;
+
+/// Where a message lies in the arena.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Descriptor {
+    /// The kernel's number for the message.
+    pub id: u64,
+    /// Offset in the arena.
+    pub off: u64,
+    /// Length.
+    pub len: u64,
+}
+
+impl Descriptor {
+    /// Encodes it.
+    pub fn encode(&self) -> [u8; DESCRIPTOR] {
+        let mut d = [0u8; DESCRIPTOR];
+        d[..8].copy_from_slice(&self.id.to_le_bytes());
+        d[8..16].copy_from_slice(&self.off.to_le_bytes());
+        d[16..].copy_from_slice(&self.len.to_le_bytes());
+        d
+    }
+
+    /// Decodes one (any 24 bytes decode; ranges are checked on use).
+    pub fn decode(b: &[u8]) -> Option<Descriptor> {
+        let b: &[u8; DESCRIPTOR] = b.try_into().ok()?;
+        let w = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().unwrap_or_default());
+        Some(Descriptor { id: w(0), off: w(8), len: w(16) })
+    }
+}
+
+/// The kernel's side: the one writable mapping.
+#[derive(Debug)]
+pub struct ArenaWriter {
+    map: Mapping,
+    _fd: OwnedFd,
+}
+
+impl ArenaWriter {
+    /// Creates a sealed arena of `size` bytes; returns the writer and a
+    /// read-only file description to hand to receivers.
+    pub fn create(name: &str, size: usize) -> io::Result<(ArenaWriter, OwnedFd)> {
+        let fd = memfd::create_arena(name, size as u64)?;
+        let map = Mapping::map(&fd, size, Access::ReadWrite)?;
+        memfd::seal_writes(&fd)?;
+        let ro = memfd::reopen_read_only(&fd)?;
+        Ok((ArenaWriter { map, _fd: fd }, ro))
+    }
+
+    /// Bytes of the arena.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Whether the arena has no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// Copies `len` bytes at `addr` of process `pid` to `off` in the arena.
+    /// The caller (the kernel's allocator) owns that range: no message in
+    /// flight lies there.
+    pub fn copy_from_process(&mut self, pid: u32, addr: u64, off: u64, len: u64) -> io::Result<()> {
+        let end = off.checked_add(len).filter(|&e| e <= self.map.len() as u64);
+        if end.is_none() {
+            return Err(io::Error::other("arena range out of bounds"));
+        }
+        // SAFETY: the range is inside the mapping (checked above). This is
+        // the only writable mapping of a sealed memfd, `&mut self` makes the
+        // borrow unique in this process, and other processes map it
+        // read-only: nothing else writes these bytes while the slice lives.
+        let dst = unsafe { std::slice::from_raw_parts_mut(self.map.as_ptr().add(off as usize), len as usize) };
+        comesg_sys::remote::read_process(pid, addr, dst)
+    }
+}
+
+/// A receiver's read-only view of the arena.
+#[derive(Debug)]
+pub struct ArenaReader {
+    map: Mapping,
+}
+
+impl ArenaReader {
+    /// Maps the arena read-only from the fd the kernel handed out.
+    pub fn map(fd: &OwnedFd, size: usize) -> io::Result<ArenaReader> {
+        Ok(ArenaReader { map: Mapping::map(fd, size, Access::ReadOnly)? })
+    }
+
+    /// The bytes of message `d`, if its range lies in the arena.
+    pub fn message(&self, d: &Descriptor) -> Option<&[u8]> {
+        let end = d.off.checked_add(d.len)?;
+        if end > self.map.len() as u64 {
+            return None;
+        }
+        // SAFETY: the range is inside the mapping. The kernel, the only
+        // writer, does not write a message's range until the receiver that
+        // holds it has released it, and no process can write it otherwise
+        // (the memfd is sealed), so the bytes do not change while borrowed.
+        Some(unsafe { std::slice::from_raw_parts(self.map.as_ptr().add(d.off as usize), d.len as usize) })
+    }
+
+    /// The mapping, for tests that try to write through it.
+    pub fn mapping(&self) -> &Mapping {
+        &self.map
+    }
+}

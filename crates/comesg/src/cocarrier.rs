@@ -1,0 +1,270 @@
+//! COCARRIER handles: messages of any size that nobody can change after
+//! sending, read in place by the receiver.
+
+use std::time::{Duration, Instant};
+
+use comesg_proto::{CarrierSpec, KernelError, Name, PortGrant, PortSpec, Reply, Request, Rights};
+use comesg_shm::carrier::{ArenaReader, Descriptor, DESCRIPTOR};
+use comesg_shm::channel::{blocking, Geometry, Ring};
+use comesg_sys::mapping::{Access, Mapping};
+use comesg_sys::OwnedFd;
+
+use crate::held::Held;
+use crate::{Connection, Error, RecvError, SendError};
+
+/// How to create a COCARRIER.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CocarrierOptions {
+    /// Bytes of the arena holding messages in flight.
+    pub arena: u64,
+    /// Largest message.
+    pub max_message: u64,
+    /// Most receivers at once.
+    pub receivers: u32,
+    /// Messages each receiver may have queued (a power of two).
+    pub queue: u32,
+    /// Rights of the creator's handle.
+    pub rights: Rights,
+    /// Permission bits: `w` lets others send, `r` lets them receive.
+    pub mode: u32,
+    /// Lives with no holders until unlinked.
+    pub persistent: bool,
+    /// Fail if the name exists (otherwise open the existing carrier).
+    pub exclusive: bool,
+}
+
+impl Default for CocarrierOptions {
+    fn default() -> Self {
+        CocarrierOptions {
+            arena: 256 << 20,
+            max_message: 64 << 20,
+            receivers: 16,
+            queue: 64,
+            rights: Rights::SEND,
+            mode: 0o600,
+            persistent: false,
+            exclusive: false,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct ReceiverEnd {
+    arena: ArenaReader,
+    delivery: Ring,
+    release: Ring,
+}
+
+/// A handle to a COCARRIER. A send hands the message to the microkernel,
+/// which copies it once into an arena that only it can write; a receiver
+/// reads it in place, through a read-only mapping, for as long as it holds
+/// the [`CarrierMessage`]. Once `send` returns, no process can change the
+/// message: the sender never had the arena mapped, receivers map it
+/// read-only, and the memory is sealed against every new writable mapping.
+///
+/// ```no_run
+/// let conn = comesg::Connection::connect_default()?;
+/// let tx = conn.create_cocarrier("/app/frames", Default::default())?;
+/// tx.send(&vec![7u8; 8 << 20])?;          // one copy, by the microkernel
+/// // elsewhere, with RECV:
+/// // let msg = rx.recv()?;   // &[u8] in place, immutable while held
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug)]
+pub struct Cocarrier {
+    conn: Connection,
+    held: Held,
+    name: Name,
+    spec: CarrierSpec,
+    rights: Rights,
+    end: Option<ReceiverEnd>,
+}
+
+/// A received message, read in place; released (its space returned) when
+/// dropped.
+#[derive(Debug)]
+pub struct CarrierMessage<'a> {
+    carrier: &'a Cocarrier,
+    d: Descriptor,
+    bytes: &'a [u8],
+}
+
+impl std::ops::Deref for CarrierMessage<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        self.bytes
+    }
+}
+
+impl Drop for CarrierMessage<'_> {
+    fn drop(&mut self) {
+        self.carrier.release(self.d.id);
+    }
+}
+
+fn release_slots(queue: u32) -> u32 {
+    queue.saturating_mul(2).clamp(16, 1 << 20)
+}
+
+fn ring(geo: Geometry, s: &OwnedFd, r: &OwnedFd, send: bool) -> Result<Ring, Error> {
+    let (sa, ra) = if send { (Access::ReadWrite, Access::ReadOnly) } else { (Access::ReadOnly, Access::ReadWrite) };
+    let s = Mapping::map(s, geo.sender_segment_len(), sa)?;
+    let r = Mapping::map(r, geo.receiver_segment_len(), ra)?;
+    Ring::new(geo, s, r).map_err(|e| Error::Protocol(e.to_string()))
+}
+
+impl Cocarrier {
+    pub(crate) fn attach(conn: Connection, name: Name, g: PortGrant, fds: Vec<OwnedFd>) -> Result<Cocarrier, Error> {
+        let held = Held::new(conn.clone(), g.handle);
+        let PortSpec::Carrier(spec) = g.spec else {
+            return Err(Error::WrongKind { name, found: g.spec.kind() });
+        };
+        let end = if g.rights.contains(Rights::RECV) {
+            let [a, ds, dr, rs, rr]: [OwnedFd; 5] =
+                fds.try_into().map_err(|v: Vec<_>| Error::Protocol(format!("expected 5 fds, got {}", v.len())))?;
+            let arena_len = usize::try_from(spec.arena).map_err(|_| Error::Protocol("arena too large".into()))?;
+            let dgeo = Geometry { slot_size: DESCRIPTOR as u32, slots: spec.queue, max_holders: 2 };
+            let rgeo = Geometry { slot_size: 8, slots: release_slots(spec.queue), max_holders: 2 };
+            Some(ReceiverEnd {
+                arena: ArenaReader::map(&a, arena_len)?,
+                delivery: ring(dgeo, &ds, &dr, false)?,
+                release: ring(rgeo, &rs, &rr, true)?,
+            })
+        } else {
+            None
+        };
+        if g.rights.contains(Rights::SEND) {
+            // Where Yama limits process_vm_readv to ancestors, let the
+            // microkernel read our messages.
+            comesg_sys::remote::allow_reader(conn.kernel_pid());
+        }
+        Ok(Cocarrier { conn, held, name, spec, rights: g.rights, end })
+    }
+
+    /// Its name when it was opened.
+    pub fn name(&self) -> &Name {
+        &self.name
+    }
+
+    /// Its shape.
+    pub fn spec(&self) -> CarrierSpec {
+        self.spec
+    }
+
+    /// This handle's rights.
+    pub fn rights(&self) -> Rights {
+        self.rights
+    }
+
+    fn send_until(&self, msg: &[u8], deadline: Option<Instant>, once: bool) -> Result<(), SendError> {
+        if !self.rights.contains(Rights::SEND) {
+            return Err(SendError::NoRight);
+        }
+        if msg.len() as u64 > self.spec.max_message {
+            let max = u32::try_from(self.spec.max_message).unwrap_or(u32::MAX);
+            return Err(SendError::TooLong { len: msg.len(), slot_size: max });
+        }
+        let mut nap = Duration::from_micros(20);
+        loop {
+            let req = Request::CarrierSend { handle: self.held.id(), addr: msg.as_ptr() as u64, len: msg.len() as u64 };
+            match self.conn.request(req) {
+                Ok((Reply::Done, _)) => return Ok(()),
+                Ok((Reply::Error(KernelError::WouldBlock(_)), _)) => {}
+                Ok((Reply::Error(e), _)) => return Err(SendError::Control(e.to_string())),
+                Ok((other, _)) => return Err(SendError::Control(format!("unexpected reply {other:?}"))),
+                Err(e) => return Err(SendError::Control(e.to_string())),
+            }
+            if once {
+                return Err(SendError::Full);
+            }
+            if deadline.is_some_and(|d| Instant::now() + nap > d) {
+                return Err(SendError::TimedOut);
+            }
+            std::thread::sleep(nap);
+            nap = (nap * 2).min(Duration::from_millis(2));
+        }
+    }
+
+    /// Sends one message (any size up to the carrier's limit), waiting while
+    /// no receiver has room. When it returns, the message is in the arena
+    /// and nobody can change it.
+    pub fn send(&self, msg: &[u8]) -> Result<(), SendError> {
+        self.send_until(msg, None, false)
+    }
+
+    /// Like [`Cocarrier::send`], giving up after `timeout`.
+    pub fn send_timeout(&self, msg: &[u8], timeout: Duration) -> Result<(), SendError> {
+        self.send_until(msg, crate::deadline(timeout), false)
+    }
+
+    /// Sends one message if a receiver has room now ([`SendError::Full`]
+    /// otherwise).
+    pub fn try_send(&self, msg: &[u8]) -> Result<(), SendError> {
+        self.send_until(msg, None, true)
+    }
+
+    fn end(&self) -> Result<&ReceiverEnd, RecvError> {
+        self.end.as_ref().ok_or(RecvError::NoRight)
+    }
+
+    fn take(&self, claim: comesg_shm::channel::RecvClaim) -> Result<CarrierMessage<'_>, RecvError> {
+        let end = self.end()?;
+        let d = Descriptor::decode(end.delivery.slot(&claim));
+        end.delivery.release(claim)?;
+        let d = d.ok_or(RecvError::Corrupt("short carrier descriptor"))?;
+        let bytes = end.arena.message(&d).ok_or(RecvError::Corrupt("carrier descriptor outside the arena"))?;
+        Ok(CarrierMessage { carrier: self, d, bytes })
+    }
+
+    fn recv_until(&self, deadline: Option<Instant>) -> Result<CarrierMessage<'_>, RecvError> {
+        let end = self.end()?;
+        let claim = blocking::claim_recv(&end.delivery, 0, deadline)?;
+        self.take(claim)
+    }
+
+    /// Receives one message, in place, waiting until one comes.
+    pub fn recv(&self) -> Result<CarrierMessage<'_>, RecvError> {
+        self.recv_until(None)
+    }
+
+    /// Like [`Cocarrier::recv`], giving up after `timeout`.
+    pub fn recv_timeout(&self, timeout: Duration) -> Result<CarrierMessage<'_>, RecvError> {
+        self.recv_until(crate::deadline(timeout))
+    }
+
+    /// Like [`Cocarrier::recv`], but returns [`RecvError::Empty`] at once
+    /// when no message is queued for this receiver.
+    pub fn try_recv(&self) -> Result<CarrierMessage<'_>, RecvError> {
+        let end = self.end()?;
+        let claim = end.delivery.try_claim_recv(0)?;
+        self.take(claim)
+    }
+
+    /// Receives one message as a `Vec` (a copy).
+    pub fn recv_vec(&self) -> Result<Vec<u8>, RecvError> {
+        Ok(self.recv()?.to_vec())
+    }
+
+    fn release(&self, id: u64) {
+        let Some(end) = &self.end else { return };
+        for _ in 0..2 {
+            if end.release.try_send(0, &id.to_le_bytes()).is_ok() {
+                return;
+            }
+            // The queue is full: have the kernel collect it, then retry.
+            let _ = self.conn.request(Request::CarrierCollect { handle: self.held.id() });
+        }
+        tracing::warn!("{}: could not release message {id}; its space returns when this handle closes", self.name);
+    }
+
+    /// The read-only mapping of the arena (for tests that try to write it).
+    #[doc(hidden)]
+    pub fn arena_mapping(&self) -> Option<&Mapping> {
+        self.end.as_ref().map(|e| e.arena.mapping())
+    }
+
+    /// Closes the handle (dropping closes too, silently).
+    pub fn close(self) -> Result<(), Error> {
+        self.held.close()
+    }
+}

@@ -9,7 +9,9 @@ use comesg::{Connection, Rights};
 use comesg_sys::mapping::{Access, Mapping};
 use comesg_sys::process::inherited_fd;
 
-use crate::link::{ChannelLink, CopipeLink, FutexLink, Link, PipeLink, SeqpacketLink, SpinLink, StreamRpcLink};
+use crate::link::{
+    CarrierLink, ChannelLink, CopipeLink, FutexLink, Link, PipeLink, SeqpacketLink, SpinLink, StreamRpcLink,
+};
 
 /// Transports the benchmark measures between processes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -31,6 +33,8 @@ pub enum Transport {
     Coservice,
     /// Two COPIPEs.
     Copipe,
+    /// Two COCARRIERs (copy send, read in place).
+    Cocarrier,
 }
 
 impl Transport {
@@ -45,6 +49,7 @@ impl Transport {
             Transport::UdsRpc => "uds_rpc",
             Transport::Coservice => "coservice",
             Transport::Copipe => "copipe",
+            Transport::Cocarrier => "cocarrier",
         }
     }
 }
@@ -107,6 +112,14 @@ pub fn link(args: &PeerArgs, first: bool) -> io::Result<Box<dyn Link>> {
         Transport::Pipe => Box::new(PipeLink { rx: fd(args, 0)?.into(), tx: fd(args, 1)?.into() }),
         Transport::Seqpacket => Box::new(SeqpacketLink { fd: fd(args, 0)? }),
         Transport::UdsRpc => Box::new(StreamRpcLink::new(fd(args, 0)?)),
+        Transport::Cocarrier => {
+            let socket = args.socket.clone().ok_or_else(|| io::Error::other("--socket missing"))?;
+            let conn = Connection::connect(&socket).map_err(io::Error::other)?;
+            let name = |n: &Option<String>| n.clone().ok_or_else(|| io::Error::other("carrier name missing"));
+            let rx = conn.open_cocarrier(&name(&args.rx_name)?, Rights::RECV).map_err(io::Error::other)?;
+            let tx = conn.open_cocarrier(&name(&args.tx_name)?, Rights::SEND).map_err(io::Error::other)?;
+            Box::new(CarrierLink { tx, rx })
+        }
         Transport::Copipe => {
             let socket = args.socket.clone().ok_or_else(|| io::Error::other("--socket missing"))?;
             let conn = Connection::connect(&socket).map_err(io::Error::other)?;

@@ -12,7 +12,8 @@ use comesg_sys::process::set_inheritable;
 use comesg_sys::{memfd, seqpacket, AsFd, AsRawFd, OwnedFd};
 
 use crate::link::{
-    ChannelLink, CopipeLink, FutexLink, Link, PipeLink, SeqpacketLink, ServiceLink, SpinLink, StreamRpcLink,
+    CarrierLink, ChannelLink, CopipeLink, FutexLink, Link, PipeLink, SeqpacketLink, ServiceLink, SpinLink,
+    StreamRpcLink,
 };
 use crate::peer::{Transport, CMD_ECHO, CMD_EXIT, CMD_SINK, FLAG_SEGMENT};
 use crate::report::{percentiles, LatencyRow, Report, ThroughputRow};
@@ -121,6 +122,33 @@ impl Setup<'_> {
                 let (a, b) = std::os::unix::net::UnixStream::pair()?;
                 child_fds.push(b.into());
                 Box::new(StreamRpcLink::new(a.into()))
+            }
+            Transport::Cocarrier => {
+                let conn = Connection::connect(self.socket).map_err(io::Error::other)?;
+                let pid = comesg_sys::process::pid();
+                let ping = format!("/bench/{pid}/{tag}/carrier-ping");
+                let pong = format!("/bench/{pid}/{tag}/carrier-pong");
+                // Room for a few messages in flight, so the kernel's copy of
+                // one overlaps the receiver's reading of the one before.
+                let arena = (4 * max_size as u64).max(1 << 20);
+                let big = comesg::CocarrierOptions {
+                    arena,
+                    max_message: max_size as u64,
+                    receivers: 2,
+                    queue: 64,
+                    ..Default::default()
+                };
+                let tx = conn.create_cocarrier(&ping, big).map_err(io::Error::other)?;
+                let small = comesg::CocarrierOptions {
+                    arena: 1 << 20,
+                    max_message: PING.max(max_size.min(4096)) as u64,
+                    rights: Rights::RECV,
+                    ..big
+                };
+                let rx = conn.create_cocarrier(&pong, small).map_err(io::Error::other)?;
+                extra = vec!["--socket".into(), self.socket.display().to_string(), "--rx-name".into(), ping];
+                extra.extend(["--tx-name".into(), pong]);
+                Box::new(CarrierLink { tx, rx })
             }
             Transport::Copipe => {
                 let conn = Connection::connect(self.socket).map_err(io::Error::other)?;
@@ -394,6 +422,7 @@ pub fn run(cfg: &BenchConfig) -> io::Result<Report> {
         Transport::Cochannel,
         Transport::Coservice,
         Transport::Copipe,
+        Transport::Cocarrier,
     ];
     let mut pairs = Vec::new();
     for t in latency_order {
@@ -413,9 +442,9 @@ pub fn run(cfg: &BenchConfig) -> io::Result<Report> {
         let (median_ns, p99_ns) = percentiles(&mut samples);
         report.latency.push(LatencyRow { transport: t.name().into(), size: PING as u64, median_ns, p99_ns });
     }
-    for t in [Transport::Pipe, Transport::Seqpacket, Transport::Cochannel, Transport::Copipe] {
+    for t in [Transport::Pipe, Transport::Seqpacket, Transport::Cochannel, Transport::Copipe, Transport::Cocarrier] {
         let sizes = match t {
-            Transport::Pipe | Transport::Copipe => &SIZES_LARGE[..],
+            Transport::Pipe | Transport::Copipe | Transport::Cocarrier => &SIZES_LARGE[..],
             _ => &SIZES[..],
         };
         for &size in sizes {

@@ -17,6 +17,9 @@ use std::io;
 use comesg_sys::mapping::{Access, Mapping};
 use comesg_sys::{memfd, OwnedFd};
 
+/// Messages at least this long are copied by two threads.
+const PARALLEL_COPY: usize = 4 << 20;
+
 /// Bytes of a delivery descriptor: message number, offset, length.
 pub const DESCRIPTOR: usize = 24;
 
@@ -90,7 +93,18 @@ impl ArenaWriter {
         // borrow unique in this process, and other processes map it
         // read-only: nothing else writes these bytes while the slice lives.
         let dst = unsafe { std::slice::from_raw_parts_mut(self.map.as_ptr().add(off as usize), len as usize) };
-        comesg_sys::remote::read_process(pid, addr, dst)
+        if dst.len() < PARALLEL_COPY {
+            return comesg_sys::remote::read_process(pid, addr, dst);
+        }
+        // One process_vm_readv stream copies about 5 GB/s here: split a big
+        // message in two and copy the halves on two threads.
+        let half = dst.len() / 2;
+        let (a, b) = dst.split_at_mut(half);
+        std::thread::scope(|sc| {
+            let first = sc.spawn(|| comesg_sys::remote::read_process(pid, addr, a));
+            let second = comesg_sys::remote::read_process(pid, addr + half as u64, b);
+            first.join().unwrap_or_else(|_| Err(io::Error::other("copy thread panicked"))).and(second)
+        })
     }
 }
 

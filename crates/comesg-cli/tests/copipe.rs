@@ -141,3 +141,15 @@ fn a_reader_sees_end_of_file_after_a_short_lived_writer_and_empty_messages_are_n
     writer.join().unwrap();
     assert_eq!(all, b"last", "the empty message did not end the stream, and end of file came");
 }
+
+#[test]
+fn a_receive_only_handle_cannot_write_message_data() {
+    use std::os::unix::process::ExitStatusExt;
+    let k = KernelProc::start("pipe-rights");
+    drop(create(&k, "/it/p/rights", 64));
+    let mut recv_only = k.peer(&["poke", "/it/p/rights", "--rights", "r", "--segment", "pipe-data"]);
+    let st = recv_only.wait(Duration::from_secs(30));
+    assert_eq!(st.signal(), Some(11), "a RECV-only handle's write to pipe data: SIGSEGV, got {st:?}");
+    let mut sender = k.peer(&["poke", "/it/p/rights", "--rights", "s", "--segment", "pipe-data"]);
+    assert!(sender.wait(Duration::from_secs(30)).success(), "a SEND handle may write its buffers");
+}

@@ -176,6 +176,11 @@ impl Pipe {
         self.layout
     }
 
+    /// The data segment's mapping (for tests that try to write it).
+    pub fn data_mapping(&self) -> &Mapping {
+        &self.data
+    }
+
     fn w32(&self, off: usize) -> &AtomicU32 {
         &self.control.words32()[off / 4]
     }

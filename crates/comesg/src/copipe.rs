@@ -225,6 +225,13 @@ impl Copipe {
         self.held.close()
     }
 
+    /// The data segment's mapping (for tests that show a RECV-only handle
+    /// cannot write message data).
+    #[doc(hidden)]
+    pub fn data_mapping(&self) -> &Mapping {
+        self.pipe.data_mapping()
+    }
+
     fn read_stream(&self, out: &mut [u8]) -> io::Result<usize> {
         let r = self.slot.ok_or_else(|| io::Error::new(io::ErrorKind::PermissionDenied, "no RECV right"))?;
         let mut left = self.recv_state.lock().unwrap_or_else(|p| p.into_inner());

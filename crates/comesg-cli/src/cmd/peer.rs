@@ -67,8 +67,9 @@ enum Role {
         #[command(flatten)]
         socket: SocketArg,
     },
-    /// Open PATH with RIGHTS and store into the SEGMENT ("sender" or
-    /// "receiver") mapping: dies by SIGSEGV if the mapping is read-only.
+    /// Open PATH with RIGHTS and store into the SEGMENT mapping ("sender" or
+    /// "receiver" of a channel, "pipe-data" of a pipe): dies by SIGSEGV if
+    /// the mapping is read-only.
     Poke {
         path: String,
         #[arg(long)]
@@ -344,6 +345,15 @@ pub fn run(a: Args) -> Outcome {
             let _slot = ch.recv_in_place()?;
             ready();
             park()
+        }
+        Role::Poke { path, rights: r, segment, socket } if segment == "pipe-data" => {
+            let p = socket.connect()?.open_copipe(&path, rights(&r))?;
+            ready();
+            if let Some(w) = p.data_mapping().words().last() {
+                w.store(0xdead_beef, std::sync::atomic::Ordering::Relaxed);
+            }
+            println!("wrote");
+            Ok(ExitCode::SUCCESS)
         }
         Role::Poke { path, rights: r, segment, socket } => {
             let ch = socket.connect()?.open_channel(&path, rights(&r))?;

@@ -157,3 +157,42 @@ fn the_cli_sends_and_receives_on_a_carrier() {
     assert_eq!(text(&util::wait_output(recv, Duration::from_secs(60))), "one\ntwo\n");
     assert!(text(&k.cli(&["ls", "/it/c"])).contains("carrier"));
 }
+
+#[test]
+fn a_handle_passed_in_a_message_works_in_the_receiver_and_cannot_be_widened() {
+    let k = KernelProc::start("car-pass");
+    let conn = k.connect();
+    let tx = conn.create_cocarrier("/it/c/pass", opts(1 << 20, 16)).unwrap();
+    let jobs = conn.create_channel("/it/c/jobs", Default::default()).unwrap();
+    let refs = |k: &KernelProc| entry(k, "/it/c/jobs").refs;
+    assert_eq!(refs(&k), 1);
+
+    // Widening is refused: a RECV-only handle cannot pass SEND.
+    let recv_only = conn.open_channel("/it/c/jobs", Rights::RECV).unwrap();
+    let widen = tx.send_with(b"x", &[(&recv_only, Rights::ALL)]);
+    assert!(matches!(widen, Err(comesg::SendError::Control(ref m)) if m.contains("narrowed")), "{widen:?}");
+    drop(recv_only);
+
+    let mut taker = k.peer(&["take-handle", "/it/c/pass"]);
+    let out = taker.collect();
+    tx.send_with(b"your queue", &[(&jobs, Rights::RECV)]).unwrap();
+    jobs.send(b"job 1").unwrap();
+    assert!(taker.wait(Duration::from_secs(60)).success());
+    let out = out.join().unwrap();
+    assert_eq!(out, vec!["attached 1", "rights -r", "got job 1", "send: this handle has no SEND right"], "{out:?}");
+    util::eventually(Duration::from_secs(10), "the taker's reference to go", || refs(&k) == 1);
+
+    // In flight, the message holds a reference; dropped unread, it gives
+    // it back.
+    let rx = conn.open_cocarrier("/it/c/pass", Rights::RECV).unwrap();
+    tx.send_with(b"unread", &[(&jobs, Rights::SEND)]).unwrap();
+    assert_eq!(refs(&k), 2, "the handle in flight counts");
+    let m = rx.recv().unwrap();
+    assert_eq!(m.attached(), 1);
+    drop(m);
+    tx.send(b"nudge").unwrap(); // the kernel collects releases on its next carrier request
+    assert_eq!(refs(&k), 1, "a message dropped unread released its handle");
+    drop(rx.recv().unwrap());
+    // A carrier cannot carry itself.
+    assert!(tx.send_with(b"me", &[(&tx, Rights::SEND)]).is_err());
+}

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use comesg_proto::{
     encode_reply, Entry, EntryKind, HandleId, Holder, KernelError, Listing, Name, PortGrant, PortKind, PortSpec, Reply,
-    ReplyFrame, Request, Rights, MAX_FRAME, VERSION,
+    ReplyFrame, Request, Rights, TakenHandle, MAX_FRAME, VERSION,
 };
 use comesg_sys::OwnedFd;
 
@@ -17,7 +17,11 @@ use crate::compartments::ipc::{Body, ClientId, Object, ObjectId, Ports, Released
 use crate::compartments::names::{Names, NodeKind};
 use crate::compartments::pipe::PipeObject;
 use crate::compartments::service::ServiceObject;
+use crate::compartments::transfer::{Carried, InFlight, IN_FLIGHT};
 use crate::compartments::{allowed, Cred, Perm};
+
+/// Most handles one carrier message may carry.
+const MAX_ATTACHED: usize = 64;
 
 /// Bounds that keep one client from exhausting the kernel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,12 +99,19 @@ pub struct State {
     ports: Ports,
     clients: HashMap<ClientId, Client>,
     limits: Limits,
+    in_flight: InFlight,
 }
 
 impl State {
     /// An empty kernel whose root namespace belongs to `uid`/`gid`.
     pub fn new(uid: u32, gid: u32, limits: Limits) -> State {
-        State { names: Names::new(uid, gid, 0o755), ports: Ports::default(), clients: HashMap::new(), limits }
+        State {
+            names: Names::new(uid, gid, 0o755),
+            ports: Ports::default(),
+            clients: HashMap::new(),
+            limits,
+            in_flight: InFlight::default(),
+        }
     }
 
     /// Registers a new connection.
@@ -137,6 +148,14 @@ impl State {
     /// that a new provider can register the name while callers of the dead
     /// one still hold it).
     fn after_release(&mut self, obj: ObjectId, r: Released) {
+        if r.destroyed.is_some() {
+            // A destroyed carrier's messages give back what they carried.
+            for c in self.in_flight.take_all(obj) {
+                self.release(IN_FLIGHT, c.handle, c.obj);
+            }
+        } else {
+            self.settle_carrier(obj);
+        }
         if let Some(Some(name)) = r.destroyed {
             self.names.mark_dead(&name, obj);
         } else if r.provider_gone {
@@ -199,13 +218,12 @@ impl State {
             Request::Mkdir { name, mode } => self.names.mkdir(&name, cred, mode).map(|_| Outcome::reply(Reply::Done)),
             Request::List { name, offset } => self.list(cred, &name, offset as usize),
             Request::CallerSegment { handle, caller } => self.caller_segment(id, handle, caller),
-            Request::CarrierSend { handle, addr, len } => {
-                self.carrier(id, handle, Rights::SEND, |c, pid| c.send(pid, addr, len))
-            }
+            Request::CarrierSend { handle, addr, len, attach } => self.carrier_send(id, handle, addr, len, &attach),
             Request::CarrierCollect { handle } => self.carrier(id, handle, Rights::NONE, |c, _| {
                 c.collect();
-                Ok(())
+                Ok(0)
             }),
+            Request::CarrierTake { handle, msg } => self.carrier_take(id, cred, handle, msg),
         };
         result.unwrap_or_else(Outcome::error)
     }
@@ -368,8 +386,23 @@ impl State {
         id: ClientId,
         handle: HandleId,
         need: Rights,
-        f: impl FnOnce(&mut CarrierObject, u32) -> Result<(), KernelError>,
+        f: impl FnOnce(&mut CarrierObject, u32) -> Result<u64, KernelError>,
     ) -> Result<Outcome, KernelError> {
+        let (obj, r) = self.carrier_op(id, handle, need, f)?;
+        self.settle_carrier(obj);
+        r.map(|_| Outcome::reply(Reply::Done))
+    }
+
+    /// Runs `f` on the carrier behind `handle`; returns the carrier's object
+    /// id (for settling afterwards) and `f`'s result.
+    #[allow(clippy::type_complexity)]
+    fn carrier_op(
+        &mut self,
+        id: ClientId,
+        handle: HandleId,
+        need: Rights,
+        f: impl FnOnce(&mut CarrierObject, u32) -> Result<u64, KernelError>,
+    ) -> Result<(ObjectId, Result<u64, KernelError>), KernelError> {
         let client = self.clients.get(&id).ok_or_else(|| KernelError::Internal("unknown client".into()))?;
         let pid = client.cred.pid;
         let obj = *client.handles.get(&handle).ok_or(KernelError::NoSuchHandle(handle))?;
@@ -379,9 +412,126 @@ impl State {
             return Err(KernelError::InvalidArgument("this handle lacks the right for that".into()));
         }
         match &mut o.body {
-            Body::Carrier(c) => f(c, pid).map(|()| Outcome::reply(Reply::Done)),
+            Body::Carrier(c) => Ok((obj, f(c, pid))),
             _ => Err(KernelError::InvalidArgument("not a carrier".into())),
         }
+    }
+
+    /// Gives back the references carried by messages a carrier has freed.
+    fn settle_carrier(&mut self, obj: ObjectId) {
+        let freed = match self.ports.get_mut(obj).map(|o| &mut o.body) {
+            Some(Body::Carrier(c)) => c.take_freed(),
+            _ => return,
+        };
+        for msg in freed {
+            for c in self.in_flight.take(obj, msg) {
+                self.release(IN_FLIGHT, c.handle, c.obj);
+            }
+        }
+    }
+
+    /// A carrier send, with handles to pass along: each becomes a reference
+    /// in flight (rights narrowed as asked, never widened) until taken.
+    fn carrier_send(
+        &mut self,
+        id: ClientId,
+        handle: HandleId,
+        addr: u64,
+        len: u64,
+        attach: &[(HandleId, Rights)],
+    ) -> Result<Outcome, KernelError> {
+        if attach.len() > MAX_ATTACHED {
+            return Err(KernelError::InvalidArgument(format!("at most {MAX_ATTACHED} handles per message")));
+        }
+        let client = self.clients.get(&id).ok_or_else(|| KernelError::Internal("unknown client".into()))?;
+        let carrier = *client.handles.get(&handle).ok_or(KernelError::NoSuchHandle(handle))?;
+        let mut wanted = Vec::new();
+        for &(h, rights) in attach {
+            let obj = *client.handles.get(&h).ok_or(KernelError::NoSuchHandle(h))?;
+            let have = self
+                .ports
+                .get(obj)
+                .and_then(|o| o.holders_of(id).find(|(x, _)| *x == h).map(|(_, i)| i.rights))
+                .unwrap_or(Rights::NONE);
+            if rights.is_empty() || !rights.is_subset_of(have) {
+                return Err(KernelError::InvalidArgument(format!(
+                    "handle {h:?} has {have}; it cannot pass {rights} (rights can only be narrowed)"
+                )));
+            }
+            if obj == carrier {
+                return Err(KernelError::InvalidArgument("a carrier cannot carry a handle to itself".into()));
+            }
+            match self.ports.get(obj).map(|o| &o.body) {
+                Some(Body::Mutex(_)) => MutexObject::check_rights(rights)?,
+                Some(Body::Service(svc)) => svc.check_rights(rights)?,
+                _ => {}
+            }
+            wanted.push((obj, rights));
+        }
+        let mut carried = Vec::new();
+        for (obj, rights) in wanted {
+            let h = self.in_flight.next_handle();
+            match self.ports.hold(obj, IN_FLIGHT, h, 0, rights) {
+                Ok(_) => carried.push(Carried { obj, handle: h, rights }),
+                Err(e) => {
+                    self.drop_carried(carried);
+                    return Err(e);
+                }
+            }
+        }
+        let n = carried.len() as u16;
+        match self.carrier_op(id, handle, Rights::SEND, |c, pid| c.send(pid, addr, len, n)) {
+            Ok((obj, Ok(msg))) => {
+                self.in_flight.insert(obj, msg, carried);
+                self.settle_carrier(obj);
+                Ok(Outcome::reply(Reply::Done))
+            }
+            Ok((obj, Err(e))) => {
+                self.drop_carried(carried);
+                self.settle_carrier(obj);
+                Err(e)
+            }
+            Err(e) => {
+                self.drop_carried(carried);
+                Err(e)
+            }
+        }
+    }
+
+    fn drop_carried(&mut self, carried: Vec<Carried>) {
+        for c in carried {
+            self.release(IN_FLIGHT, c.handle, c.obj);
+        }
+    }
+
+    /// A receiver takes the handles message `msg` carries: each becomes a
+    /// handle of its own (as an open would grant), and the reference in
+    /// flight goes.
+    fn carrier_take(&mut self, id: ClientId, cred: Cred, handle: HandleId, msg: u64) -> Result<Outcome, KernelError> {
+        let client = self.clients.get(&id).ok_or_else(|| KernelError::Internal("unknown client".into()))?;
+        let obj = *client.handles.get(&handle).ok_or(KernelError::NoSuchHandle(handle))?;
+        let o = self.ports.get(obj).ok_or(KernelError::NoSuchHandle(handle))?;
+        let receiver = o.holders_of(id).find(|(x, _)| *x == handle).and_then(|(_, i)| i.attachment.recv);
+        let holder = match &o.body {
+            Body::Carrier(c) => c.holder_of(msg),
+            _ => return Err(KernelError::InvalidArgument("not a carrier".into())),
+        };
+        if receiver.is_none() || holder != receiver {
+            return Err(KernelError::InvalidArgument(format!("message {msg} is not held by this receiver")));
+        }
+        let mut taken = Vec::new();
+        let mut fds = Vec::new();
+        for c in self.in_flight.take(obj, msg) {
+            let granted = self.grant(id, cred, c.obj, c.rights, false);
+            self.release(IN_FLIGHT, c.handle, c.obj);
+            let out = granted?;
+            if let Reply::Port(grant) = out.reply {
+                let name = self.ports.get(c.obj).and_then(|o| o.name.clone());
+                taken.push(TakenHandle { name, grant, fds: out.fds.len() as u32 });
+                fds.extend(out.fds);
+            }
+        }
+        Ok(Outcome { reply: Reply::Taken(taken), fds, close: false })
     }
 
     fn unlink(&mut self, cred: Cred, name: &Name) -> Result<Outcome, KernelError> {

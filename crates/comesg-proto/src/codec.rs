@@ -110,10 +110,13 @@ mod tests {
                     exclusive: true,
                 }
             }),
-            (any::<u64>(), any::<u64>(), any::<u64>()).prop_map(|(h, addr, len)| Request::CarrierSend {
-                handle: HandleId(h),
-                addr,
-                len
+            (any::<u64>(), any::<u64>(), any::<u64>(), any::<Vec<(u64, u8)>>()).prop_map(|(h, addr, len, a)| {
+                Request::CarrierSend {
+                    attach: a.into_iter().map(|(h, r)| (HandleId(h), Rights::from_bits_truncate(r))).collect(),
+                    handle: HandleId(h),
+                    addr,
+                    len,
+                }
             }),
             (any::<u64>(), any::<u64>(), any::<u32>(), any::<u32>()).prop_map(
                 |(arena, max_message, receivers, queue)| {

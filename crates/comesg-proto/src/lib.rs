@@ -20,7 +20,7 @@ pub use codec::{decode_reply, decode_request, encode_reply, encode_request, Deco
 pub use error::KernelError;
 pub use message::{
     CarrierSpec, ChannelSpec, Entry, EntryKind, HandleId, Holder, Listing, MutexSpec, PipeSpec, PortGrant, PortKind,
-    PortSpec, Reply, ReplyFrame, Request, RequestFrame, ServiceSpec,
+    PortSpec, Reply, ReplyFrame, Request, RequestFrame, ServiceSpec, TakenHandle,
 };
 pub use name::{Name, NameError};
 pub use rights::Rights;

@@ -102,6 +102,19 @@ pub enum Request {
         addr: u64,
         /// Its length.
         len: u64,
+        /// Handles of the sender's to pass along with the message, each
+        /// with the rights to give (a subset of the handle's own). The
+        /// message holds a reference to each object until a receiver takes
+        /// them or drops the message.
+        attach: Vec<(HandleId, Rights)>,
+    },
+    /// A receiver takes the handles that came with message `msg` it holds.
+    /// Reply: [`Reply::Taken`], then the fds of every grant, in order.
+    CarrierTake {
+        /// The receiver's handle to the carrier.
+        handle: HandleId,
+        /// The message's number.
+        msg: u64,
     },
     /// Makes the microkernel collect the messages receivers of a carrier
     /// have released (a receiver whose release queue is full asks this).
@@ -251,6 +264,17 @@ pub struct PortGrant {
     pub caller: Option<u32>,
 }
 
+/// One handle taken from a carrier message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TakenHandle {
+    /// The object's name, if it still has one.
+    pub name: Option<Name>,
+    /// The new handle, as an open would grant it.
+    pub grant: PortGrant,
+    /// How many of the reply's fds belong to this grant.
+    pub fds: u32,
+}
+
 /// The microkernel's answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Reply {
@@ -271,6 +295,9 @@ pub enum Reply {
     Pong,
     /// A caller's call segment (one fd follows).
     Segment,
+    /// Handles taken from a carrier message; the fds of each grant follow,
+    /// in order (`fds` of them per grant).
+    Taken(Vec<TakenHandle>),
     /// The request failed.
     Error(KernelError),
 }

@@ -30,9 +30,15 @@ pub struct Descriptor {
     pub id: u64,
     /// Offset in the arena.
     pub off: u64,
-    /// Length.
+    /// Length (below 2^48).
     pub len: u64,
+    /// Handles that came with the message (taken with a kernel request).
+    pub attached: u16,
 }
+
+/// Bits of the length word that hold the length; the top 16 hold the
+/// number of attached handles.
+const LEN_MASK: u64 = (1 << 48) - 1;
 
 impl Descriptor {
     /// Encodes it.
@@ -40,7 +46,8 @@ impl Descriptor {
         let mut d = [0u8; DESCRIPTOR];
         d[..8].copy_from_slice(&self.id.to_le_bytes());
         d[8..16].copy_from_slice(&self.off.to_le_bytes());
-        d[16..].copy_from_slice(&self.len.to_le_bytes());
+        let word = (self.len & LEN_MASK) | (self.attached as u64) << 48;
+        d[16..].copy_from_slice(&word.to_le_bytes());
         d
     }
 
@@ -48,7 +55,7 @@ impl Descriptor {
     pub fn decode(b: &[u8]) -> Option<Descriptor> {
         let b: &[u8; DESCRIPTOR] = b.try_into().ok()?;
         let w = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().unwrap_or_default());
-        Some(Descriptor { id: w(0), off: w(8), len: w(16) })
+        Some(Descriptor { id: w(0), off: w(8), len: w(16) & LEN_MASK, attached: (w(16) >> 48) as u16 })
     }
 }
 

@@ -65,6 +65,10 @@ impl Channel {
         })
     }
 
+    pub(crate) fn handle_ref_inner(&self) -> (&Connection, HandleId) {
+        (&self.conn, self.handle)
+    }
+
     /// The channel's name when it was opened.
     pub fn name(&self) -> &Name {
         &self.name
@@ -196,6 +200,14 @@ impl Channel {
     pub fn try_recv(&self, buf: &mut [u8]) -> Result<usize, RecvError> {
         let h = self.receiver()?;
         Ok(self.ring.try_recv(h, buf)?)
+    }
+
+    /// Like [`Channel::recv_vec`], giving up after `timeout`.
+    pub fn recv_vec_timeout(&self, timeout: Duration) -> Result<Vec<u8>, RecvError> {
+        let slot = self.slot_until(crate::deadline(timeout))?;
+        let v = slot.to_vec();
+        slot.release()?;
+        Ok(v)
     }
 
     /// Receives one message as a new `Vec`.

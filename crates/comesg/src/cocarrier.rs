@@ -3,7 +3,9 @@
 
 use std::time::{Duration, Instant};
 
-use comesg_proto::{CarrierSpec, KernelError, Name, PortGrant, PortSpec, Reply, Request, Rights};
+use comesg_proto::{
+    CarrierSpec, HandleId, KernelError, Name, PortGrant, PortSpec, Reply, Request, Rights, TakenHandle,
+};
 use comesg_shm::carrier::{ArenaReader, Descriptor, DESCRIPTOR};
 use comesg_shm::channel::{blocking, Geometry, Ring};
 use comesg_sys::mapping::{Access, Mapping};
@@ -80,6 +82,66 @@ pub struct Cocarrier {
     end: Option<ReceiverEnd>,
 }
 
+/// A handle that can travel in a carrier message.
+pub trait Attachable {
+    /// Its connection and handle number.
+    fn handle_ref(&self) -> (&Connection, HandleId);
+}
+
+impl Attachable for crate::Channel {
+    fn handle_ref(&self) -> (&Connection, HandleId) {
+        self.handle_ref_inner()
+    }
+}
+
+impl Attachable for Cocarrier {
+    fn handle_ref(&self) -> (&Connection, HandleId) {
+        (self.held.conn(), self.held.id())
+    }
+}
+
+impl Attachable for crate::Copipe {
+    fn handle_ref(&self) -> (&Connection, HandleId) {
+        self.held_ref()
+    }
+}
+
+impl Attachable for crate::Comutex {
+    fn handle_ref(&self) -> (&Connection, HandleId) {
+        self.held_ref()
+    }
+}
+
+/// A handle taken from a carrier message.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Handle {
+    /// A COCHANNEL.
+    Channel(crate::Channel),
+    /// A COPIPE.
+    Pipe(crate::Copipe),
+    /// A COCARRIER.
+    Carrier(Cocarrier),
+    /// A comutex.
+    Comutex(crate::Comutex),
+    /// A service, to call.
+    Service(crate::ServiceClient),
+}
+
+impl Handle {
+    fn from_grant(conn: &Connection, t: TakenHandle, fds: Vec<OwnedFd>) -> Result<Handle, Error> {
+        let name = t.name.unwrap_or_else(Name::root);
+        let c = conn.clone();
+        Ok(match t.grant.spec {
+            PortSpec::Channel(_) => Handle::Channel(crate::Channel::attach(c, name, t.grant, fds)?),
+            PortSpec::Pipe(_) => Handle::Pipe(crate::Copipe::attach(c, name, t.grant, fds)?),
+            PortSpec::Carrier(_) => Handle::Carrier(Cocarrier::attach(c, name, t.grant, fds)?),
+            PortSpec::Mutex(_) => Handle::Comutex(crate::Comutex::attach(c, name, t.grant, fds)?),
+            PortSpec::Service(_) => Handle::Service(crate::ServiceClient::attach(c, name, t.grant, fds)?),
+        })
+    }
+}
+
 /// A received message, read in place; released (its space returned) when
 /// dropped.
 #[derive(Debug)]
@@ -87,6 +149,35 @@ pub struct CarrierMessage<'a> {
     carrier: &'a Cocarrier,
     d: Descriptor,
     bytes: &'a [u8],
+}
+
+impl CarrierMessage<'_> {
+    /// How many handles came with the message.
+    pub fn attached(&self) -> usize {
+        self.d.attached as usize
+    }
+
+    /// Takes the handles that came with the message, as handles of this
+    /// process (one request to the microkernel). A second call returns none.
+    pub fn take_handles(&self) -> Result<Vec<Handle>, Error> {
+        if self.d.attached == 0 {
+            return Ok(Vec::new());
+        }
+        let c = self.carrier;
+        match c.conn.request(Request::CarrierTake { handle: c.held.id(), msg: self.d.id })? {
+            (Reply::Taken(taken), mut fds) => {
+                let mut out = Vec::new();
+                for t in taken {
+                    let n = (t.fds as usize).min(fds.len());
+                    let mine: Vec<OwnedFd> = fds.drain(..n).collect();
+                    out.push(Handle::from_grant(&c.conn, t, mine)?);
+                }
+                Ok(out)
+            }
+            (Reply::Error(e), _) => Err(Error::Kernel(e)),
+            (other, _) => Err(Error::Protocol(format!("expected Taken, got {other:?}"))),
+        }
+    }
 }
 
 impl std::ops::Deref for CarrierMessage<'_> {
@@ -157,8 +248,28 @@ impl Cocarrier {
     }
 
     fn send_until(&self, msg: &[u8], deadline: Option<Instant>, once: bool) -> Result<(), SendError> {
+        self.send_full(msg, &[], deadline, once)
+    }
+
+    fn send_full(
+        &self,
+        msg: &[u8],
+        handles: &[(&dyn Attachable, Rights)],
+        deadline: Option<Instant>,
+        once: bool,
+    ) -> Result<(), SendError> {
         if !self.rights.contains(Rights::SEND) {
             return Err(SendError::NoRight);
+        }
+        let mut attach = Vec::with_capacity(handles.len());
+        for (h, rights) in handles {
+            let (conn, id) = h.handle_ref();
+            if !conn.same_as(&self.conn) {
+                return Err(SendError::Control(
+                    "a handle to attach must come from the carrier's own connection".into(),
+                ));
+            }
+            attach.push((id, *rights));
         }
         if msg.len() as u64 > self.spec.max_message {
             let max = u32::try_from(self.spec.max_message).unwrap_or(u32::MAX);
@@ -166,7 +277,12 @@ impl Cocarrier {
         }
         let mut nap = Duration::from_micros(20);
         loop {
-            let req = Request::CarrierSend { handle: self.held.id(), addr: msg.as_ptr() as u64, len: msg.len() as u64 };
+            let req = Request::CarrierSend {
+                handle: self.held.id(),
+                addr: msg.as_ptr() as u64,
+                len: msg.len() as u64,
+                attach: attach.clone(),
+            };
             match self.conn.request(req) {
                 Ok((Reply::Done, _)) => return Ok(()),
                 Ok((Reply::Error(KernelError::WouldBlock(_)), _)) => {}
@@ -190,6 +306,23 @@ impl Cocarrier {
     /// and nobody can change it.
     pub fn send(&self, msg: &[u8]) -> Result<(), SendError> {
         self.send_until(msg, None, false)
+    }
+
+    /// Sends one message carrying handles to other objects, each with the
+    /// rights to give (a subset of the handle's own: rights can be narrowed,
+    /// never widened). The receiver takes them with
+    /// [`CarrierMessage::take_handles`]; until then the message holds a
+    /// reference to each object, and dropping it unread gives them back.
+    ///
+    /// ```no_run
+    /// # let conn = comesg::Connection::connect_default()?;
+    /// # let carrier = conn.open_cocarrier("/app/c", comesg::Rights::SEND)?;
+    /// let jobs = conn.create_channel("/app/jobs", Default::default())?;
+    /// carrier.send_with(b"here is your queue", &[(&jobs, comesg::Rights::RECV)])?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn send_with(&self, msg: &[u8], handles: &[(&dyn Attachable, Rights)]) -> Result<(), SendError> {
+        self.send_full(msg, handles, None, false)
     }
 
     /// Like [`Cocarrier::send`], giving up after `timeout`.

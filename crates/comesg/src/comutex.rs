@@ -159,6 +159,10 @@ impl Comutex {
         Ok(Comutex { mutex, spec, held, name })
     }
 
+    pub(crate) fn held_ref(&self) -> (&Connection, HandleId) {
+        (self.held.conn(), self.held.id())
+    }
+
     /// Its name when it was opened.
     pub fn name(&self) -> &Name {
         &self.name

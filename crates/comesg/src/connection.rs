@@ -153,6 +153,12 @@ impl Connection {
         }
     }
 
+    /// Whether `other` is this same connection (handle numbers are per
+    /// connection).
+    pub fn same_as(&self, other: &Connection) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
     /// The socket this connection uses.
     pub fn socket(&self) -> &Path {
         &self.inner.socket

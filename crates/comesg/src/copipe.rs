@@ -139,6 +139,10 @@ impl Copipe {
         })
     }
 
+    pub(crate) fn held_ref(&self) -> (&Connection, comesg_proto::HandleId) {
+        (self.held.conn(), self.held.id())
+    }
+
     /// Its name when it was opened.
     pub fn name(&self) -> &Name {
         &self.name

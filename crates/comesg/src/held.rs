@@ -21,6 +21,10 @@ impl Held {
         self.id.unwrap_or(HandleId(0))
     }
 
+    pub(crate) fn conn(&self) -> &Connection {
+        &self.conn
+    }
+
     pub(crate) fn close(mut self) -> Result<(), Error> {
         match self.id.take() {
             Some(id) => self.conn.close_handle(id),

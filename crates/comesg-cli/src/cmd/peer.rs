@@ -185,6 +185,15 @@ enum Role {
         #[command(flatten)]
         socket: SocketArg,
     },
+    /// Receive one message from the carrier PATH, take the handles it
+    /// carries and use the first (a channel): print "attached N", "rights R",
+    /// the next message received on it ("got M"), and what a send on it
+    /// returns ("send: ...").
+    TakeHandle {
+        path: String,
+        #[command(flatten)]
+        socket: SocketArg,
+    },
     /// Benchmark peers.
     Bench(comesg_bench::peer::PeerArgs),
 }
@@ -571,6 +580,27 @@ pub fn run(a: Args) -> Outcome {
             sender.join().map_err(|_| "sender thread panicked")??;
             let after = fd_and_map_counts();
             println!("fds {} {} maps {} {}", before.0, after.0, before.1, after.1);
+            Ok(ExitCode::SUCCESS)
+        }
+        Role::TakeHandle { path, socket } => {
+            let c = socket.connect()?.open_cocarrier(&path, Rights::RECV)?;
+            ready();
+            let m = c.recv()?;
+            println!("attached {}", m.attached());
+            let handles = m.take_handles()?;
+            drop(m);
+            let Some(comesg::Handle::Channel(ch)) = handles.into_iter().next() else {
+                println!("no channel");
+                return Ok(ExitCode::FAILURE);
+            };
+            println!("rights {}", ch.rights());
+            let _ = std::io::stdout().flush();
+            let got = ch.recv_vec_timeout(Duration::from_secs(30))?;
+            println!("got {}", String::from_utf8_lossy(&got));
+            match ch.try_send(b"x") {
+                Ok(()) => println!("send: ok"),
+                Err(e) => println!("send: {e}"),
+            }
             Ok(ExitCode::SUCCESS)
         }
         Role::Bench(args) => {

@@ -119,6 +119,9 @@ pub struct CarrierObject {
     next_msg: u64,
     next_receiver: u32,
     totals: CarrierTotals,
+    /// Messages freed since the last [`CarrierObject::take_freed`] (their
+    /// attached handles must be released).
+    freed: Vec<u64>,
 }
 
 impl CarrierObject {
@@ -151,6 +154,7 @@ impl CarrierObject {
             next_msg: 1,
             next_receiver: 0,
             totals: CarrierTotals::default(),
+            freed: Vec::new(),
         })
     }
 
@@ -239,6 +243,7 @@ impl CarrierObject {
                             if let Some(m) = self.messages.remove(&id).filter(|m| m.receiver == r) {
                                 self.arena.free(m.off, m.len);
                                 self.totals.released += 1;
+                                self.freed.push(id);
                             }
                         }
                     }
@@ -263,9 +268,10 @@ impl CarrierObject {
         Some(r)
     }
 
-    /// Sends the `len` bytes at `addr` of process `pid`: one copy into the
-    /// arena, then a descriptor to one receiver.
-    pub fn send(&mut self, pid: u32, addr: u64, len: u64) -> Result<(), KernelError> {
+    /// Sends the `len` bytes at `addr` of process `pid` (with `attached`
+    /// handles, which the caller keeps): one copy into the arena, then a
+    /// descriptor to one receiver. Returns the message's number.
+    pub fn send(&mut self, pid: u32, addr: u64, len: u64, attached: u16) -> Result<u64, KernelError> {
         if len > self.spec.max_message {
             return Err(KernelError::InvalidArgument(format!(
                 "message of {len} bytes exceeds the carrier's {}-byte limit",
@@ -281,7 +287,7 @@ impl CarrierObject {
         }
         let id = self.next_msg;
         self.next_msg += 1;
-        let d = Descriptor { id, off, len }.encode();
+        let d = Descriptor { id, off, len, attached }.encode();
         let Some(rc) = self.receivers.get_mut(&r) else {
             self.arena.free(off, len);
             return Err(KernelError::Internal("receiver vanished".into()));
@@ -297,7 +303,17 @@ impl CarrierObject {
         self.messages.insert(id, Message { off, len, receiver: r });
         self.totals.sent += 1;
         self.totals.sent_bytes += len;
-        Ok(())
+        Ok(id)
+    }
+
+    /// The receiver that holds message `id`, if it is in flight.
+    pub fn holder_of(&self, id: u64) -> Option<u32> {
+        self.messages.get(&id).map(|m| m.receiver)
+    }
+
+    /// Messages freed since the last call.
+    pub fn take_freed(&mut self) -> Vec<u64> {
+        std::mem::take(&mut self.freed)
     }
 
     /// Releases handles. A departed receiver's queued messages go to the
@@ -348,6 +364,7 @@ impl CarrierObject {
         match self.messages.remove(&id) {
             Some(m) => {
                 self.arena.free(m.off, m.len);
+                self.freed.push(id);
                 1
             }
             None => 0,

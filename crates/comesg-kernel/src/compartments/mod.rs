@@ -10,7 +10,8 @@
 //! - [`service`]: a coservice's request channel and call segments;
 //! - [`pipe`]: a COPIPE's segments, its ends and their deaths;
 //! - [`carrier`]: a COCARRIER's arena, queues and who holds which message;
-//! - [`arena`]: allocation of arena space.
+//! - [`arena`]: allocation of arena space;
+//! - [`transfer`]: handles in flight inside carrier messages.
 
 pub mod arena;
 pub mod carrier;
@@ -20,6 +21,7 @@ pub mod ipc;
 pub mod names;
 pub mod pipe;
 pub mod service;
+pub mod transfer;
 
 /// Who is asking: from `SO_PEERCRED`, never from the request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

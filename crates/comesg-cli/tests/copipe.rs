@@ -153,3 +153,28 @@ fn a_receive_only_handle_cannot_write_message_data() {
     let mut sender = k.peer(&["poke", "/it/p/rights", "--rights", "s", "--segment", "pipe-data"]);
     assert!(sender.wait(Duration::from_secs(30)).success(), "a SEND handle may write its buffers");
 }
+
+#[test]
+fn survivors_go_on_when_a_sender_and_a_receiver_are_killed_mid_stream() {
+    let k = KernelProc::start("pipe-kill");
+    drop(create(&k, "/it/p/kill", 64));
+    let mut doomed_rx = k.peer(&["seq-recv", "/it/p/kill", "--idle", "30"]);
+    let mut rx = k.peer(&["seq-recv", "/it/p/kill", "--idle", "3"]);
+    let out = rx.collect();
+    let _doomed_out = doomed_rx.collect();
+    let mut doomed_tx = k.peer(&["seq-send", "/it/p/kill", "--id", "9", "--count", "100000000"]);
+    let n = 20_000u64;
+    let mut tx = k.peer(&["seq-send", "/it/p/kill", "--id", "1", "--count", &n.to_string()]);
+    std::thread::sleep(Duration::from_millis(200));
+    doomed_tx.kill9();
+    doomed_rx.kill9();
+    assert!(tx.wait(Duration::from_secs(120)).success(), "the surviving sender finished");
+    assert!(rx.wait(Duration::from_secs(60)).success(), "the surviving receiver finished");
+    let lines = out.join().unwrap();
+    let mine: Vec<&String> = lines.iter().filter(|l| l.starts_with("1 ")).collect();
+    let distinct: HashSet<&String> = mine.iter().copied().collect();
+    assert_eq!(distinct.len(), mine.len(), "no message twice");
+    assert!(!mine.is_empty());
+    println!("the surviving receiver got {} of the surviving sender's {n}", mine.len());
+    assert!(lines.last().is_some_and(|l| l.starts_with("done")));
+}

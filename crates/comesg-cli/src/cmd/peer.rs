@@ -298,7 +298,14 @@ pub fn run(a: Args) -> Outcome {
                 let mut m = [0u8; 16];
                 m[..4].copy_from_slice(&id.to_le_bytes());
                 m[4..12].copy_from_slice(&seq.to_le_bytes());
-                ch.send(&m)?;
+                loop {
+                    match ch.send(&m) {
+                        // A pipe's receiver died before taking it: it was
+                        // not delivered, so sending it again is safe.
+                        Err(comesg::SendError::ReceiverDied) => continue,
+                        r => break r?,
+                    }
+                }
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -471,7 +471,10 @@ impl State {
         let mut carried = Vec::new();
         for (obj, rights) in wanted {
             let h = self.in_flight.next_handle();
-            match self.ports.hold(obj, IN_FLIGHT, h, 0, rights) {
+            // The reference in flight holds the object with no rights (it
+            // is no receiver, no sender, no caller); the rights are granted
+            // when a receiver takes it.
+            match self.ports.hold(obj, IN_FLIGHT, h, 0, Rights::NONE) {
                 Ok(_) => carried.push(Carried { obj, handle: h, rights }),
                 Err(e) => {
                     self.drop_carried(carried);
@@ -522,13 +525,19 @@ impl State {
         let mut taken = Vec::new();
         let mut fds = Vec::new();
         for c in self.in_flight.take(obj, msg) {
-            let granted = self.grant(id, cred, c.obj, c.rights, false);
+            // Grant first, then drop the reference in flight, so the object
+            // never reaches zero references in between. A grant that fails
+            // (a limit) loses that handle, and its reference still goes.
+            let granted = self.check_handle_limit(id).and_then(|()| self.grant(id, cred, c.obj, c.rights, false));
             self.release(IN_FLIGHT, c.handle, c.obj);
-            let out = granted?;
-            if let Reply::Port(grant) = out.reply {
-                let name = self.ports.get(c.obj).and_then(|o| o.name.clone());
-                taken.push(TakenHandle { name, grant, fds: out.fds.len() as u32 });
-                fds.extend(out.fds);
+            match granted {
+                Ok(Outcome { reply: Reply::Port(grant), fds: f, .. }) => {
+                    let name = self.ports.get(c.obj).and_then(|o| o.name.clone());
+                    taken.push(TakenHandle { name, grant, fds: f.len() as u32 });
+                    fds.extend(f);
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!("a handle carried by message {msg} could not be granted: {e}"),
             }
         }
         Ok(Outcome { reply: Reply::Taken(taken), fds, close: false })

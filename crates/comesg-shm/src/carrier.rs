@@ -106,12 +106,21 @@ impl ArenaWriter {
         // One process_vm_readv stream copies about 5 GB/s here: split a big
         // message in two and copy the halves on two threads.
         let half = dst.len() / 2;
-        let (a, b) = dst.split_at_mut(half);
-        std::thread::scope(|sc| {
-            let first = sc.spawn(|| comesg_sys::remote::read_process(pid, addr, a));
-            let second = comesg_sys::remote::read_process(pid, addr + half as u64, b);
-            first.join().unwrap_or_else(|_| Err(io::Error::other("copy thread panicked"))).and(second)
-        })
+        let second_addr = addr.checked_add(half as u64).ok_or_else(|| io::Error::from_raw_os_error(14))?;
+        let parallel = std::thread::scope(|sc| {
+            let (a, b) = dst.split_at_mut(half);
+            let first =
+                std::thread::Builder::new().spawn_scoped(sc, move || comesg_sys::remote::read_process(pid, addr, a));
+            match first {
+                Ok(t) => {
+                    let second = comesg_sys::remote::read_process(pid, second_addr, b);
+                    Some(t.join().unwrap_or_else(|_| Err(io::Error::other("copy thread panicked"))).and(second))
+                }
+                Err(_) => None,
+            }
+        });
+        // No thread to be had (a process limit): copy it all here.
+        parallel.unwrap_or_else(|| comesg_sys::remote::read_process(pid, addr, dst))
     }
 }
 

@@ -85,3 +85,17 @@ pub fn inherited_fd(fd: i32) -> io::Result<OwnedFd> {
     // for it to own; the caller passes each number once.
     Ok(unsafe { <OwnedFd as rustix::fd::FromRawFd>::from_raw_fd(fd) })
 }
+
+/// Makes this process not dumpable: no core dumps, and no process of the
+/// same user can ptrace it or read and write its memory (`process_vm_*`,
+/// `/proc/PID/mem`). The microkernel does this so that nobody can write the
+/// one writable mapping of a carrier's arena behind its back.
+pub fn set_not_dumpable() -> io::Result<()> {
+    // SAFETY: prctl(PR_SET_DUMPABLE, 0) takes integers and touches no memory.
+    let rc = unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0 as libc::c_ulong, 0, 0, 0) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}

@@ -13,10 +13,13 @@ use std::io;
 /// Fails (`EFAULT`, `EPERM`, `ESRCH`) without a partial result: a short
 /// read is reported as `EFAULT`.
 pub fn read_process(pid: u32, addr: u64, dst: &mut [u8]) -> io::Result<()> {
+    let fault = || io::Error::from_raw_os_error(libc::EFAULT);
+    let start = usize::try_from(addr).map_err(|_| fault())?;
+    start.checked_add(dst.len()).ok_or_else(fault)?;
     let mut done = 0usize;
     while done < dst.len() {
         let local = libc::iovec { iov_base: dst[done..].as_mut_ptr().cast(), iov_len: dst.len() - done };
-        let remote = libc::iovec { iov_base: (addr as usize + done) as *mut libc::c_void, iov_len: dst.len() - done };
+        let remote = libc::iovec { iov_base: (start + done) as *mut libc::c_void, iov_len: dst.len() - done };
         // SAFETY: `local` describes memory we own exclusively (`dst`); the
         // remote iovec is only read, by the Linux kernel, which checks it
         // against the other process's address space.

@@ -80,6 +80,9 @@ pub struct Cocarrier {
     spec: CarrierSpec,
     rights: Rights,
     end: Option<ReceiverEnd>,
+    /// Releases the queue had no room for; retried on the next release or
+    /// receive.
+    pending: std::sync::Mutex<Vec<u64>>,
 }
 
 /// A handle that can travel in a carrier message.
@@ -229,7 +232,7 @@ impl Cocarrier {
             // microkernel read our messages.
             comesg_sys::remote::allow_reader(conn.kernel_pid());
         }
-        Ok(Cocarrier { conn, held, name, spec, rights: g.rights, end })
+        Ok(Cocarrier { conn, held, name, spec, rights: g.rights, end, pending: Default::default() })
     }
 
     /// Its name when it was opened.
@@ -283,7 +286,9 @@ impl Cocarrier {
                 len: msg.len() as u64,
                 attach: attach.clone(),
             };
-            match self.conn.request(req) {
+            // No reply timeout: the kernel reads `msg` whenever it gets to
+            // the request, so the buffer must stay ours until it answers.
+            match self.conn.request_with(req, false) {
                 Ok((Reply::Done, _)) => return Ok(()),
                 Ok((Reply::Error(KernelError::WouldBlock(_)), _)) => {}
                 Ok((Reply::Error(e), _)) => return Err(SendError::Control(e.to_string())),
@@ -345,7 +350,10 @@ impl Cocarrier {
         let d = Descriptor::decode(end.delivery.slot(&claim));
         end.delivery.release(claim)?;
         let d = d.ok_or(RecvError::Corrupt("short carrier descriptor"))?;
-        let bytes = end.arena.message(&d).ok_or(RecvError::Corrupt("carrier descriptor outside the arena"))?;
+        let Some(bytes) = end.arena.message(&d) else {
+            self.release(d.id);
+            return Err(RecvError::Corrupt("carrier descriptor outside the arena"));
+        };
         Ok(CarrierMessage { carrier: self, d, bytes })
     }
 
@@ -380,14 +388,23 @@ impl Cocarrier {
 
     fn release(&self, id: u64) {
         let Some(end) = &self.end else { return };
-        for _ in 0..2 {
-            if end.release.try_send(0, &id.to_le_bytes()).is_ok() {
-                return;
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        pending.push(id);
+        for attempt in 0..2 {
+            while let Some(&id) = pending.last() {
+                if end.release.try_send(0, &id.to_le_bytes()).is_err() {
+                    break;
+                }
+                pending.pop();
+            }
+            if pending.is_empty() || attempt == 1 {
+                break;
             }
             // The queue is full: have the kernel collect it, then retry.
             let _ = self.conn.request(Request::CarrierCollect { handle: self.held.id() });
         }
-        tracing::warn!("{}: could not release message {id}; its space returns when this handle closes", self.name);
+        // What is left goes with the next release (or when the handle
+        // closes, when the kernel frees all this receiver held).
     }
 
     /// The read-only mapping of the arena (for tests that try to write it).

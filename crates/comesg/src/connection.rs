@@ -27,6 +27,9 @@ struct Inner {
     fd: Mutex<OwnedFd>,
     next_id: AtomicU32,
     kernel_pid: u32,
+    /// The process that connected: a forked child must not use the
+    /// connection (the kernel knows the connection by its creator).
+    owner_pid: u32,
     socket: PathBuf,
     services: Mutex<std::collections::HashMap<String, std::sync::Weak<ServiceClient>>>,
 }
@@ -112,20 +115,23 @@ impl Connection {
         let err = |source| Error::Connect { path: socket.to_owned(), source };
         let fd = seqpacket::connect(socket).map_err(err)?;
         seqpacket::set_timeouts(fd.as_fd(), Some(REPLY_TIMEOUT)).map_err(err)?;
+        // The kernel's pid from the socket itself, not from what it says.
+        let peer = seqpacket::peer_cred(fd.as_fd()).map_err(err)?.pid;
         let mut conn = Connection {
             inner: Arc::new(Inner {
                 fd: Mutex::new(fd),
                 next_id: AtomicU32::new(1),
                 kernel_pid: 0,
+                owner_pid: comesg_sys::process::pid(),
                 socket: socket.to_owned(),
                 services: Mutex::new(std::collections::HashMap::new()),
             }),
         };
         let client = std::env::args().next().unwrap_or_default();
         match conn.request(Request::Hello { version: VERSION, client })? {
-            (Reply::Welcome { kernel_pid, .. }, _) => {
+            (Reply::Welcome { .. }, _) => {
                 if let Some(inner) = Arc::get_mut(&mut conn.inner) {
-                    inner.kernel_pid = kernel_pid;
+                    inner.kernel_pid = peer;
                 }
                 Ok(conn)
             }
@@ -171,10 +177,31 @@ impl Connection {
 
     /// Sends one request and waits for its reply (and the fds it carries).
     pub fn request(&self, request: Request) -> Result<(Reply, Vec<OwnedFd>), Error> {
+        self.request_with(request, true)
+    }
+
+    /// [`Connection::request`], optionally without the reply timeout: a
+    /// request the kernel may act on long after a caller gave up (a carrier
+    /// send reads the caller's memory) must be waited for.
+    pub(crate) fn request_with(&self, request: Request, timeout: bool) -> Result<(Reply, Vec<OwnedFd>), Error> {
+        if comesg_sys::process::pid() != self.inner.owner_pid {
+            return Err(Error::Protocol("this connection belongs to the parent process (fork): connect again".into()));
+        }
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let bytes = encode_request(&RequestFrame { id, request });
         let fd = self.inner.fd.lock().unwrap_or_else(|p| p.into_inner());
-        seqpacket::send(fd.as_fd(), &bytes, &[]).map_err(gone)?;
+        if !timeout {
+            seqpacket::set_timeouts(fd.as_fd(), None).map_err(gone)?;
+        }
+        let r = Self::exchange(&self.inner, &fd, id, &bytes);
+        if !timeout {
+            let _ = seqpacket::set_timeouts(fd.as_fd(), Some(REPLY_TIMEOUT));
+        }
+        r
+    }
+
+    fn exchange(inner: &Inner, fd: &OwnedFd, id: u32, bytes: &[u8]) -> Result<(Reply, Vec<OwnedFd>), Error> {
+        seqpacket::send(fd.as_fd(), bytes, &[]).map_err(gone)?;
         let mut buf = vec![0u8; MAX_FRAME];
         loop {
             let rec = seqpacket::recv(fd.as_fd(), &mut buf).map_err(gone)?.ok_or(Error::KernelGone)?;
@@ -193,7 +220,7 @@ impl Connection {
                 // connection closes. Its Done reply is skipped in turn.
                 Reply::Port(g) => {
                     let close = RequestFrame {
-                        id: self.inner.next_id.fetch_add(1, Ordering::Relaxed),
+                        id: inner.next_id.fetch_add(1, Ordering::Relaxed),
                         request: Request::Close { handle: g.handle },
                     };
                     let _ = seqpacket::send(fd.as_fd(), &encode_request(&close), &[]);

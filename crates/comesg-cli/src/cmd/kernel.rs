@@ -28,6 +28,11 @@ pub fn run(a: Args) -> Outcome {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    // Nobody (of this user) may ptrace the microkernel or write its memory:
+    // it holds the one writable mapping of every carrier's arena.
+    if let Err(e) = comesg_sys::process::set_not_dumpable() {
+        tracing::warn!("cannot make the kernel undumpable ({e}): same-user processes could write carrier arenas");
+    }
     let mut config = KernelConfig::new(a.socket.path());
     config.idle_exit = a.idle_exit.filter(|s| *s > 0.0).map(Duration::from_secs_f64);
     match Kernel::bind(config) {

@@ -12,7 +12,7 @@ pub enum AnyPort {
     /// A COPIPE handle.
     Pipe(comesg::Copipe),
     /// A COCARRIER handle.
-    Carrier(comesg::Cocarrier),
+    Carrier(Box<comesg::Cocarrier>),
 }
 
 impl AnyPort {
@@ -20,7 +20,7 @@ impl AnyPort {
     pub fn open(conn: &Connection, path: &str, rights: Rights) -> Result<AnyPort, comesg::Error> {
         match super::kind_of(conn, path)? {
             Some(PortKind::Pipe) => Ok(AnyPort::Pipe(conn.open_copipe(path, rights)?)),
-            Some(PortKind::Carrier) => Ok(AnyPort::Carrier(conn.open_cocarrier(path, rights)?)),
+            Some(PortKind::Carrier) => Ok(AnyPort::Carrier(Box::new(conn.open_cocarrier(path, rights)?))),
             _ => Ok(AnyPort::Channel(conn.open_channel(path, rights)?)),
         }
     }

@@ -33,6 +33,8 @@ pub const RELEASE: usize = 8;
 pub const MAX_ARENA: u64 = 16 << 30;
 /// Most receivers of one carrier.
 pub const MAX_RECEIVERS: u32 = 1024;
+/// Most messages queued per receiver.
+pub const MAX_QUEUE: u32 = 4096;
 
 /// A ring whose segments the kernel keeps, with read-only reopens to hand out.
 #[derive(Debug)]
@@ -90,6 +92,7 @@ struct Message {
     off: u64,
     len: u64,
     receiver: u32,
+    attached: u16,
 }
 
 /// Message counts of a carrier.
@@ -130,6 +133,12 @@ impl CarrierObject {
         let bad = |m: String| Err(KernelError::InvalidArgument(m));
         if spec.arena == 0 || spec.arena > MAX_ARENA || spec.arena > usize::MAX as u64 {
             return bad(format!("arena must be 1..={MAX_ARENA} bytes"));
+        }
+        if spec.arena < 64 {
+            return bad("arena must be at least 64 bytes".into());
+        }
+        if spec.queue > MAX_QUEUE {
+            return bad(format!("queue must be at most {MAX_QUEUE}"));
         }
         if spec.max_message == 0 || spec.max_message > spec.arena {
             return bad("the largest message must be 1..=arena bytes".into());
@@ -229,43 +238,52 @@ impl CarrierObject {
         ])
     }
 
-    /// Frees the space of every message receivers have released.
+    /// Frees the space of every message receivers have released. Reads at
+    /// most one ring's worth of records per receiver per call, so a receiver
+    /// that keeps refilling its queue cannot hold the kernel here.
     pub fn collect(&mut self) {
         let mut buf = [0u8; RELEASE];
+        let mut released = Vec::new();
         for (&r, rc) in self.receivers.iter_mut() {
-            loop {
+            let cap = rc.release.ring.geometry().slots;
+            for _ in 0..cap {
                 match rc.release.ring.try_recv(KERNEL, &mut buf) {
-                    Ok(RELEASE) => {
-                        let id = u64::from_le_bytes(buf);
-                        // Only a message this receiver holds: a forged or
-                        // repeated number frees nothing.
-                        if rc.holds.remove(&id) {
-                            if let Some(m) = self.messages.remove(&id).filter(|m| m.receiver == r) {
-                                self.arena.free(m.off, m.len);
-                                self.totals.released += 1;
-                                self.freed.push(id);
-                            }
-                        }
-                    }
+                    Ok(RELEASE) => released.push((r, u64::from_le_bytes(buf))),
                     Ok(_) => {}
                     Err(_) => break,
                 }
             }
         }
+        for (r, id) in released {
+            // Only a message this receiver holds: a forged, repeated or
+            // other receiver's number frees nothing.
+            if self.messages.get(&id).is_some_and(|m| m.receiver == r) {
+                if let Some(rc) = self.receivers.get_mut(&r) {
+                    rc.holds.remove(&id);
+                }
+                if let Some(m) = self.messages.remove(&id) {
+                    self.arena.free(m.off, m.len);
+                    self.totals.released += 1;
+                    self.freed.push(id);
+                }
+            }
+        }
     }
 
-    /// The receiver with the fewest queued messages and room for one more,
-    /// starting the search after the last one chosen.
-    fn pick_receiver(&mut self) -> Option<u32> {
+    /// Receivers with room, least loaded first (by the depth their ring
+    /// shows, which a receiver can misstate: the claim below is the check),
+    /// starting after the last one chosen.
+    fn candidates(&self) -> Vec<u32> {
         let queue = self.spec.queue as u64;
         let start = self.next_receiver;
         let ids = self.receivers.range(start..).chain(self.receivers.range(..start));
-        let (r, _) = ids
-            .map(|(&r, rc)| (r, rc.delivery.ring.stats().depth))
-            .filter(|&(_, depth)| depth < queue)
-            .min_by_key(|&(_, depth)| depth)?;
-        self.next_receiver = r.wrapping_add(1);
-        Some(r)
+        let mut c: Vec<(u64, usize, u32)> = ids
+            .enumerate()
+            .map(|(k, (&r, rc))| (rc.delivery.ring.stats().depth, k, r))
+            .filter(|&(depth, _, _)| depth < queue)
+            .collect();
+        c.sort();
+        c.into_iter().map(|(_, _, r)| r).collect()
     }
 
     /// Sends the `len` bytes at `addr` of process `pid` (with `attached`
@@ -279,10 +297,31 @@ impl CarrierObject {
             )));
         }
         self.collect();
-        let r = self.pick_receiver().ok_or_else(|| KernelError::WouldBlock("no receiver has room".into()))?;
-        let off = self.arena.alloc(len).ok_or_else(|| KernelError::WouldBlock("the arena is full".into()))?;
+        // Claim a delivery slot first: a receiver whose ring is full (or
+        // whose shared state lies) is passed over before any copy is made.
+        let mut claimed = None;
+        for r in self.candidates() {
+            if let Some(rc) = self.receivers.get(&r) {
+                if let Ok(c) = rc.delivery.ring.try_claim_send(KERNEL) {
+                    claimed = Some((r, c));
+                    break;
+                }
+            }
+        }
+        let (r, mut claim) = claimed.ok_or_else(|| KernelError::WouldBlock("no receiver has room".into()))?;
+        self.next_receiver = r.wrapping_add(1);
+        let cancel = |this: &Self, claim| {
+            if let Some(rc) = this.receivers.get(&r) {
+                let _ = rc.delivery.ring.cancel(claim);
+            }
+        };
+        let Some(off) = self.arena.alloc(len) else {
+            cancel(self, claim);
+            return Err(KernelError::WouldBlock("the arena is full".into()));
+        };
         if let Err(e) = self.writer.copy_from_process(pid, addr, off, len) {
             self.arena.free(off, len);
+            cancel(self, claim);
             return Err(KernelError::InvalidArgument(format!("cannot read the message from the sender: {e}")));
         }
         let id = self.next_msg;
@@ -292,7 +331,9 @@ impl CarrierObject {
             self.arena.free(off, len);
             return Err(KernelError::Internal("receiver vanished".into()));
         };
-        if let Err(e) = rc.delivery.ring.try_send(KERNEL, &d) {
+        let published =
+            rc.delivery.ring.write(&mut claim, &d).and_then(|()| rc.delivery.ring.publish(claim, DESCRIPTOR));
+        if let Err(e) = published {
             self.arena.free(off, len);
             return Err(match e {
                 RingError::Full => KernelError::WouldBlock("receiver queue full".into()),
@@ -300,7 +341,7 @@ impl CarrierObject {
             });
         }
         rc.holds.insert(id);
-        self.messages.insert(id, Message { off, len, receiver: r });
+        self.messages.insert(id, Message { off, len, receiver: r, attached });
         self.totals.sent += 1;
         self.totals.sent_bytes += len;
         Ok(id)
@@ -327,15 +368,26 @@ impl CarrierObject {
             self.ids.give_back(r);
             // A descriptor it had claimed but not yet copied is gone with it.
             let _ = rc.delivery.ring.repair_holder(Side::Recv, RECEIVER);
+            // Its queued descriptors go to others; trust only ids the kernel
+            // itself queued to it (and still holds for it), rebuilt from the
+            // kernel's records, at most one ring's worth.
             let mut requeue = Vec::new();
             let mut buf = [0u8; DESCRIPTOR];
-            while let Ok(DESCRIPTOR) = rc.delivery.ring.try_recv(KERNEL_DRAIN, &mut buf) {
-                requeue.push(buf);
+            for _ in 0..rc.delivery.ring.geometry().slots {
+                match rc.delivery.ring.try_recv(KERNEL_DRAIN, &mut buf) {
+                    Ok(DESCRIPTOR) => {
+                        let id = Descriptor::decode(&buf).map_or(0, |d| d.id);
+                        let ours = self.messages.get(&id).is_some_and(|m| m.receiver == r);
+                        if ours && rc.holds.remove(&id) {
+                            requeue.push(id);
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(_) => break,
+                }
             }
-            for d in requeue {
-                let id = u64::from_le_bytes(d[..8].try_into().unwrap_or_default());
-                rc.holds.remove(&id);
-                if !self.redeliver(id, &d) {
+            for id in requeue {
+                if !self.redeliver(id) {
                     lost += self.drop_message(id);
                 }
             }
@@ -347,17 +399,28 @@ impl CarrierObject {
         lost
     }
 
-    fn redeliver(&mut self, id: u64, d: &[u8; DESCRIPTOR]) -> bool {
-        let Some(to) = self.pick_receiver() else { return false };
-        let Some(rc) = self.receivers.get_mut(&to) else { return false };
-        if rc.delivery.ring.try_send(KERNEL, d).is_err() {
-            return false;
+    fn redeliver(&mut self, id: u64) -> bool {
+        let Some(m) = self.messages.get(&id).copied() else { return false };
+        for to in self.candidates() {
+            let Some(rc) = self.receivers.get_mut(&to) else { continue };
+            let Ok(mut claim) = rc.delivery.ring.try_claim_send(KERNEL) else { continue };
+            let d = Descriptor { id, off: m.off, len: m.len, attached: m.attached }.encode();
+            if rc
+                .delivery
+                .ring
+                .write(&mut claim, &d)
+                .and_then(|()| rc.delivery.ring.publish(claim, DESCRIPTOR))
+                .is_err()
+            {
+                continue;
+            }
+            rc.holds.insert(id);
+            if let Some(mm) = self.messages.get_mut(&id) {
+                mm.receiver = to;
+            }
+            return true;
         }
-        rc.holds.insert(id);
-        if let Some(m) = self.messages.get_mut(&id) {
-            m.receiver = to;
-        }
-        true
+        false
     }
 
     fn drop_message(&mut self, id: u64) -> u64 {
@@ -369,5 +432,58 @@ impl CarrierObject {
             }
             None => 0,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn carrier() -> CarrierObject {
+        let spec = CarrierSpec { arena: 1 << 16, max_message: 4096, receivers: 4, queue: 4 };
+        CarrierObject::create(&Name::try_from("/t").unwrap(), spec).unwrap()
+    }
+
+    #[test]
+    fn a_queued_message_released_early_is_never_handed_to_another_receiver() {
+        let mut c = carrier();
+        let a = c.attach(Rights::RECV).unwrap().recv.unwrap();
+        let msg = vec![7u8; 1000];
+        let id = c.send(comesg_sys::process::pid(), msg.as_ptr() as u64, msg.len() as u64, 0).unwrap();
+        assert_eq!(c.holder_of(id), Some(a));
+        let b = c.attach(Rights::RECV).unwrap().recv.unwrap();
+        // A releases the message while it is still queued to it (it never
+        // received it), then leaves: the space is freed once, and the stale
+        // descriptor in A's queue is not passed on to B.
+        c.receivers[&a].release.ring.try_send(RECEIVER, &id.to_le_bytes()).unwrap();
+        c.collect();
+        assert_eq!((c.arena_used(), c.holder_of(id)), (0, None));
+        let lost = c.detach_all(&[Attachment { recv: Some(a), ..Default::default() }]);
+        assert_eq!(lost, 0);
+        assert_eq!(c.receivers[&b].delivery.ring.stats().depth, 0, "nothing redelivered");
+        // A release naming another receiver's message frees nothing.
+        let id2 = c.send(comesg_sys::process::pid(), msg.as_ptr() as u64, 10, 0).unwrap();
+        assert_eq!(c.holder_of(id2), Some(b));
+        let x = c.attach(Rights::RECV).unwrap().recv.unwrap();
+        c.receivers[&x].release.ring.try_send(RECEIVER, &id2.to_le_bytes()).unwrap();
+        c.collect();
+        assert_eq!(c.holder_of(id2), Some(b));
+        assert_eq!(c.arena_used(), 64);
+    }
+
+    #[test]
+    fn queued_messages_of_a_departed_receiver_go_to_another() {
+        let mut c = carrier();
+        let a = c.attach(Rights::RECV).unwrap().recv.unwrap();
+        let msg = [1u8; 100];
+        let id = c.send(comesg_sys::process::pid(), msg.as_ptr() as u64, 100, 0).unwrap();
+        let b = c.attach(Rights::RECV).unwrap().recv.unwrap();
+        assert_eq!(c.detach_all(&[Attachment { recv: Some(a), ..Default::default() }]), 0);
+        assert_eq!(c.holder_of(id), Some(b));
+        assert_eq!(c.receivers[&b].delivery.ring.stats().depth, 1);
+        // Bad sends: too long, unreadable address.
+        assert!(c.send(comesg_sys::process::pid(), msg.as_ptr() as u64, 5000, 0).is_err());
+        assert!(c.send(comesg_sys::process::pid(), u64::MAX - 4, 100, 0).is_err());
+        assert_eq!(c.arena_used(), 128);
     }
 }

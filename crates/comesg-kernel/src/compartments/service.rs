@@ -107,8 +107,12 @@ impl ServiceObject {
         Ok(())
     }
 
-    /// Attaches a provider or a caller.
+    /// Attaches a provider or a caller (or, with no rights, a reference
+    /// that only keeps the service alive: a handle in flight).
     pub fn attach(&mut self, rights: Rights) -> Result<Attachment, KernelError> {
+        if rights.is_empty() {
+            return Ok(Attachment::default());
+        }
         self.check_rights(rights)?;
         let mut att = self.requests.attach(rights)?;
         if rights == Rights::RECV {

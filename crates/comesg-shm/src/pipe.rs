@@ -44,6 +44,9 @@ pub const MAX_BUFFER: u32 = 64 << 20;
 pub const MAX_RECEIVERS: u32 = 1024;
 /// Spin rounds before sleeping.
 const SPIN: u32 = 2048;
+/// Spin rounds a receiver waits while a sender copies into its buffer
+/// (some milliseconds) before sleeping.
+const SPIN_WHILE_COPYING: u32 = 1 << 18;
 
 const IDLE: u64 = 0;
 const OFFERED: u64 = 1;
@@ -452,7 +455,10 @@ impl Pipe {
                 // A sender is copying: wait for it, whatever the deadline
                 // (it fills, or dies and the kernel reopens the offer).
                 CLAIMED => {
-                    if spins < SPIN {
+                    // A sender is copying into our buffer right now: spin
+                    // through a large copy (waking from a futex costs more
+                    // than copying a megabyte here), then sleep.
+                    if spins < SPIN_WHILE_COPYING {
                         spins += 1;
                         std::hint::spin_loop();
                     } else {

@@ -196,3 +196,24 @@ fn a_handle_passed_in_a_message_works_in_the_receiver_and_cannot_be_widened() {
     // A carrier cannot carry itself.
     assert!(tx.send_with(b"me", &[(&tx, Rights::SEND)]).is_err());
 }
+
+#[test]
+fn a_message_built_in_place_travels_without_a_copy() {
+    let k = KernelProc::start("car-build");
+    let conn = k.connect();
+    let tx = conn.create_cocarrier("/it/c/build", opts(1 << 20, 16)).unwrap();
+    let mut receiver = k.peer(&["seq-recv", "/it/c/build", "--idle", "2"]);
+    let out = receiver.collect();
+    assert!(tx.build(1 << 20).is_err(), "over the carrier's limit");
+    let mut big = tx.build(400_000).unwrap();
+    big.as_mut_slice().fill(1);
+    big.send().unwrap();
+    let mut small = tx.build(16).unwrap();
+    small.as_mut_slice().copy_from_slice(&[2, 0, 0, 0, 6, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    small.send().unwrap();
+    assert_eq!(entry(&k, "/it/c/build").arena_used, 0, "built messages take no arena space");
+    assert!(receiver.wait(Duration::from_secs(30)).success());
+    assert_eq!(out.join().unwrap(), vec!["bad-length 400000", "2 6", "done 1"]);
+    let e = entry(&k, "/it/c/build");
+    assert_eq!((e.sent_msgs, e.received_msgs), (2, 2));
+}

@@ -258,12 +258,13 @@ impl Kernel {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(_) => return self.disconnect(id, "receive failed"),
             };
-            // Clients have no business sending fds; `rec.fds` closes them.
+            // Only a sealed carrier message comes with an fd; the state
+            // takes what a request may carry and closes the rest.
             let (req_id, outcome) = if rec.truncated {
                 (0, None)
             } else {
                 match decode_request(&self.buf[..rec.len]) {
-                    Ok(frame) => (frame.id, Some(self.state.handle(id, frame.request))),
+                    Ok(frame) => (frame.id, Some(self.state.handle_with_fds(id, frame.request, rec.fds))),
                     Err(e) => {
                         tracing::debug!(client = id.0, "malformed request: {e}");
                         let bytes = encode_reply(&ReplyFrame {

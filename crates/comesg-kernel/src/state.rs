@@ -190,6 +190,28 @@ impl State {
 
     /// Handles one request from client `id`.
     pub fn handle(&mut self, id: ClientId, request: Request) -> Outcome {
+        self.handle_with_fds(id, request, Vec::new())
+    }
+
+    /// [`State::handle`] for a request that came with fds (only a sealed
+    /// carrier send uses one; any others are closed).
+    pub fn handle_with_fds(&mut self, id: ClientId, request: Request, mut fds: Vec<OwnedFd>) -> Outcome {
+        if let Request::CarrierSendSealed { handle, len, attach } = request {
+            if !self.clients.get(&id).is_some_and(|c| c.greeted) {
+                return Outcome::error(KernelError::HelloFirst);
+            }
+            let Some(fd) = fds.pop().filter(|_| fds.is_empty()) else {
+                return Outcome::error(KernelError::InvalidArgument("a sealed send carries exactly one fd".into()));
+            };
+            return self
+                .carrier_send_with(id, handle, &attach, move |c, _pid, n| c.send_sealed(fd, len, n))
+                .unwrap_or_else(Outcome::error);
+        }
+        drop(fds);
+        self.handle_request(id, request)
+    }
+
+    fn handle_request(&mut self, id: ClientId, request: Request) -> Outcome {
         let Some(client) = self.clients.get_mut(&id) else {
             return Outcome { close: true, ..Outcome::error(KernelError::Internal("unknown client".into())) };
         };
@@ -224,6 +246,10 @@ impl State {
                 Ok(0)
             }),
             Request::CarrierTake { handle, msg } => self.carrier_take(id, cred, handle, msg),
+            Request::CarrierSendSealed { .. } => {
+                Err(KernelError::InvalidArgument("a sealed send carries exactly one fd".into()))
+            }
+            Request::CarrierFetch { handle, msg } => self.carrier_fetch(id, handle, msg),
         };
         result.unwrap_or_else(Outcome::error)
     }
@@ -440,6 +466,18 @@ impl State {
         len: u64,
         attach: &[(HandleId, Rights)],
     ) -> Result<Outcome, KernelError> {
+        self.carrier_send_with(id, handle, attach, |c, pid, n| c.send(pid, addr, len, n))
+    }
+
+    /// A carrier send (copied or sealed, as `send` does it) with handles to
+    /// pass along.
+    fn carrier_send_with(
+        &mut self,
+        id: ClientId,
+        handle: HandleId,
+        attach: &[(HandleId, Rights)],
+        send: impl FnOnce(&mut CarrierObject, u32, u16) -> Result<u64, KernelError>,
+    ) -> Result<Outcome, KernelError> {
         if attach.len() > MAX_ATTACHED {
             return Err(KernelError::InvalidArgument(format!("at most {MAX_ATTACHED} handles per message")));
         }
@@ -483,7 +521,7 @@ impl State {
             }
         }
         let n = carried.len() as u16;
-        match self.carrier_op(id, handle, Rights::SEND, |c, pid| c.send(pid, addr, len, n)) {
+        match self.carrier_op(id, handle, Rights::SEND, |c, pid| send(c, pid, n)) {
             Ok((obj, Ok(msg))) => {
                 self.in_flight.insert(obj, msg, carried);
                 self.settle_carrier(obj);
@@ -498,6 +536,24 @@ impl State {
                 self.drop_carried(carried);
                 Err(e)
             }
+        }
+    }
+
+    /// A receiver fetches the sealed memfd of a message it holds.
+    fn carrier_fetch(&mut self, id: ClientId, handle: HandleId, msg: u64) -> Result<Outcome, KernelError> {
+        let client = self.clients.get(&id).ok_or_else(|| KernelError::Internal("unknown client".into()))?;
+        let obj = *client.handles.get(&handle).ok_or(KernelError::NoSuchHandle(handle))?;
+        let o = self.ports.get(obj).ok_or(KernelError::NoSuchHandle(handle))?;
+        let receiver = o.holders_of(id).find(|(x, _)| *x == handle).and_then(|(_, i)| i.attachment.recv);
+        match &o.body {
+            Body::Carrier(c) if receiver.is_some() && c.holder_of(msg) == receiver => {
+                let fd = c.sealed_fd(msg)?;
+                Ok(Outcome { reply: Reply::Segment, fds: vec![fd], close: false })
+            }
+            Body::Carrier(_) => {
+                Err(KernelError::InvalidArgument(format!("message {msg} is not held by this receiver")))
+            }
+            _ => Err(KernelError::InvalidArgument("not a carrier".into())),
         }
     }
 

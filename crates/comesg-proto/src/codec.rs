@@ -118,6 +118,12 @@ mod tests {
                     len,
                 }
             }),
+            (any::<u64>(), any::<u64>()).prop_map(|(h, len)| Request::CarrierSendSealed {
+                handle: HandleId(h),
+                len,
+                attach: Vec::new()
+            }),
+            (any::<u64>(), any::<u64>()).prop_map(|(h, msg)| Request::CarrierFetch { handle: HandleId(h), msg }),
             (any::<u64>(), any::<u64>(), any::<u32>(), any::<u32>()).prop_map(
                 |(arena, max_message, receivers, queue)| {
                     Request::Create {

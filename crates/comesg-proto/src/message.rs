@@ -108,6 +108,26 @@ pub enum Request {
         /// them or drops the message.
         attach: Vec<(HandleId, Rights)>,
     },
+    /// Sends a message built in place: the request carries one fd, a memfd
+    /// of `len` bytes that the sender has sealed against writing and
+    /// resizing (the Linux kernel proves nobody can change it). Reply:
+    /// [`Reply::Done`], or [`KernelError::WouldBlock`].
+    CarrierSendSealed {
+        /// The sender's handle.
+        handle: HandleId,
+        /// The message's length (the memfd's size).
+        len: u64,
+        /// Handles to pass along, as for [`Request::CarrierSend`].
+        attach: Vec<(HandleId, Rights)>,
+    },
+    /// A receiver fetches the sealed memfd of message `msg` it holds (a
+    /// message built in place). Reply: [`Reply::Segment`] with the fd.
+    CarrierFetch {
+        /// The receiver's handle to the carrier.
+        handle: HandleId,
+        /// The message's number.
+        msg: u64,
+    },
     /// A receiver takes the handles that came with message `msg` it holds.
     /// Reply: [`Reply::Taken`], then the fds of every grant, in order.
     CarrierTake {

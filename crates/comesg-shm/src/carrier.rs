@@ -20,6 +20,10 @@ use comesg_sys::{memfd, OwnedFd};
 /// Messages at least this long are copied by two threads.
 const PARALLEL_COPY: usize = 4 << 20;
 
+/// The offset a descriptor gives for a message built in place (in a sealed
+/// memfd of its own, fetched from the kernel), not in the arena.
+pub const SEALED: u64 = u64::MAX;
+
 /// Bytes of a delivery descriptor: message number, offset, length.
 pub const DESCRIPTOR: usize = 24;
 
@@ -152,5 +156,99 @@ impl ArenaReader {
     /// The mapping, for tests that try to write through it.
     pub fn mapping(&self) -> &Mapping {
         &self.map
+    }
+}
+
+/// A message built in place: a read-only mapping of a memfd sealed against
+/// writing, so its bytes cannot change while it is mapped.
+#[derive(Debug)]
+pub struct SealedView {
+    map: Option<Mapping>,
+}
+
+impl SealedView {
+    /// Maps `fd` (which must be sealed against writing and resizing, and
+    /// `len` bytes long) read-only.
+    pub fn map(fd: &OwnedFd, len: usize) -> io::Result<SealedView> {
+        if !memfd::is_immutable(fd) || memfd::size(fd)? != len as u64 {
+            return Err(io::Error::other("message memfd is not sealed, or not of its length"));
+        }
+        let map = if len == 0 { None } else { Some(Mapping::map(fd, len, Access::ReadOnly)?) };
+        Ok(SealedView { map })
+    }
+
+    /// The message's bytes.
+    pub fn bytes(&self) -> &[u8] {
+        match &self.map {
+            // SAFETY: the mapping covers `len` bytes of a memfd sealed with
+            // F_SEAL_WRITE: no process can write it, so the bytes do not
+            // change while borrowed.
+            Some(m) => unsafe { std::slice::from_raw_parts(m.as_ptr(), m.len()) },
+            None => &[],
+        }
+    }
+}
+
+/// A sender's message under construction, in a fresh memfd of its own.
+#[derive(Debug)]
+pub struct SealedBuilder {
+    fd: OwnedFd,
+    map: Option<Mapping>,
+}
+
+impl SealedBuilder {
+    /// A fresh memfd of `len` bytes, mapped writable.
+    pub fn create(len: usize) -> io::Result<SealedBuilder> {
+        let fd = memfd::create_sealable("comesg-message", len as u64)?;
+        let map = if len == 0 { None } else { Some(Mapping::map(&fd, len, Access::ReadWrite)?) };
+        Ok(SealedBuilder { fd, map })
+    }
+
+    /// The message's bytes, to write.
+    pub fn bytes_mut(&mut self) -> &mut [u8] {
+        match &self.map {
+            // SAFETY: the memfd is fresh and private to this builder until
+            // `seal` (nobody else has it); `&mut self` makes the borrow
+            // unique.
+            Some(m) => unsafe { std::slice::from_raw_parts_mut(m.as_ptr(), m.len()) },
+            None => &mut [],
+        }
+    }
+
+    /// The message's length.
+    pub fn bytes_len(&self) -> u64 {
+        self.map.as_ref().map_or(0, |m| m.len() as u64)
+    }
+
+    /// Unmaps the writable mapping and seals the memfd against writing and
+    /// resizing, for good; returns it, ready to send.
+    pub fn seal(mut self) -> io::Result<OwnedFd> {
+        drop(self.map.take());
+        memfd::seal_immutable(&self.fd)?;
+        Ok(self.fd)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_built_message_cannot_be_changed_once_sealed() {
+        let mut b = SealedBuilder::create(8192).unwrap();
+        b.bytes_mut().fill(3);
+        let fd = b.seal().unwrap();
+        assert!(rustix::io::write(&fd, b"x").is_err(), "write(2) refused");
+        assert!(Mapping::map(&fd, 8192, Access::ReadWrite).is_err(), "writable mapping refused");
+        let v = SealedView::map(&fd, 8192).unwrap();
+        assert!(v.bytes().iter().all(|&x| x == 3));
+        let unsealed = memfd::create_sealable("x", 16).unwrap();
+        assert!(SealedView::map(&unsealed, 16).is_err(), "a receiver refuses an unsealed memfd");
+    }
+
+    #[test]
+    fn descriptors_round_trip() {
+        let d = Descriptor { id: 9, off: SEALED, len: (1 << 40) + 3, attached: 7 };
+        assert_eq!(Descriptor::decode(&d.encode()), Some(d));
     }
 }

@@ -51,6 +51,28 @@ pub fn seal_writes(fd: impl AsFd) -> io::Result<()> {
     Ok(())
 }
 
+/// Creates a memfd a sender builds one message in: sized, sealable, not yet
+/// sealed.
+pub fn create_sealable(name: &str, size: u64) -> io::Result<OwnedFd> {
+    let fd = fs::memfd_create(name, MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING)?;
+    fs::ftruncate(&fd, size)?;
+    Ok(fd)
+}
+
+/// Seals `fd` for good against writing and resizing (`F_SEAL_WRITE`,
+/// `GROW`, `SHRINK`, `SEAL`). Fails while any writable shared mapping of it
+/// exists: once it succeeds, nobody can change the contents, whatever fds
+/// or mappings they keep.
+pub fn seal_immutable(fd: impl AsFd) -> io::Result<()> {
+    fs::fcntl_add_seals(fd, SealFlags::WRITE | SealFlags::GROW | SealFlags::SHRINK | SealFlags::SEAL)?;
+    Ok(())
+}
+
+/// Whether `fd` is a memfd sealed against writing and resizing.
+pub fn is_immutable(fd: impl AsFd) -> bool {
+    fs::fcntl_get_seals(fd).is_ok_and(|s| s.contains(SealFlags::WRITE | SealFlags::GROW | SealFlags::SHRINK))
+}
+
 /// Opens a new, read-only file description of the same memfd, through
 /// `/proc/self/fd`. A mapping made from it can never become writable.
 pub fn reopen_read_only(fd: impl AsFd) -> io::Result<OwnedFd> {

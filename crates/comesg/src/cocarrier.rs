@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use comesg_proto::{
     CarrierSpec, HandleId, KernelError, Name, PortGrant, PortSpec, Reply, Request, Rights, TakenHandle,
 };
-use comesg_shm::carrier::{ArenaReader, Descriptor, DESCRIPTOR};
+use comesg_shm::carrier::{ArenaReader, Descriptor, SealedBuilder, SealedView, DESCRIPTOR, SEALED};
 use comesg_shm::channel::{blocking, Geometry, Ring};
 use comesg_sys::mapping::{Access, Mapping};
 use comesg_sys::OwnedFd;
@@ -151,7 +151,57 @@ impl Handle {
 pub struct CarrierMessage<'a> {
     carrier: &'a Cocarrier,
     d: Descriptor,
-    bytes: &'a [u8],
+    body: Body<'a>,
+}
+
+#[derive(Debug)]
+enum Body<'a> {
+    /// In the carrier's arena.
+    Arena(&'a [u8]),
+    /// Built in place by its sender, in a sealed memfd of its own.
+    Sealed(SealedView),
+}
+
+/// A message being built in place ([`Cocarrier::build`]): write it, then
+/// send it. Sending seals its memory: from then on nobody, the sender
+/// included, can change it, and no copy is made.
+#[derive(Debug)]
+pub struct Building<'a> {
+    carrier: &'a Cocarrier,
+    b: SealedBuilder,
+}
+
+impl Building<'_> {
+    /// The message's bytes, to write.
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        self.b.bytes_mut()
+    }
+
+    /// Seals and sends it (waiting while no receiver has room).
+    pub fn send(self) -> Result<(), SendError> {
+        self.send_with(&[])
+    }
+
+    /// Seals and sends it with handles, as [`Cocarrier::send_with`].
+    pub fn send_with(self, handles: &[(&dyn Attachable, Rights)]) -> Result<(), SendError> {
+        let c = self.carrier;
+        let len = self.b.bytes_len();
+        let fd = self.b.seal().map_err(|e| SendError::Control(format!("cannot seal the message: {e}")))?;
+        let attach = c.attach_list(handles)?;
+        let mut nap = Duration::from_micros(20);
+        loop {
+            let req = Request::CarrierSendSealed { handle: c.held.id(), len, attach: attach.clone() };
+            match c.conn.request_full(req, true, &[comesg_sys::AsFd::as_fd(&fd)]) {
+                Ok((Reply::Done, _)) => return Ok(()),
+                Ok((Reply::Error(KernelError::WouldBlock(_)), _)) => {}
+                Ok((Reply::Error(e), _)) => return Err(SendError::Control(e.to_string())),
+                Ok((other, _)) => return Err(SendError::Control(format!("unexpected reply {other:?}"))),
+                Err(e) => return Err(SendError::Control(e.to_string())),
+            }
+            std::thread::sleep(nap);
+            nap = (nap * 2).min(Duration::from_millis(2));
+        }
+    }
 }
 
 impl CarrierMessage<'_> {
@@ -186,7 +236,10 @@ impl CarrierMessage<'_> {
 impl std::ops::Deref for CarrierMessage<'_> {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
-        self.bytes
+        match &self.body {
+            Body::Arena(b) => b,
+            Body::Sealed(v) => v.bytes(),
+        }
     }
 }
 
@@ -306,6 +359,45 @@ impl Cocarrier {
         }
     }
 
+    fn attach_list(&self, handles: &[(&dyn Attachable, Rights)]) -> Result<Vec<(HandleId, Rights)>, SendError> {
+        let mut attach = Vec::with_capacity(handles.len());
+        for (h, rights) in handles {
+            let (conn, id) = h.handle_ref();
+            if !conn.same_as(&self.conn) {
+                return Err(SendError::Control(
+                    "a handle to attach must come from the carrier's own connection".into(),
+                ));
+            }
+            attach.push((id, *rights));
+        }
+        Ok(attach)
+    }
+
+    /// Starts a message of `len` bytes built in place: no copy is ever
+    /// made. It pays for fresh pages, so it suits messages that would be
+    /// built in a fresh buffer anyway.
+    ///
+    /// ```no_run
+    /// # let conn = comesg::Connection::connect_default()?;
+    /// # let tx = conn.open_cocarrier("/app/frames", comesg::Rights::SEND)?;
+    /// let mut m = tx.build(4096)?;
+    /// m.as_mut_slice().fill(7);
+    /// m.send()?; // sealed: unchangeable from here on
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn build(&self, len: usize) -> Result<Building<'_>, SendError> {
+        if !self.rights.contains(Rights::SEND) {
+            return Err(SendError::NoRight);
+        }
+        if len as u64 > self.spec.max_message {
+            let max = u32::try_from(self.spec.max_message).unwrap_or(u32::MAX);
+            return Err(SendError::TooLong { len, slot_size: max });
+        }
+        let b =
+            SealedBuilder::create(len).map_err(|e| SendError::Control(format!("cannot create the message: {e}")))?;
+        Ok(Building { carrier: self, b })
+    }
+
     /// Sends one message (any size up to the carrier's limit), waiting while
     /// no receiver has room. When it returns, the message is in the arena
     /// and nobody can change it.
@@ -350,11 +442,31 @@ impl Cocarrier {
         let d = Descriptor::decode(end.delivery.slot(&claim));
         end.delivery.release(claim)?;
         let d = d.ok_or(RecvError::Corrupt("short carrier descriptor"))?;
+        if d.off == SEALED {
+            let view = self.fetch_sealed(&d);
+            return match view {
+                Some(v) => Ok(CarrierMessage { carrier: self, d, body: Body::Sealed(v) }),
+                None => {
+                    self.release(d.id);
+                    Err(RecvError::Corrupt("cannot map a message built in place"))
+                }
+            };
+        }
         let Some(bytes) = end.arena.message(&d) else {
             self.release(d.id);
             return Err(RecvError::Corrupt("carrier descriptor outside the arena"));
         };
-        Ok(CarrierMessage { carrier: self, d, bytes })
+        Ok(CarrierMessage { carrier: self, d, body: Body::Arena(bytes) })
+    }
+
+    fn fetch_sealed(&self, d: &Descriptor) -> Option<SealedView> {
+        match self.conn.request(Request::CarrierFetch { handle: self.held.id(), msg: d.id }) {
+            Ok((Reply::Segment, mut fds)) if fds.len() == 1 => {
+                let fd = fds.pop()?;
+                SealedView::map(&fd, usize::try_from(d.len).ok()?).ok()
+            }
+            _ => None,
+        }
     }
 
     fn recv_until(&self, deadline: Option<Instant>) -> Result<CarrierMessage<'_>, RecvError> {

@@ -184,6 +184,16 @@ impl Connection {
     /// request the kernel may act on long after a caller gave up (a carrier
     /// send reads the caller's memory) must be waited for.
     pub(crate) fn request_with(&self, request: Request, timeout: bool) -> Result<(Reply, Vec<OwnedFd>), Error> {
+        self.request_full(request, timeout, &[])
+    }
+
+    /// A request that carries fds (a sealed carrier message).
+    pub(crate) fn request_full(
+        &self,
+        request: Request,
+        timeout: bool,
+        send_fds: &[comesg_sys::BorrowedFd<'_>],
+    ) -> Result<(Reply, Vec<OwnedFd>), Error> {
         if comesg_sys::process::pid() != self.inner.owner_pid {
             return Err(Error::Protocol("this connection belongs to the parent process (fork): connect again".into()));
         }
@@ -193,15 +203,21 @@ impl Connection {
         if !timeout {
             seqpacket::set_timeouts(fd.as_fd(), None).map_err(gone)?;
         }
-        let r = Self::exchange(&self.inner, &fd, id, &bytes);
+        let r = Self::exchange(&self.inner, &fd, id, &bytes, send_fds);
         if !timeout {
             let _ = seqpacket::set_timeouts(fd.as_fd(), Some(REPLY_TIMEOUT));
         }
         r
     }
 
-    fn exchange(inner: &Inner, fd: &OwnedFd, id: u32, bytes: &[u8]) -> Result<(Reply, Vec<OwnedFd>), Error> {
-        seqpacket::send(fd.as_fd(), bytes, &[]).map_err(gone)?;
+    fn exchange(
+        inner: &Inner,
+        fd: &OwnedFd,
+        id: u32,
+        bytes: &[u8],
+        send_fds: &[comesg_sys::BorrowedFd<'_>],
+    ) -> Result<(Reply, Vec<OwnedFd>), Error> {
+        seqpacket::send(fd.as_fd(), bytes, send_fds).map_err(gone)?;
         let mut buf = vec![0u8; MAX_FRAME];
         loop {
             let rec = seqpacket::recv(fd.as_fd(), &mut buf).map_err(gone)?.ok_or(Error::KernelGone)?;

@@ -40,7 +40,7 @@ mod shared;
 
 pub use bytemuck;
 pub use channel::{Channel, RecvSlot, SendLoan};
-pub use cocarrier::{Attachable, CarrierMessage, Cocarrier, CocarrierOptions, Handle};
+pub use cocarrier::{Attachable, Building, CarrierMessage, Cocarrier, CocarrierOptions, Handle};
 pub use comesg_kernel::{default_socket_path, Kernel, KernelConfig, KernelHandle, StartError as KernelStartError};
 pub use comesg_proto::{
     CarrierSpec, Entry, EntryKind, HandleId, Holder, KernelError, MutexSpec, Name, PipeSpec, PortKind, Rights,

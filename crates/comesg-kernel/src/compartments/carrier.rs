@@ -15,7 +15,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use comesg_proto::{CarrierSpec, KernelError, Name, Rights};
-use comesg_shm::carrier::{ArenaWriter, Descriptor, DESCRIPTOR};
+use comesg_shm::carrier::{ArenaWriter, Descriptor, DESCRIPTOR, SEALED};
 use comesg_shm::channel::{Geometry, Ring, RingError, Side};
 use comesg_sys::mapping::{Access, Mapping};
 use comesg_sys::{memfd, OwnedFd};
@@ -125,6 +125,8 @@ pub struct CarrierObject {
     /// Messages freed since the last [`CarrierObject::take_freed`] (their
     /// attached handles must be released).
     freed: Vec<u64>,
+    /// Messages built in place: their sealed memfds.
+    sealed: HashMap<u64, OwnedFd>,
 }
 
 impl CarrierObject {
@@ -164,6 +166,7 @@ impl CarrierObject {
             next_receiver: 0,
             totals: CarrierTotals::default(),
             freed: Vec::new(),
+            sealed: HashMap::new(),
         })
     }
 
@@ -262,7 +265,7 @@ impl CarrierObject {
                     rc.holds.remove(&id);
                 }
                 if let Some(m) = self.messages.remove(&id) {
-                    self.arena.free(m.off, m.len);
+                    self.free_space(id, m);
                     self.totals.released += 1;
                     self.freed.push(id);
                 }
@@ -347,6 +350,66 @@ impl CarrierObject {
         Ok(id)
     }
 
+    fn free_space(&mut self, id: u64, m: Message) {
+        if m.off == SEALED {
+            self.sealed.remove(&id);
+        } else {
+            self.arena.free(m.off, m.len);
+        }
+    }
+
+    /// Queues a message built in place: `fd` must be a memfd of `len`
+    /// bytes sealed against writing and resizing. No copy at all.
+    pub fn send_sealed(&mut self, fd: OwnedFd, len: u64, attached: u16) -> Result<u64, KernelError> {
+        if len > self.spec.max_message {
+            return Err(KernelError::InvalidArgument(format!(
+                "message of {len} bytes exceeds the carrier's {}-byte limit",
+                self.spec.max_message
+            )));
+        }
+        if !memfd::is_immutable(&fd) || memfd::size(&fd).ok() != Some(len) {
+            return Err(KernelError::InvalidArgument(
+                "a sealed send needs a memfd of the message's size sealed with F_SEAL_WRITE, GROW and SHRINK".into(),
+            ));
+        }
+        self.collect();
+        let mut claimed = None;
+        for r in self.candidates() {
+            if let Some(rc) = self.receivers.get(&r) {
+                if let Ok(c) = rc.delivery.ring.try_claim_send(KERNEL) {
+                    claimed = Some((r, c));
+                    break;
+                }
+            }
+        }
+        let (r, mut claim) = claimed.ok_or_else(|| KernelError::WouldBlock("no receiver has room".into()))?;
+        self.next_receiver = r.wrapping_add(1);
+        let id = self.next_msg;
+        self.next_msg += 1;
+        let d = Descriptor { id, off: SEALED, len, attached }.encode();
+        let Some(rc) = self.receivers.get_mut(&r) else {
+            return Err(KernelError::Internal("receiver vanished".into()));
+        };
+        rc.delivery
+            .ring
+            .write(&mut claim, &d)
+            .and_then(|()| rc.delivery.ring.publish(claim, DESCRIPTOR))
+            .map_err(|e| KernelError::Internal(e.to_string()))?;
+        rc.holds.insert(id);
+        self.messages.insert(id, Message { off: SEALED, len, receiver: r, attached });
+        self.sealed.insert(id, fd);
+        self.totals.sent += 1;
+        self.totals.sent_bytes += len;
+        Ok(id)
+    }
+
+    /// The sealed memfd of a message built in place, for its receiver.
+    pub fn sealed_fd(&self, id: u64) -> Result<OwnedFd, KernelError> {
+        let fd =
+            self.sealed.get(&id).ok_or_else(|| KernelError::InvalidArgument(format!("message {id} is not sealed")))?;
+        fd.try_clone().map_err(internal)
+    }
+
     /// The receiver that holds message `id`, if it is in flight.
     pub fn holder_of(&self, id: u64) -> Option<u32> {
         self.messages.get(&id).map(|m| m.receiver)
@@ -426,7 +489,7 @@ impl CarrierObject {
     fn drop_message(&mut self, id: u64) -> u64 {
         match self.messages.remove(&id) {
             Some(m) => {
-                self.arena.free(m.off, m.len);
+                self.free_space(id, m);
                 self.freed.push(id);
                 1
             }
@@ -469,6 +532,23 @@ mod tests {
         c.collect();
         assert_eq!(c.holder_of(id2), Some(b));
         assert_eq!(c.arena_used(), 64);
+    }
+
+    #[test]
+    fn a_sealed_send_needs_a_sealed_memfd_of_its_length() {
+        let mut c = carrier();
+        let r = c.attach(Rights::RECV).unwrap().recv.unwrap();
+        let open = memfd::create_sealable("m", 100).unwrap();
+        assert!(c.send_sealed(open, 100, 0).is_err(), "not sealed");
+        let fd = memfd::create_sealable("m", 100).unwrap();
+        memfd::seal_immutable(&fd).unwrap();
+        assert!(c.send_sealed(fd.try_clone().unwrap(), 99, 0).is_err(), "wrong length");
+        let id = c.send_sealed(fd, 100, 0).unwrap();
+        assert_eq!((c.holder_of(id), c.arena_used()), (Some(r), 0), "no arena space: no copy");
+        assert!(c.sealed_fd(id).is_ok());
+        c.receivers[&r].release.ring.try_send(RECEIVER, &id.to_le_bytes()).unwrap();
+        c.collect();
+        assert!(c.sealed_fd(id).is_err(), "released with its message");
     }
 
     #[test]

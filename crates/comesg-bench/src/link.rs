@@ -239,10 +239,20 @@ pub struct CarrierLink {
     pub tx: comesg::Cocarrier,
     /// Incoming carrier (RECV).
     pub rx: comesg::Cocarrier,
+    /// Build each message in place (a fresh sealed memfd, no copy by the
+    /// kernel) instead of a copy send.
+    pub inplace: bool,
 }
 
 impl Link for CarrierLink {
     fn send(&mut self, msg: &[u8]) -> io::Result<()> {
+        if self.inplace {
+            // The message is built where it will be read: writing it is
+            // the sender's work, as it would be into any buffer.
+            let mut m = self.tx.build(msg.len()).map_err(io::Error::other)?;
+            m.as_mut_slice().copy_from_slice(msg);
+            return m.send().map_err(io::Error::other);
+        }
         self.tx.send(msg).map_err(io::Error::other)
     }
     fn recv(&mut self, buf: &mut [u8]) -> io::Result<()> {

@@ -35,6 +35,9 @@ pub enum Transport {
     Copipe,
     /// Two COCARRIERs (copy send, read in place).
     Cocarrier,
+    /// Two COCARRIERs, messages built in place (sealed memfds).
+    #[value(name = "cocarrier_inplace")]
+    CocarrierInplace,
 }
 
 impl Transport {
@@ -50,6 +53,7 @@ impl Transport {
             Transport::Coservice => "coservice",
             Transport::Copipe => "copipe",
             Transport::Cocarrier => "cocarrier",
+            Transport::CocarrierInplace => "cocarrier_inplace",
         }
     }
 }
@@ -112,13 +116,13 @@ pub fn link(args: &PeerArgs, first: bool) -> io::Result<Box<dyn Link>> {
         Transport::Pipe => Box::new(PipeLink { rx: fd(args, 0)?.into(), tx: fd(args, 1)?.into() }),
         Transport::Seqpacket => Box::new(SeqpacketLink { fd: fd(args, 0)? }),
         Transport::UdsRpc => Box::new(StreamRpcLink::new(fd(args, 0)?)),
-        Transport::Cocarrier => {
+        Transport::Cocarrier | Transport::CocarrierInplace => {
             let socket = args.socket.clone().ok_or_else(|| io::Error::other("--socket missing"))?;
             let conn = Connection::connect(&socket).map_err(io::Error::other)?;
             let name = |n: &Option<String>| n.clone().ok_or_else(|| io::Error::other("carrier name missing"));
             let rx = conn.open_cocarrier(&name(&args.rx_name)?, Rights::RECV).map_err(io::Error::other)?;
             let tx = conn.open_cocarrier(&name(&args.tx_name)?, Rights::SEND).map_err(io::Error::other)?;
-            Box::new(CarrierLink { tx, rx })
+            Box::new(CarrierLink { tx, rx, inplace: args.transport == Transport::CocarrierInplace })
         }
         Transport::Copipe => {
             let socket = args.socket.clone().ok_or_else(|| io::Error::other("--socket missing"))?;

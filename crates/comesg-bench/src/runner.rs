@@ -123,11 +123,11 @@ impl Setup<'_> {
                 child_fds.push(b.into());
                 Box::new(StreamRpcLink::new(a.into()))
             }
-            Transport::Cocarrier => {
+            Transport::Cocarrier | Transport::CocarrierInplace => {
                 let conn = Connection::connect(self.socket).map_err(io::Error::other)?;
                 let pid = comesg_sys::process::pid();
-                let ping = format!("/bench/{pid}/{tag}/carrier-ping");
-                let pong = format!("/bench/{pid}/{tag}/carrier-pong");
+                let ping = format!("/bench/{pid}/{tag}/{}-ping", t.name());
+                let pong = format!("/bench/{pid}/{tag}/{}-pong", t.name());
                 // Room for a few messages in flight, so the kernel's copy of
                 // one overlaps the receiver's reading of the one before.
                 let arena = (4 * max_size as u64).max(1 << 20);
@@ -148,7 +148,7 @@ impl Setup<'_> {
                 let rx = conn.create_cocarrier(&pong, small).map_err(io::Error::other)?;
                 extra = vec!["--socket".into(), self.socket.display().to_string(), "--rx-name".into(), ping];
                 extra.extend(["--tx-name".into(), pong]);
-                Box::new(CarrierLink { tx, rx })
+                Box::new(CarrierLink { tx, rx, inplace: t == Transport::CocarrierInplace })
             }
             Transport::Copipe => {
                 let conn = Connection::connect(self.socket).map_err(io::Error::other)?;
@@ -442,9 +442,19 @@ pub fn run(cfg: &BenchConfig) -> io::Result<Report> {
         let (median_ns, p99_ns) = percentiles(&mut samples);
         report.latency.push(LatencyRow { transport: t.name().into(), size: PING as u64, median_ns, p99_ns });
     }
-    for t in [Transport::Pipe, Transport::Seqpacket, Transport::Cochannel, Transport::Copipe, Transport::Cocarrier] {
+    let streams = [
+        Transport::Pipe,
+        Transport::Seqpacket,
+        Transport::Cochannel,
+        Transport::Copipe,
+        Transport::Cocarrier,
+        Transport::CocarrierInplace,
+    ];
+    for t in streams {
         let sizes = match t {
-            Transport::Pipe | Transport::Copipe | Transport::Cocarrier => &SIZES_LARGE[..],
+            Transport::Pipe | Transport::Copipe | Transport::Cocarrier | Transport::CocarrierInplace => {
+                &SIZES_LARGE[..]
+            }
             _ => &SIZES[..],
         };
         for &size in sizes {

@@ -7,7 +7,7 @@ mod util;
 use std::time::{Duration, Instant};
 
 use comesg::{ComutexOptions, EntryKind, LockError, PortKind, Rights};
-use util::{text, wait_output, KernelProc};
+use util::{text, KernelProc};
 
 /// Same name and layout as the CLI peers' `Counter`.
 #[derive(Debug, Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -124,42 +124,15 @@ fn kinds_types_and_rights_are_checked() {
     assert!(k.connect().open_comutex("/it/cm/p").is_ok());
 }
 
-/// Total system calls of `comesg __peer lock-loop` with `count` iterations,
-/// from `strace -c`, or None without strace.
-fn syscalls_of_lock_loop(k: &KernelProc, path: &str, count: u64) -> Option<u64> {
-    let dir = util::unique_dir("strace");
-    let report = dir.join("strace.txt");
-    let child = std::process::Command::new("strace")
-        .args(["-f", "-c", "-o"])
-        .arg(&report)
-        .arg(util::exe())
-        .args(["__peer", "lock-loop", path, "--count", &count.to_string(), "--socket"])
-        .arg(&k.socket)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .ok()?;
-    let out = wait_output(child, Duration::from_secs(120));
-    assert!(out.status.success(), "{out:?}");
-    let summary = std::fs::read_to_string(&report).unwrap();
-    println!("strace -c for {count} lock/unlock pairs:\n{summary}");
-    let total = summary.lines().find(|l| l.trim_end().ends_with("total"))?;
-    // "100.00    0.001234          12       100         3 total": calls is the
-    // 4th column.
-    total.split_whitespace().nth(3)?.parse().ok()
-}
-
 #[test]
 fn uncontended_lock_and_unlock_make_no_system_call() {
-    if std::process::Command::new("strace").arg("-V").output().is_err() {
-        eprintln!("SKIPPED: strace is not installed (.ci/run installs it)");
+    if !util::have_strace() {
         return;
     }
     let k = KernelProc::start("cm-strace");
     let _m = k.connect().create_comutex("/it/cm/s", ComutexOptions::default()).unwrap();
-    let few = syscalls_of_lock_loop(&k, "/it/cm/s", 10).expect("strace summary");
-    let many = syscalls_of_lock_loop(&k, "/it/cm/s", 200_010).expect("strace summary");
+    let few = k.syscalls_of_peer(&["lock-loop", "/it/cm/s", "--count", "10"]);
+    let many = k.syscalls_of_peer(&["lock-loop", "/it/cm/s", "--count", "200010"]);
     // 200,000 more lock/unlock pairs; startup varies by a few calls.
     assert!(many < few + 50, "{few} calls for 10 pairs, {many} for 200,010");
 }

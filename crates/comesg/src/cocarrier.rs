@@ -188,19 +188,8 @@ impl Building<'_> {
         let len = self.b.bytes_len();
         let fd = self.b.seal().map_err(|e| SendError::Control(format!("cannot seal the message: {e}")))?;
         let attach = c.attach_list(handles)?;
-        let mut nap = Duration::from_micros(20);
-        loop {
-            let req = Request::CarrierSendSealed { handle: c.held.id(), len, attach: attach.clone() };
-            match c.conn.request_full(req, true, &[comesg_sys::AsFd::as_fd(&fd)]) {
-                Ok((Reply::Done, _)) => return Ok(()),
-                Ok((Reply::Error(KernelError::WouldBlock(_)), _)) => {}
-                Ok((Reply::Error(e), _)) => return Err(SendError::Control(e.to_string())),
-                Ok((other, _)) => return Err(SendError::Control(format!("unexpected reply {other:?}"))),
-                Err(e) => return Err(SendError::Control(e.to_string())),
-            }
-            std::thread::sleep(nap);
-            nap = (nap * 2).min(Duration::from_millis(2));
-        }
+        let req = || Request::CarrierSendSealed { handle: c.held.id(), len, attach: attach.clone() };
+        c.submit(req, &[comesg_sys::AsFd::as_fd(&fd)], true, None, false)
     }
 }
 
@@ -317,31 +306,35 @@ impl Cocarrier {
         if !self.rights.contains(Rights::SEND) {
             return Err(SendError::NoRight);
         }
-        let mut attach = Vec::with_capacity(handles.len());
-        for (h, rights) in handles {
-            let (conn, id) = h.handle_ref();
-            if !conn.same_as(&self.conn) {
-                return Err(SendError::Control(
-                    "a handle to attach must come from the carrier's own connection".into(),
-                ));
-            }
-            attach.push((id, *rights));
-        }
+        let attach = self.attach_list(handles)?;
         if msg.len() as u64 > self.spec.max_message {
             let max = u32::try_from(self.spec.max_message).unwrap_or(u32::MAX);
             return Err(SendError::TooLong { len: msg.len(), slot_size: max });
         }
+        let req = || Request::CarrierSend {
+            handle: self.held.id(),
+            addr: msg.as_ptr() as u64,
+            len: msg.len() as u64,
+            attach: attach.clone(),
+        };
+        // No reply timeout: the kernel reads `msg` whenever it gets to the
+        // request, so the buffer must stay ours until it answers.
+        self.submit(req, &[], false, deadline, once)
+    }
+
+    /// Sends a send request until the kernel takes it, backing off while it
+    /// answers that no receiver has room.
+    fn submit(
+        &self,
+        req: impl Fn() -> Request,
+        fds: &[comesg_sys::BorrowedFd<'_>],
+        reply_timeout: bool,
+        deadline: Option<Instant>,
+        once: bool,
+    ) -> Result<(), SendError> {
         let mut nap = Duration::from_micros(20);
         loop {
-            let req = Request::CarrierSend {
-                handle: self.held.id(),
-                addr: msg.as_ptr() as u64,
-                len: msg.len() as u64,
-                attach: attach.clone(),
-            };
-            // No reply timeout: the kernel reads `msg` whenever it gets to
-            // the request, so the buffer must stay ours until it answers.
-            match self.conn.request_with(req, false) {
+            match self.conn.request_full(req(), reply_timeout, fds) {
                 Ok((Reply::Done, _)) => return Ok(()),
                 Ok((Reply::Error(KernelError::WouldBlock(_)), _)) => {}
                 Ok((Reply::Error(e), _)) => return Err(SendError::Control(e.to_string())),

@@ -184,3 +184,43 @@ pub fn eventually(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
 pub fn socket_exists(p: &Path) -> bool {
     p.exists()
 }
+
+/// Whether strace is installed (tests that count system calls skip, saying
+/// so, without it).
+pub fn have_strace() -> bool {
+    if Command::new("strace").arg("-V").output().is_ok() {
+        return true;
+    }
+    eprintln!("SKIPPED: strace is not installed (.ci/run installs it)");
+    false
+}
+
+impl KernelProc {
+    /// Runs `comesg __peer ARGS --socket S` under `strace -f -c` and returns
+    /// the total number of system calls it made (printing the summary).
+    pub fn syscalls_of_peer(&self, args: &[&str]) -> u64 {
+        let dir = unique_dir("strace");
+        let report = dir.join("strace.txt");
+        let child = Command::new("strace")
+            .args(["-f", "-c", "-o"])
+            .arg(&report)
+            .arg(exe())
+            .arg("__peer")
+            .args(args)
+            .arg("--socket")
+            .arg(&self.socket)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run strace");
+        let out = wait_output(child, Duration::from_secs(120));
+        assert!(out.status.success(), "{out:?}");
+        let summary = std::fs::read_to_string(&report).unwrap();
+        println!("strace -c of {args:?}:\n{summary}");
+        let total = summary.lines().find(|l| l.trim_end().ends_with("total")).expect("strace total line");
+        // "100.00    0.001234          12       100         3 total": calls
+        // is the 4th column.
+        total.split_whitespace().nth(3).and_then(|c| c.parse().ok()).expect("strace call count")
+    }
+}

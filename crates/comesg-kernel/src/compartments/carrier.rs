@@ -293,26 +293,8 @@ impl CarrierObject {
     /// handles, which the caller keeps): one copy into the arena, then a
     /// descriptor to one receiver. Returns the message's number.
     pub fn send(&mut self, pid: u32, addr: u64, len: u64, attached: u16) -> Result<u64, KernelError> {
-        if len > self.spec.max_message {
-            return Err(KernelError::InvalidArgument(format!(
-                "message of {len} bytes exceeds the carrier's {}-byte limit",
-                self.spec.max_message
-            )));
-        }
-        self.collect();
-        // Claim a delivery slot first: a receiver whose ring is full (or
-        // whose shared state lies) is passed over before any copy is made.
-        let mut claimed = None;
-        for r in self.candidates() {
-            if let Some(rc) = self.receivers.get(&r) {
-                if let Ok(c) = rc.delivery.ring.try_claim_send(KERNEL) {
-                    claimed = Some((r, c));
-                    break;
-                }
-            }
-        }
-        let (r, mut claim) = claimed.ok_or_else(|| KernelError::WouldBlock("no receiver has room".into()))?;
-        self.next_receiver = r.wrapping_add(1);
+        self.check_len(len)?;
+        let (r, mut claim) = self.claim_delivery()?;
         let cancel = |this: &Self, claim| {
             if let Some(rc) = this.receivers.get(&r) {
                 let _ = rc.delivery.ring.cancel(claim);
@@ -361,29 +343,13 @@ impl CarrierObject {
     /// Queues a message built in place: `fd` must be a memfd of `len`
     /// bytes sealed against writing and resizing. No copy at all.
     pub fn send_sealed(&mut self, fd: OwnedFd, len: u64, attached: u16) -> Result<u64, KernelError> {
-        if len > self.spec.max_message {
-            return Err(KernelError::InvalidArgument(format!(
-                "message of {len} bytes exceeds the carrier's {}-byte limit",
-                self.spec.max_message
-            )));
-        }
+        self.check_len(len)?;
         if !memfd::is_immutable(&fd) || memfd::size(&fd).ok() != Some(len) {
             return Err(KernelError::InvalidArgument(
                 "a sealed send needs a memfd of the message's size sealed with F_SEAL_WRITE, GROW and SHRINK".into(),
             ));
         }
-        self.collect();
-        let mut claimed = None;
-        for r in self.candidates() {
-            if let Some(rc) = self.receivers.get(&r) {
-                if let Ok(c) = rc.delivery.ring.try_claim_send(KERNEL) {
-                    claimed = Some((r, c));
-                    break;
-                }
-            }
-        }
-        let (r, mut claim) = claimed.ok_or_else(|| KernelError::WouldBlock("no receiver has room".into()))?;
-        self.next_receiver = r.wrapping_add(1);
+        let (r, mut claim) = self.claim_delivery()?;
         let id = self.next_msg;
         self.next_msg += 1;
         let d = Descriptor { id, off: SEALED, len, attached }.encode();
@@ -408,6 +374,32 @@ impl CarrierObject {
         let fd =
             self.sealed.get(&id).ok_or_else(|| KernelError::InvalidArgument(format!("message {id} is not sealed")))?;
         fd.try_clone().map_err(internal)
+    }
+
+    fn check_len(&self, len: u64) -> Result<(), KernelError> {
+        if len > self.spec.max_message {
+            return Err(KernelError::InvalidArgument(format!(
+                "message of {len} bytes exceeds the carrier's {}-byte limit",
+                self.spec.max_message
+            )));
+        }
+        Ok(())
+    }
+
+    /// Collects releases, then claims a delivery slot of the least loaded
+    /// receiver that has one. Claiming first passes over a receiver whose
+    /// ring is full (or whose shared state lies) before any copy is made.
+    fn claim_delivery(&mut self) -> Result<(u32, comesg_shm::channel::SendClaim), KernelError> {
+        self.collect();
+        for r in self.candidates() {
+            if let Some(rc) = self.receivers.get(&r) {
+                if let Ok(c) = rc.delivery.ring.try_claim_send(KERNEL) {
+                    self.next_receiver = r.wrapping_add(1);
+                    return Ok((r, c));
+                }
+            }
+        }
+        Err(KernelError::WouldBlock("no receiver has room".into()))
     }
 
     /// The receiver that holds message `id`, if it is in flight.

@@ -217,3 +217,16 @@ fn a_message_built_in_place_travels_without_a_copy() {
     let e = entry(&k, "/it/c/build");
     assert_eq!((e.sent_msgs, e.received_msgs), (2, 2));
 }
+
+#[test]
+fn a_sender_whose_memory_the_kernel_may_not_read_falls_back_to_building_in_place() {
+    let k = KernelProc::start_with_env("car-fallback", &[("COMESG_KERNEL_REFUSE_PEER_READ", "1")]);
+    let conn = k.connect();
+    let tx = conn.create_cocarrier("/it/c/fb", opts(1 << 20, 16)).unwrap();
+    let rx = conn.open_cocarrier("/it/c/fb", Rights::RECV).unwrap();
+    tx.send(b"still delivered").unwrap();
+    let m = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert_eq!(&*m, b"still delivered");
+    let e = entry(&k, "/it/c/fb");
+    assert_eq!((e.sent_msgs, e.arena_used), (1, 0), "sent as a sealed memfd, not through the arena");
+}

@@ -67,6 +67,10 @@ pub enum KernelError {
     /// The object has no room now (non-blocking operations retry).
     #[error("would block: {0}")]
     WouldBlock(String),
+    /// The kernel may not read the sender's memory (`process_vm_readv`
+    /// refused): the sender should send the message built in place.
+    #[error("cannot read the sender's memory: {0}")]
+    CannotRead(String),
     /// The kernel failed (out of memory, fds, ...); the request had no effect.
     #[error("kernel failure: {0}")]
     Internal(String),

@@ -85,6 +85,9 @@ pub struct Cocarrier {
     pending: std::sync::Mutex<Vec<u64>>,
 }
 
+/// How a [`KernelError::CannotRead`] reads once turned into text.
+const CANNOT_READ: &str = "cannot read the sender's memory";
+
 /// A handle that can travel in a carrier message.
 pub trait Attachable {
     /// Its connection and handle number.
@@ -319,7 +322,16 @@ impl Cocarrier {
         };
         // No reply timeout: the kernel reads `msg` whenever it gets to the
         // request, so the buffer must stay ours until it answers.
-        self.submit(req, &[], false, deadline, once)
+        match self.submit(req, &[], false, deadline, once) {
+            // The kernel may not read our memory (ptrace rules): build the
+            // message in place instead (one copy by us, into fresh pages).
+            Err(SendError::Control(e)) if e.starts_with(CANNOT_READ) => {
+                let mut b = self.build(msg.len())?;
+                b.as_mut_slice().copy_from_slice(msg);
+                b.send_with(handles)
+            }
+            r => r,
+        }
     }
 
     /// Sends a send request until the kernel takes it, backing off while it

@@ -35,11 +35,17 @@ pub struct KernelProc {
 
 impl KernelProc {
     pub fn start(tag: &str) -> KernelProc {
+        KernelProc::start_with_env(tag, &[])
+    }
+
+    /// A kernel started with extra environment variables.
+    pub fn start_with_env(tag: &str, env: &[(&str, &str)]) -> KernelProc {
         let dir = unique_dir(tag);
         let socket = dir.join("kernel.sock");
         let child = Command::new(exe())
             .args(["kernel", "--log", "warn", "--socket"])
             .arg(&socket)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .spawn()
             .expect("start kernel");

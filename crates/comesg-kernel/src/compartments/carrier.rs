@@ -85,6 +85,8 @@ struct Receiver {
     release: KernelRing,
     /// Messages queued or delivered to it and not yet released.
     holds: HashSet<u64>,
+    /// Arena bytes those messages take.
+    held_bytes: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -127,6 +129,10 @@ pub struct CarrierObject {
     freed: Vec<u64>,
     /// Messages built in place: their sealed memfds.
     sealed: HashMap<u64, OwnedFd>,
+    /// Refuse copy sends as if `process_vm_readv` were not allowed (the
+    /// environment variable `COMESG_KERNEL_REFUSE_PEER_READ`, for testing
+    /// the senders' fallback).
+    refuse_reads: bool,
 }
 
 impl CarrierObject {
@@ -167,6 +173,7 @@ impl CarrierObject {
             totals: CarrierTotals::default(),
             freed: Vec::new(),
             sealed: HashMap::new(),
+            refuse_reads: std::env::var_os("COMESG_KERNEL_REFUSE_PEER_READ").is_some(),
         })
     }
 
@@ -211,6 +218,7 @@ impl CarrierObject {
                         release_slots,
                     )?,
                     holds: HashSet::new(),
+                    held_bytes: 0,
                 })
             })();
             match made {
@@ -273,15 +281,26 @@ impl CarrierObject {
         }
     }
 
-    /// Receivers with room, least loaded first (by the depth their ring
+    /// Arena bytes one receiver may hold: an equal share of the arena (but
+    /// always room for one largest message), so that a receiver that takes
+    /// messages and never releases them cannot starve the others.
+    fn quota(&self) -> u64 {
+        let share = self.spec.arena / self.receivers.len().max(1) as u64;
+        share.max(Arena::footprint(self.spec.max_message))
+    }
+
+    /// Receivers with room (in their queue and their arena quota for `need`
+    /// more bytes), least loaded first (by the depth their ring
     /// shows, which a receiver can misstate: the claim below is the check),
     /// starting after the last one chosen.
-    fn candidates(&self) -> Vec<u32> {
+    fn candidates(&self, need: u64) -> Vec<u32> {
         let queue = self.spec.queue as u64;
+        let quota = self.quota();
         let start = self.next_receiver;
         let ids = self.receivers.range(start..).chain(self.receivers.range(..start));
         let mut c: Vec<(u64, usize, u32)> = ids
             .enumerate()
+            .filter(|(_, (_, rc))| rc.held_bytes.saturating_add(need) <= quota)
             .map(|(k, (&r, rc))| (rc.delivery.ring.stats().depth, k, r))
             .filter(|&(depth, _, _)| depth < queue)
             .collect();
@@ -294,7 +313,7 @@ impl CarrierObject {
     /// descriptor to one receiver. Returns the message's number.
     pub fn send(&mut self, pid: u32, addr: u64, len: u64, attached: u16) -> Result<u64, KernelError> {
         self.check_len(len)?;
-        let (r, mut claim) = self.claim_delivery()?;
+        let (r, mut claim) = self.claim_delivery(Arena::footprint(len))?;
         let cancel = |this: &Self, claim| {
             if let Some(rc) = this.receivers.get(&r) {
                 let _ = rc.delivery.ring.cancel(claim);
@@ -304,10 +323,19 @@ impl CarrierObject {
             cancel(self, claim);
             return Err(KernelError::WouldBlock("the arena is full".into()));
         };
-        if let Err(e) = self.writer.copy_from_process(pid, addr, off, len) {
+        let copied = if self.refuse_reads {
+            Err(std::io::Error::from_raw_os_error(1))
+        } else {
+            self.writer.copy_from_process(pid, addr, off, len)
+        };
+        if let Err(e) = copied {
             self.arena.free(off, len);
             cancel(self, claim);
-            return Err(KernelError::InvalidArgument(format!("cannot read the message from the sender: {e}")));
+            return Err(match e.raw_os_error() {
+                // Not allowed (ptrace rules) rather than a bad address.
+                Some(1) | Some(3) => KernelError::CannotRead(e.to_string()),
+                _ => KernelError::InvalidArgument(format!("cannot read the message from the sender: {e}")),
+            });
         }
         let id = self.next_msg;
         self.next_msg += 1;
@@ -326,6 +354,7 @@ impl CarrierObject {
             });
         }
         rc.holds.insert(id);
+        rc.held_bytes += Arena::footprint(len);
         self.messages.insert(id, Message { off, len, receiver: r, attached });
         self.totals.sent += 1;
         self.totals.sent_bytes += len;
@@ -337,6 +366,9 @@ impl CarrierObject {
             self.sealed.remove(&id);
         } else {
             self.arena.free(m.off, m.len);
+            if let Some(rc) = self.receivers.get_mut(&m.receiver) {
+                rc.held_bytes = rc.held_bytes.saturating_sub(Arena::footprint(m.len));
+            }
         }
     }
 
@@ -349,7 +381,7 @@ impl CarrierObject {
                 "a sealed send needs a memfd of the message's size sealed with F_SEAL_WRITE, GROW and SHRINK".into(),
             ));
         }
-        let (r, mut claim) = self.claim_delivery()?;
+        let (r, mut claim) = self.claim_delivery(0)?;
         let id = self.next_msg;
         self.next_msg += 1;
         let d = Descriptor { id, off: SEALED, len, attached }.encode();
@@ -389,9 +421,9 @@ impl CarrierObject {
     /// Collects releases, then claims a delivery slot of the least loaded
     /// receiver that has one. Claiming first passes over a receiver whose
     /// ring is full (or whose shared state lies) before any copy is made.
-    fn claim_delivery(&mut self) -> Result<(u32, comesg_shm::channel::SendClaim), KernelError> {
+    fn claim_delivery(&mut self, need: u64) -> Result<(u32, comesg_shm::channel::SendClaim), KernelError> {
         self.collect();
-        for r in self.candidates() {
+        for r in self.candidates(need) {
             if let Some(rc) = self.receivers.get(&r) {
                 if let Ok(c) = rc.delivery.ring.try_claim_send(KERNEL) {
                     self.next_receiver = r.wrapping_add(1);
@@ -456,7 +488,8 @@ impl CarrierObject {
 
     fn redeliver(&mut self, id: u64) -> bool {
         let Some(m) = self.messages.get(&id).copied() else { return false };
-        for to in self.candidates() {
+        let need = if m.off == SEALED { 0 } else { Arena::footprint(m.len) };
+        for to in self.candidates(need) {
             let Some(rc) = self.receivers.get_mut(&to) else { continue };
             let Ok(mut claim) = rc.delivery.ring.try_claim_send(KERNEL) else { continue };
             let d = Descriptor { id, off: m.off, len: m.len, attached: m.attached }.encode();
@@ -470,6 +503,7 @@ impl CarrierObject {
                 continue;
             }
             rc.holds.insert(id);
+            rc.held_bytes += need;
             if let Some(mm) = self.messages.get_mut(&id) {
                 mm.receiver = to;
             }
@@ -541,6 +575,36 @@ mod tests {
         c.receivers[&r].release.ring.try_send(RECEIVER, &id.to_le_bytes()).unwrap();
         c.collect();
         assert!(c.sealed_fd(id).is_err(), "released with its message");
+    }
+
+    #[test]
+    fn a_receiver_that_never_releases_gets_only_its_share_of_the_arena() {
+        let mut c = carrier(); // 64 KiB arena, messages up to 4 KiB, queue 4
+        let a = c.attach(Rights::RECV).unwrap().recv.unwrap();
+        let b = c.attach(Rights::RECV).unwrap().recv.unwrap();
+        let msg = vec![1u8; 4096];
+        let send = |c: &mut CarrierObject| c.send(comesg_sys::process::pid(), msg.as_ptr() as u64, 4096, 0);
+        // A takes every message it is given and never releases: once it
+        // holds its half, the rest goes to B.
+        let mut to_a = 0;
+        for _ in 0..30 {
+            let id = send(&mut c).unwrap();
+            if c.holder_of(id) == Some(a) {
+                to_a += 1;
+                let mut buf = [0u8; DESCRIPTOR];
+                c.receivers[&a].delivery.ring.try_recv(RECEIVER, &mut buf).unwrap();
+            } else {
+                let mut buf = [0u8; DESCRIPTOR];
+                c.receivers[&b].delivery.ring.try_recv(RECEIVER, &mut buf).unwrap();
+                c.receivers[&b]
+                    .release
+                    .ring
+                    .try_send(RECEIVER, &Descriptor::decode(&buf).unwrap().id.to_le_bytes())
+                    .unwrap();
+            }
+        }
+        assert_eq!(to_a, 8, "32 KiB of 4 KiB messages, then no more");
+        assert_eq!(c.receivers[&a].held_bytes, 32 << 10);
     }
 
     #[test]

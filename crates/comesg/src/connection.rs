@@ -99,6 +99,18 @@ impl Default for ComutexOptions {
     }
 }
 
+/// A create request for `path`.
+fn create_request(
+    path: &str,
+    spec: PortSpec,
+    rights: Rights,
+    mode: u32,
+    persistent: bool,
+    exclusive: bool,
+) -> Result<Request, Error> {
+    Ok(Request::Create { name: name(path)?, spec, rights, mode, persistent, exclusive })
+}
+
 fn name(s: &str) -> Result<Name, Error> {
     Name::try_from(s).map_err(|e| Error::Kernel(comesg_proto::KernelError::InvalidArgument(e.to_string())))
 }
@@ -257,27 +269,27 @@ impl Connection {
 
     /// Creates a COCHANNEL at `path` (or opens it, unless `exclusive`).
     pub fn create_channel(&self, path: &str, opts: ChannelOptions) -> Result<Channel, Error> {
-        let request = Request::Create {
-            name: name(path)?,
-            spec: PortSpec::Channel(ChannelSpec { slot_size: opts.slot_size, slots: opts.slots }),
-            rights: opts.rights,
-            mode: opts.mode,
-            persistent: opts.persistent,
-            exclusive: opts.exclusive,
-        };
+        let request = create_request(
+            path,
+            PortSpec::Channel(ChannelSpec { slot_size: opts.slot_size, slots: opts.slots }),
+            opts.rights,
+            opts.mode,
+            opts.persistent,
+            opts.exclusive,
+        )?;
         self.port(path, request)
     }
 
     /// Creates a COPIPE at `path` (or opens it, unless `exclusive`).
     pub fn create_copipe(&self, path: &str, opts: crate::CopipeOptions) -> Result<crate::Copipe, Error> {
-        let request = Request::Create {
-            name: name(path)?,
-            spec: PortSpec::Pipe(comesg_proto::PipeSpec { buffer: opts.buffer, receivers: opts.receivers }),
-            rights: opts.rights,
-            mode: opts.mode,
-            persistent: opts.persistent,
-            exclusive: opts.exclusive,
-        };
+        let request = create_request(
+            path,
+            PortSpec::Pipe(comesg_proto::PipeSpec { buffer: opts.buffer, receivers: opts.receivers }),
+            opts.rights,
+            opts.mode,
+            opts.persistent,
+            opts.exclusive,
+        )?;
         let (grant, fds) = self.grant(request)?;
         crate::Copipe::attach(self.clone(), name(path)?, grant, fds)
     }
@@ -290,14 +302,8 @@ impl Connection {
             receivers: opts.receivers,
             queue: opts.queue,
         };
-        let request = Request::Create {
-            name: name(path)?,
-            spec: PortSpec::Carrier(spec),
-            rights: opts.rights,
-            mode: opts.mode,
-            persistent: opts.persistent,
-            exclusive: opts.exclusive,
-        };
+        let request =
+            create_request(path, PortSpec::Carrier(spec), opts.rights, opts.mode, opts.persistent, opts.exclusive)?;
         let (grant, fds) = self.grant(request)?;
         crate::Cocarrier::attach(self.clone(), name(path)?, grant, fds)
     }
@@ -335,14 +341,9 @@ impl Connection {
     fn mutex(&self, path: &str, create: Option<(MutexSpec, ComutexOptions)>) -> Result<Comutex, Error> {
         let name = name(path)?;
         let request = match create {
-            Some((spec, o)) => Request::Create {
-                name: name.clone(),
-                spec: PortSpec::Mutex(spec),
-                rights: Rights::ALL,
-                mode: o.mode,
-                persistent: o.persistent,
-                exclusive: o.exclusive,
-            },
+            Some((spec, o)) => {
+                create_request(path, PortSpec::Mutex(spec), Rights::ALL, o.mode, o.persistent, o.exclusive)?
+            }
             None => Request::Open { name: name.clone(), rights: Rights::ALL },
         };
         let (grant, fds) = self.grant(request)?;
@@ -392,14 +393,7 @@ impl Connection {
             call_slots: opts.call_slots,
             queue: opts.queue,
         };
-        let request = Request::Create {
-            name: name(path)?,
-            spec: PortSpec::Service(spec),
-            rights: Rights::RECV,
-            mode: opts.mode,
-            persistent: false,
-            exclusive: true,
-        };
+        let request = create_request(path, PortSpec::Service(spec), Rights::RECV, opts.mode, false, true)?;
         let (grant, fds) = self.grant(request)?;
         Provider::start(self.clone(), name(path)?, grant, fds, Box::new(handler))
     }

@@ -66,17 +66,25 @@ impl KernelProc {
         comesg::Connection::connect(&self.socket).expect("connect")
     }
 
+    /// `PREFIX.. comesg ARGS --socket S`, stdin closed, output piped.
+    fn command(&self, prefix: &[&std::ffi::OsStr], args: &[&str]) -> Command {
+        let (program, rest) = match prefix.split_first() {
+            Some((p, rest)) => (*p, rest),
+            None => (std::ffi::OsStr::new(exe()), &[][..]),
+        };
+        let mut c = Command::new(program);
+        c.args(rest);
+        if !prefix.is_empty() {
+            c.arg(exe());
+        }
+        c.args(args).arg("--socket").arg(&self.socket);
+        c.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        c
+    }
+
     /// Runs `comesg ARGS --socket S` to completion (with a watchdog).
     pub fn cli(&self, args: &[&str]) -> Output {
-        let child = Command::new(exe())
-            .args(args)
-            .arg("--socket")
-            .arg(&self.socket)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let child = self.command(&[], args).spawn().unwrap();
         wait_output(child, Duration::from_secs(60))
     }
 
@@ -207,19 +215,11 @@ impl KernelProc {
     pub fn syscalls_of_peer(&self, args: &[&str]) -> u64 {
         let dir = unique_dir("strace");
         let report = dir.join("strace.txt");
-        let child = Command::new("strace")
-            .args(["-f", "-c", "-o"])
-            .arg(&report)
-            .arg(exe())
-            .arg("__peer")
-            .args(args)
-            .arg("--socket")
-            .arg(&self.socket)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("run strace");
+        let strace: [&std::ffi::OsStr; 5] =
+            ["strace".as_ref(), "-f".as_ref(), "-c".as_ref(), "-o".as_ref(), report.as_os_str()];
+        let mut peer_args = vec!["__peer"];
+        peer_args.extend_from_slice(args);
+        let child = self.command(&strace, &peer_args).spawn().expect("run strace");
         let out = wait_output(child, Duration::from_secs(120));
         assert!(out.status.success(), "{out:?}");
         let summary = std::fs::read_to_string(&report).unwrap();

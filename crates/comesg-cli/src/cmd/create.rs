@@ -66,6 +66,7 @@ pub fn run(a: Args) -> Outcome {
         let opts = comesg::ComutexOptions { mode: a.mode, persistent: true, exclusive: true };
         let m = conn.create_comutex(&a.path, opts)?;
         println!("created {} (comutex, persistent)", m.name());
+        m.close()?;
         return Ok(ExitCode::SUCCESS);
     }
     if let Kind::Carrier = a.kind {
@@ -86,6 +87,7 @@ pub fn run(a: Args) -> Outcome {
             a.arena >> 20,
             a.max_message
         );
+        c.close()?;
         return Ok(ExitCode::SUCCESS);
     }
     if let Kind::Pipe = a.kind {
@@ -99,6 +101,11 @@ pub fn run(a: Args) -> Outcome {
         };
         let p = conn.create_copipe(&a.path, opts)?;
         println!("created {} (pipe, {} receivers of {} bytes, persistent)", p.name(), a.receivers, a.buffer);
+        // Close and wait for the kernel to count this sender out before
+        // exiting: otherwise a reader that opens right after this command
+        // could see this handle as a live sender, then its departure as
+        // end of file.
+        p.close()?;
         return Ok(ExitCode::SUCCESS);
     }
     let opts = ChannelOptions {
@@ -111,6 +118,7 @@ pub fn run(a: Args) -> Outcome {
     };
     let ch = conn.create_channel(&a.path, opts)?;
     println!("created {} (channel, {} slots of {} bytes, persistent)", ch.name(), ch.slots(), ch.slot_size());
+    ch.close()?;
     Ok(ExitCode::SUCCESS)
 }
 

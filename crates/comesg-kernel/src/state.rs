@@ -361,6 +361,11 @@ impl State {
             Body::Pipe(p) => (p.fds_for(rights), PortSpec::Pipe(p.spec()), 0),
             Body::Carrier(c) => (c.fds_for(&attachment), PortSpec::Carrier(c.spec()), 0),
         };
+        // The bell goes last, for every kind.
+        let fds = fds.and_then(|mut fds| {
+            fds.push(o.body.bell().dup_fd().map_err(|e| KernelError::Internal(e.to_string()))?);
+            Ok(fds)
+        });
         let fds = match fds {
             Ok(fds) => fds,
             Err(e) => {
@@ -580,7 +585,9 @@ impl State {
         }
         let mut taken = Vec::new();
         let mut fds = Vec::new();
-        for c in self.in_flight.take(obj, msg) {
+        // In batches: one reply's fds must fit one record.
+        while taken.len() < comesg_proto::TAKE_BATCH {
+            let Some(c) = self.in_flight.take_one(obj, msg) else { break };
             // Grant first, then drop the reference in flight, so the object
             // never reaches zero references in between. A grant that fails
             // (a limit) loses that handle, and its reference still goes.
@@ -722,7 +729,7 @@ mod tests {
     fn handle_of(out: Outcome) -> HandleId {
         match out.reply {
             Reply::Port(g) => {
-                assert_eq!(out.fds.len(), 2);
+                assert_eq!(out.fds.len(), 3);
                 g.handle
             }
             r => panic!("expected a port, got {r:?}"),

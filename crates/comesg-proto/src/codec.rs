@@ -3,10 +3,15 @@
 use crate::{ReplyFrame, RequestFrame};
 
 /// Protocol version spoken by this build.
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 
 /// Largest frame, in bytes, either way.
 pub const MAX_FRAME: usize = 64 * 1024;
+
+/// Most handles one `CarrierTake` reply grants (each carries up to six
+/// fds, and one record carries at most 253); a reply this full means the
+/// receiver should ask again for the rest.
+pub const TAKE_BATCH: usize = 32;
 
 /// Why bytes are not a frame.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

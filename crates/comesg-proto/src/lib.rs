@@ -16,7 +16,9 @@ mod message;
 mod name;
 mod rights;
 
-pub use codec::{decode_reply, decode_request, encode_reply, encode_request, DecodeError, MAX_FRAME, VERSION};
+pub use codec::{
+    decode_reply, decode_request, encode_reply, encode_request, DecodeError, MAX_FRAME, TAKE_BATCH, VERSION,
+};
 pub use error::KernelError;
 pub use message::{
     CarrierSpec, ChannelSpec, Entry, EntryKind, HandleId, Holder, Listing, MutexSpec, PipeSpec, PortGrant, PortKind,

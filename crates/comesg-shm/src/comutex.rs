@@ -16,6 +16,7 @@
 //! |---|---|
 //! | 0 | `pthread_mutex_t` (40 bytes on x86-64) |
 //! | 48 | counters: locks taken (u64), owner deaths seen (u64) |
+//! | 64 | pollers waiting for the lock to come free (u32) |
 //! | [`Layout::data_offset`] | the protected value (`data_size` bytes) |
 //!
 //! A holder that can lock can also scribble over the lock itself; such a
@@ -25,7 +26,10 @@
 #![allow(unsafe_code)]
 
 use std::marker::PhantomData;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicU32, AtomicU64,
+    Ordering::{Relaxed, SeqCst},
+};
 use std::time::Instant;
 
 use comesg_sys::mapping::{Access, Mapping};
@@ -33,6 +37,7 @@ use comesg_sys::mapping::{Access, Mapping};
 /// Offset of the counters: in the lock's own cache line (the mutex is 40
 /// bytes), so counting a lock touches no second line.
 const STATS_OFFSET: usize = 48;
+const POLLERS_OFFSET: usize = 64;
 const _: () = assert!(std::mem::size_of::<libc::pthread_mutex_t>() <= STATS_OFFSET);
 /// First byte available to the protected value.
 const DATA_MIN: usize = 128;
@@ -148,6 +153,8 @@ pub struct RobustMutex {
     // Dropped by hand: see `Drop`.
     map: std::mem::ManuallyDrop<Mapping>,
     layout: Layout,
+    /// The port's bell, rung on unlock while someone polls.
+    bell: Option<comesg_sys::bell::Bell>,
 }
 
 impl Drop for RobustMutex {
@@ -179,7 +186,38 @@ impl RobustMutex {
         if map.access() != Access::ReadWrite {
             return Err(MutexError::BadSegment("mapping is read-only"));
         }
-        Ok(RobustMutex { map: std::mem::ManuallyDrop::new(map), layout })
+        Ok(RobustMutex { map: std::mem::ManuallyDrop::new(map), layout, bell: None })
+    }
+
+    /// Gives the comutex the port's bell, rung on every unlock while a
+    /// poller is registered.
+    pub fn set_bell(&mut self, bell: comesg_sys::bell::Bell) {
+        self.bell = Some(bell);
+    }
+
+    /// The port's bell, if it has one.
+    pub fn bell(&self) -> Option<&comesg_sys::bell::Bell> {
+        self.bell.as_ref()
+    }
+
+    fn pollers(&self) -> &AtomicU32 {
+        &self.map.words32()[POLLERS_OFFSET / 4]
+    }
+
+    /// Whether the lock is free now (a lock would not wait; it may still
+    /// report that the last owner died).
+    pub fn is_free(&self) -> bool {
+        self.map.words32()[0].load(SeqCst) & FUTEX_TID_MASK == 0
+    }
+
+    /// Registers a poller: unlocks ring the bell until [`RobustMutex::disarm`].
+    pub fn arm(&self) {
+        self.pollers().fetch_add(1, SeqCst);
+    }
+
+    /// Undoes one [`RobustMutex::arm`].
+    pub fn disarm(&self) {
+        let _ = self.pollers().fetch_update(SeqCst, SeqCst, |v| v.checked_sub(1));
     }
 
     /// The value's layout.
@@ -283,7 +321,18 @@ impl RobustMutex {
     fn unlock(&self) -> Result<(), MutexError> {
         // SAFETY: as in `lock`.
         match unsafe { libc::pthread_mutex_unlock(self.raw()) } {
-            0 => Ok(()),
+            0 => {
+                // glibc's unlock is an exchange, a full barrier on x86-64;
+                // elsewhere order it before the poller check explicitly.
+                #[cfg(not(target_arch = "x86_64"))]
+                std::sync::atomic::fence(SeqCst);
+                if self.pollers().load(SeqCst) != 0 {
+                    if let Some(b) = &self.bell {
+                        b.ring();
+                    }
+                }
+                Ok(())
+            }
             libc::EPERM => Err(MutexError::NotOwner),
             e => Err(MutexError::Corrupt(e)),
         }

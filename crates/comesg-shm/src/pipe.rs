@@ -9,9 +9,10 @@
 //!
 //! Two segments:
 //! - **control** (every holder maps it read-write): a header with the live
-//!   sender and receiver counts (written by the microkernel) and the offer
-//!   bell, then one 64-byte line per slot: state (u64), length (u32), bell
-//!   (u32), receiver-sleeping (u32), sender-sleeping (u32);
+//!   sender and receiver counts (written by the microkernel), the offer
+//!   bell, attach counts and the count of senders polling for an offer,
+//!   then one 64-byte line per slot: state (u64), length (u32), bell (u32),
+//!   receiver-sleeping (u32), sender-sleeping (u32), receiver-polling (u32);
 //! - **data** (senders read-write, receivers read-only): the buffers, each
 //!   starting a cache line.
 //!
@@ -34,6 +35,7 @@
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::*};
 use std::time::Instant;
 
+use comesg_sys::bell::Bell;
 use comesg_sys::futex::{self, Wake};
 use comesg_sys::mapping::{Access, Mapping};
 
@@ -159,6 +161,8 @@ pub struct Pipe {
     layout: PipeLayout,
     control: Mapping,
     data: Mapping,
+    /// The port's bell, rung for pollers.
+    bell: Option<Bell>,
 }
 
 impl Pipe {
@@ -171,7 +175,24 @@ impl Pipe {
         if control.access() != Access::ReadWrite {
             return Err(PipeError::Corrupt("control segment mapped read-only"));
         }
-        Ok(Pipe { layout, control, data })
+        Ok(Pipe { layout, control, data, bell: None })
+    }
+
+    /// Gives the pipe the port's bell, rung on every rendezvous step while
+    /// someone polls.
+    pub fn set_bell(&mut self, bell: Bell) {
+        self.bell = Some(bell);
+    }
+
+    /// The port's bell, if it has one.
+    pub fn bell_fd(&self) -> Option<&Bell> {
+        self.bell.as_ref()
+    }
+
+    fn ring_bell(&self) {
+        if let Some(b) = &self.bell {
+            b.ring();
+        }
     }
 
     /// The pipe's shape.
@@ -205,6 +226,9 @@ impl Pipe {
     fn receiver_attaches(&self) -> &AtomicU32 {
         self.w32(20)
     }
+    fn offer_pollers(&self) -> &AtomicU32 {
+        self.w32(24)
+    }
 
     /// Sender and receiver attaches made so far (a handle notes them when
     /// it opens; see [`Watch`]).
@@ -226,6 +250,9 @@ impl Pipe {
     fn send_waiting(&self, r: u32) -> &AtomicU32 {
         self.w32(LINE + r as usize * LINE + 20)
     }
+    fn recv_polling(&self, r: u32) -> &AtomicU32 {
+        self.w32(LINE + r as usize * LINE + 24)
+    }
     fn buffer(&self, r: u32) -> *mut u8 {
         // SAFETY: r < receivers (callers check), so the buffer lies in the
         // data mapping (data_len covers every slot).
@@ -246,12 +273,18 @@ impl Pipe {
         if self.recv_waiting(r).load(SeqCst) != 0 || self.send_waiting(r).load(SeqCst) != 0 {
             futex::wake_all(self.bell(r));
         }
+        if self.recv_polling(r).load(SeqCst) != 0 {
+            self.ring_bell();
+        }
     }
 
     fn ring_offers(&self) {
         self.offer_bell().fetch_add(1, SeqCst);
         if self.offer_sleepers().load(SeqCst) != 0 {
             futex::wake_all(self.offer_bell());
+        }
+        if self.offer_pollers().load(SeqCst) != 0 {
+            self.ring_bell();
         }
     }
 
@@ -514,6 +547,83 @@ impl Pipe {
         Ok(len)
     }
 
+    // ---- polling ----
+
+    /// Receiver slot `r`'s readiness: ready when a sender has filled its
+    /// offer; closed at end of file (no sender left, nothing in flight).
+    pub fn recv_readiness(&self, r: u32, watch: &Watch) -> Result<(bool, bool), PipeError> {
+        self.check_slot(r)?;
+        let kind = State::decode(self.state(r).load(SeqCst)).kind;
+        match kind {
+            FILLED => Ok((true, false)),
+            IDLE | OFFERED | CLAIMED => {
+                let closed =
+                    kind != CLAIMED && watch.gone(self.senders().load(SeqCst), self.sender_attaches().load(SeqCst));
+                Ok((false, closed))
+            }
+            _ => Err(PipeError::Corrupt("receiver slot is dead")),
+        }
+    }
+
+    /// Opens slot `r`'s offer for a poller (a later receive takes what a
+    /// sender puts there); already open or filled is fine.
+    pub fn open_offer(&self, r: u32) -> Result<(), PipeError> {
+        self.check_slot(r)?;
+        let st = self.state(r);
+        let w = st.load(Acquire);
+        let s = State::decode(w);
+        if s.kind == IDLE && st.compare_exchange(w, s.with(OFFERED, s.n.wrapping_add(1), 0), AcqRel, Relaxed).is_ok() {
+            self.ring_offers();
+        }
+        Ok(())
+    }
+
+    /// Withdraws slot `r`'s open offer, unless a sender has claimed it
+    /// (then the next receive takes the message: nothing is lost).
+    pub fn withdraw_offer(&self, r: u32) {
+        if self.check_slot(r).is_err() {
+            return;
+        }
+        let st = self.state(r);
+        let w = st.load(Acquire);
+        let s = State::decode(w);
+        if s.kind == OFFERED {
+            let _ = st.compare_exchange(w, s.with(IDLE, s.n, 0), AcqRel, Relaxed);
+        }
+    }
+
+    /// A sender's readiness: ready when some receiver's offer is open;
+    /// closed (broken pipe) when no receiver is left.
+    pub fn send_readiness(&self, watch: &Watch) -> (bool, bool) {
+        let open = (0..self.layout.receivers).any(|r| State::decode(self.state(r).load(SeqCst)).kind == OFFERED);
+        let closed = !open && watch.gone(self.receivers().load(SeqCst), self.receiver_attaches().load(SeqCst));
+        (open, closed)
+    }
+
+    /// Registers a poller: for a receiver slot `Some(r)` (rung when it is
+    /// filled), for a sender `None` (rung when an offer opens).
+    pub fn arm(&self, slot: Option<u32>) -> Result<(), PipeError> {
+        let w = match slot {
+            Some(r) => {
+                self.check_slot(r)?;
+                self.recv_polling(r)
+            }
+            None => self.offer_pollers(),
+        };
+        w.fetch_add(1, SeqCst);
+        Ok(())
+    }
+
+    /// Undoes one [`Pipe::arm`].
+    pub fn disarm(&self, slot: Option<u32>) {
+        let w = match slot {
+            Some(r) if self.check_slot(r).is_ok() => self.recv_polling(r),
+            Some(_) => return,
+            None => self.offer_pollers(),
+        };
+        let _ = w.fetch_update(SeqCst, SeqCst, |v| v.checked_sub(1));
+    }
+
     // ---- microkernel ----
 
     /// Counts a sender in or out (`attached`: a new one came); the last one
@@ -553,6 +663,8 @@ impl Pipe {
         let s = State::decode(self.state(r).load(SeqCst));
         let fresh = State { kind: IDLE, gen: s.gen.wrapping_add(1), n: s.n, h: 0 };
         self.state(r).store(fresh.encode(), SeqCst);
+        // A dead receiver's poll registrations go with its slot.
+        self.recv_polling(r).store(0, SeqCst);
         self.ring(r);
         Ok(())
     }

@@ -25,7 +25,9 @@
 //! when the provider is gone) and `caller_gone` (u32, set when the caller
 //! is); then `slots` slots, each a
 //! 64-byte header (state u32, waiting u32, length u32, worker u32, call
-//! number u64) followed by `slot_size` data bytes, line-aligned.
+//! number u64) followed by `slot_size` data bytes, line-aligned. `waiting`
+//! has bit 0 set while the caller sleeps on the state word and bit 1 while
+//! it polls (then the worker rings the service's bell).
 //!
 //! Service header (provider writes, callers map read-only): line 0 holds
 //! the departure count at offset 8 (u64, bumped by the microkernel when a
@@ -53,6 +55,23 @@ const RUNNING: u32 = 2;
 const DONE: u32 = 3;
 /// The provider went before the call was done (set by the microkernel).
 const DEAD: u32 = 4;
+
+/// `waiting` bits: the caller sleeps on the state word; it polls.
+const SLEEPING: u32 = 1;
+const POLLING: u32 = 2;
+
+/// Where a call stands ([`CallSegment::call_state`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallState {
+    /// Posted or running.
+    Running,
+    /// The response is ready.
+    Done,
+    /// The provider went before finishing it.
+    Dead,
+    /// The slot holds a state no honest peer writes.
+    Corrupt,
+}
 
 /// Spin rounds a caller waits for its response before sleeping.
 const CALL_SPIN: u32 = 4096;
@@ -230,7 +249,7 @@ impl CallSegment {
                     Err(now) => cur = now,
                 }
             }
-            if self.waiting(s).load(SeqCst) != 0 {
+            if self.waiting(s).load(SeqCst) & SLEEPING != 0 {
                 futex::wake_all(state);
             }
         }
@@ -275,7 +294,7 @@ impl CallSegment {
             // store: register, then re-check; they store, then check us.
             // Both change the word we sleep on, so a store between our
             // check and our sleep makes the sleep return at once.
-            self.waiting(slot).store(1, SeqCst);
+            self.waiting(slot).store(SLEEPING, SeqCst);
             let seen = state.load(SeqCst);
             let dead = self.is_dead();
             let r = match seen {
@@ -349,9 +368,40 @@ impl CallSegment {
         Some(unsafe { std::slice::from_raw_parts(self.data(slot), len) }.to_vec())
     }
 
+    /// Where the call in `slot` stands, for a poller.
+    pub fn call_state(&self, slot: u32) -> CallState {
+        if self.check_slot(slot).is_err() {
+            return CallState::Corrupt;
+        }
+        match self.state(slot).load(SeqCst) {
+            DONE => CallState::Done,
+            DEAD => CallState::Dead,
+            PENDING | RUNNING if self.is_dead() => CallState::Dead,
+            PENDING | RUNNING => CallState::Running,
+            _ => CallState::Corrupt,
+        }
+    }
+
+    /// Registers the caller as polling `slot`: the worker that completes
+    /// it rings the service's bell. Re-check [`CallSegment::call_state`]
+    /// after this, before sleeping.
+    pub fn arm(&self, slot: u32) {
+        if self.check_slot(slot).is_ok() {
+            self.waiting(slot).fetch_or(POLLING, SeqCst);
+        }
+    }
+
+    /// Undoes [`CallSegment::arm`].
+    pub fn disarm(&self, slot: u32) {
+        if self.check_slot(slot).is_ok() {
+            self.waiting(slot).fetch_and(!POLLING, SeqCst);
+        }
+    }
+
     /// Writes the response to the call claimed in `slot` and wakes the
-    /// caller if it sleeps. A response longer than a slot is cut.
-    pub fn complete(&self, slot: u32, worker: u32, resp: &[u8]) {
+    /// caller if it sleeps (or rings `bell` if it polls). A response longer
+    /// than a slot is cut.
+    pub fn complete(&self, slot: u32, worker: u32, resp: &[u8], bell: Option<&comesg_sys::bell::Bell>) {
         if self.check_slot(slot).is_err() || self.state(slot).load(Relaxed) != RUNNING {
             return;
         }
@@ -362,8 +412,14 @@ impl CallSegment {
         self.len(slot).store(n as u32, Relaxed);
         self.worker(slot).store(worker, Relaxed);
         self.state(slot).store(DONE, SeqCst);
-        if self.waiting(slot).load(SeqCst) != 0 {
+        let waiting = self.waiting(slot).load(SeqCst);
+        if waiting & SLEEPING != 0 {
             futex::wake_all(self.state(slot));
+        }
+        if waiting & POLLING != 0 {
+            if let Some(b) = bell {
+                b.ring();
+            }
         }
     }
 }
@@ -451,7 +507,7 @@ mod tests {
         s.post(0, b"ping").unwrap();
         assert_eq!(s.claim(0).as_deref(), Some(&b"ping"[..]));
         assert!(s.claim(0).is_none(), "already running");
-        s.complete(0, 5, b"pong and more than sixteen bytes");
+        s.complete(0, 5, b"pong and more than sixteen bytes", None);
         s.wait_done(0, None).unwrap();
         let (resp, worker) = s.take_response(0).unwrap();
         assert_eq!((resp.as_slice(), worker), (&b"pong and more th"[..], 5));
@@ -471,7 +527,7 @@ mod tests {
         let t = std::thread::spawn(move || s2.wait_done(0, None));
         std::thread::sleep(std::time::Duration::from_millis(50));
         assert!(s.claim(0).is_some());
-        s.complete(0, 0, b"b");
+        s.complete(0, 0, b"b", None);
         assert_eq!(t.join().unwrap(), Ok(()));
         s.post(1, b"a").unwrap();
         let deadline = Instant::now() + std::time::Duration::from_millis(30);

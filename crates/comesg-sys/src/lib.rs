@@ -9,12 +9,14 @@
 //!   and peer credentials;
 //! - [`process`]: pidfds, CPU pinning, resource limits;
 //! - [`poll`]: epoll readiness and an eventfd waker;
+//! - [`bell`]: a port's shared eventfd, rung for pollers;
 //! - [`barrier`]: asymmetric memory barriers (`membarrier`);
 //! - [`lockfile`]: an exclusive `flock` that dies with its holder;
 //! - [`remote`]: reading another process's memory (`process_vm_readv`).
 #![deny(missing_docs)]
 
 pub mod barrier;
+pub mod bell;
 pub mod futex;
 pub mod lockfile;
 pub mod mapping;

@@ -44,6 +44,13 @@ impl Poller {
         Ok(epoll::add(&self.ep, fd, epoll::EventData::new_u64(token), epoll::EventFlags::IN)?)
     }
 
+    /// Watches `fd` for reading under `token`, edge-triggered: each new
+    /// event on it is reported once (a [`crate::bell::Bell`] ring, say).
+    pub fn add_edge(&self, fd: BorrowedFd<'_>, token: u64) -> io::Result<()> {
+        let flags = epoll::EventFlags::IN | epoll::EventFlags::ET;
+        Ok(epoll::add(&self.ep, fd, epoll::EventData::new_u64(token), flags)?)
+    }
+
     /// Stops watching `fd`.
     pub fn remove(&self, fd: BorrowedFd<'_>) {
         let _ = epoll::delete(&self.ep, fd);

@@ -21,7 +21,7 @@ use rustix::net::{
 };
 
 /// Most file descriptors one record may carry.
-pub const MAX_FDS: usize = 8;
+pub const MAX_FDS: usize = 253; // SCM_MAX_FD
 
 /// Who is at the other end of a connection, from `SO_PEERCRED`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

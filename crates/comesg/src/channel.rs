@@ -4,6 +4,7 @@ use std::time::{Duration, Instant};
 
 use comesg_proto::{Entry, HandleId, Name, PortGrant, PortSpec, Rights};
 use comesg_shm::channel::{blocking, Geometry, Ring, RingError};
+use comesg_sys::bell::Bell;
 use comesg_sys::mapping::{Access, Mapping};
 use comesg_sys::OwnedFd;
 
@@ -41,8 +42,8 @@ impl Channel {
         };
         let geo = Geometry { slot_size: spec.slot_size, slots: spec.slots, max_holders: g.max_holders };
         geo.validate().map_err(|e| Error::Protocol(e.to_string()))?;
-        let [s, r]: [OwnedFd; 2] =
-            fds.try_into().map_err(|v: Vec<_>| Error::Protocol(format!("expected 2 fds, got {}", v.len())))?;
+        let [s, r, bell]: [OwnedFd; 3] =
+            fds.try_into().map_err(|v: Vec<_>| Error::Protocol(format!("expected 3 fds, got {}", v.len())))?;
         let access = |right| {
             if g.rights.contains(right) {
                 Access::ReadWrite
@@ -52,7 +53,8 @@ impl Channel {
         };
         let s = Mapping::map(&s, geo.sender_segment_len(), access(Rights::SEND))?;
         let r = Mapping::map(&r, geo.receiver_segment_len(), access(Rights::RECV))?;
-        let ring = Ring::new(geo, s, r).map_err(|e| Error::Protocol(e.to_string()))?;
+        let mut ring = Ring::new(geo, s, r).map_err(|e| Error::Protocol(e.to_string()))?;
+        ring.set_bell(Bell::from_fd(bell));
         std::mem::forget(release);
         Ok(Channel {
             ring,

@@ -83,6 +83,8 @@ pub struct Cocarrier {
     /// Releases the queue had no room for; retried on the next release or
     /// receive.
     pending: std::sync::Mutex<Vec<u64>>,
+    /// The carrier's bell (pollers watch it).
+    bell: comesg_sys::bell::Bell,
 }
 
 /// How a [`KernelError::CannotRead`] reads once turned into text.
@@ -209,18 +211,23 @@ impl CarrierMessage<'_> {
             return Ok(Vec::new());
         }
         let c = self.carrier;
-        match c.conn.request(Request::CarrierTake { handle: c.held.id(), msg: self.d.id })? {
-            (Reply::Taken(taken), mut fds) => {
-                let mut out = Vec::new();
-                for t in taken {
-                    let n = (t.fds as usize).min(fds.len());
-                    let mine: Vec<OwnedFd> = fds.drain(..n).collect();
-                    out.push(Handle::from_grant(&c.conn, t, mine)?);
+        let mut out = Vec::new();
+        loop {
+            match c.conn.request(Request::CarrierTake { handle: c.held.id(), msg: self.d.id })? {
+                (Reply::Taken(taken), mut fds) => {
+                    let full = taken.len() >= comesg_proto::TAKE_BATCH;
+                    for t in taken {
+                        let n = (t.fds as usize).min(fds.len());
+                        let mine: Vec<OwnedFd> = fds.drain(..n).collect();
+                        out.push(Handle::from_grant(&c.conn, t, mine)?);
+                    }
+                    if !full {
+                        return Ok(out);
+                    }
                 }
-                Ok(out)
+                (Reply::Error(e), _) => return Err(Error::Kernel(e)),
+                (other, _) => return Err(Error::Protocol(format!("expected Taken, got {other:?}"))),
             }
-            (Reply::Error(e), _) => Err(Error::Kernel(e)),
-            (other, _) => Err(Error::Protocol(format!("expected Taken, got {other:?}"))),
         }
     }
 }
@@ -258,15 +265,20 @@ impl Cocarrier {
         let PortSpec::Carrier(spec) = g.spec else {
             return Err(Error::WrongKind { name, found: g.spec.kind() });
         };
+        let mut fds = fds;
+        let bell = fds.pop().ok_or_else(|| Error::Protocol("grant without the port's bell".into()))?;
+        let bell = comesg_sys::bell::Bell::from_fd(bell);
         let end = if g.rights.contains(Rights::RECV) {
             let [a, ds, dr, rs, rr]: [OwnedFd; 5] =
-                fds.try_into().map_err(|v: Vec<_>| Error::Protocol(format!("expected 5 fds, got {}", v.len())))?;
+                fds.try_into().map_err(|v: Vec<_>| Error::Protocol(format!("expected 6 fds, got {}", v.len() + 1)))?;
             let arena_len = usize::try_from(spec.arena).map_err(|_| Error::Protocol("arena too large".into()))?;
             let dgeo = Geometry { slot_size: DESCRIPTOR as u32, slots: spec.queue, max_holders: 2 };
+            let mut delivery = ring(dgeo, &ds, &dr, false)?;
+            delivery.set_bell(bell.try_clone()?);
             let rgeo = Geometry { slot_size: 8, slots: release_slots(spec.queue), max_holders: 2 };
             Some(ReceiverEnd {
                 arena: ArenaReader::map(&a, arena_len)?,
-                delivery: ring(dgeo, &ds, &dr, false)?,
+                delivery,
                 release: ring(rgeo, &rs, &rr, true)?,
             })
         } else {
@@ -277,7 +289,7 @@ impl Cocarrier {
             // microkernel read our messages.
             comesg_sys::remote::allow_reader(conn.kernel_pid());
         }
-        Ok(Cocarrier { conn, held, name, spec, rights: g.rights, end, pending: Default::default() })
+        Ok(Cocarrier { conn, held, name, spec, rights: g.rights, end, pending: Default::default(), bell })
     }
 
     /// Its name when it was opened.

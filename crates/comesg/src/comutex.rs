@@ -152,10 +152,11 @@ impl Comutex {
         };
         let layout = Layout { data_size: spec.data_size, data_align: spec.data_align };
         layout.validate().map_err(|e| Error::Protocol(e.to_string()))?;
-        let [fd]: [OwnedFd; 1] =
-            fds.try_into().map_err(|v: Vec<_>| Error::Protocol(format!("expected 1 fd, got {}", v.len())))?;
+        let [fd, bell]: [OwnedFd; 2] =
+            fds.try_into().map_err(|v: Vec<_>| Error::Protocol(format!("expected 2 fds, got {}", v.len())))?;
         let map = Mapping::map(&fd, layout.segment_len(), Access::ReadWrite)?;
-        let mutex = RobustMutex::new(layout, map).map_err(|e| Error::Protocol(e.to_string()))?;
+        let mut mutex = RobustMutex::new(layout, map).map_err(|e| Error::Protocol(e.to_string()))?;
+        mutex.set_bell(comesg_sys::bell::Bell::from_fd(bell));
         Ok(Comutex { mutex, spec, held, name })
     }
 

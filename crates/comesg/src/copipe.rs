@@ -116,15 +116,16 @@ impl Copipe {
         };
         let layout = PipeLayout { buffer: spec.buffer, receivers: spec.receivers };
         layout.validate().map_err(|e| Error::Protocol(e.to_string()))?;
-        let [c, d]: [OwnedFd; 2] =
-            fds.try_into().map_err(|v: Vec<_>| Error::Protocol(format!("expected 2 fds, got {}", v.len())))?;
+        let [c, d, bell]: [OwnedFd; 3] =
+            fds.try_into().map_err(|v: Vec<_>| Error::Protocol(format!("expected 3 fds, got {}", v.len())))?;
         let data_access = if g.rights.contains(Rights::SEND) { Access::ReadWrite } else { Access::ReadOnly };
-        let pipe = Pipe::new(
+        let mut pipe = Pipe::new(
             layout,
             Mapping::map(&c, layout.control_len(), Access::ReadWrite)?,
             Mapping::map(&d, layout.data_len(), data_access)?,
         )
         .map_err(|e| Error::Protocol(e.to_string()))?;
+        pipe.set_bell(comesg_sys::bell::Bell::from_fd(bell));
         let attaches = pipe.attaches();
         Ok(Copipe {
             pipe,

@@ -13,6 +13,7 @@ use comesg_proto::{Name, PortGrant, PortSpec, Reply, Request, Rights, ServiceSpe
 use comesg_shm::channel::blocking::{self, WaitError};
 use comesg_shm::channel::{Geometry, Ring};
 use comesg_shm::service::{CallLayout, CallSegment, ServiceHeader, Ticket, WaitEnd};
+use comesg_sys::bell::Bell;
 use comesg_sys::mapping::{Access, Mapping};
 use comesg_sys::OwnedFd;
 
@@ -112,6 +113,9 @@ struct Shared {
     layout: CallLayout,
     conn: Connection,
     handle: comesg_proto::HandleId,
+    /// The service's bell: rung when a call completes for a caller that
+    /// polls it.
+    bell: Bell,
     segments: RwLock<HashMap<u32, Arc<CallSegment>>>,
     departures: AtomicU64,
     stop: AtomicBool,
@@ -146,8 +150,8 @@ impl Provider {
         let held = Held::new(conn.clone(), g.handle);
         let handle = g.handle;
         let spec = service_spec(&name, &g)?;
-        let [s, r, h]: [OwnedFd; 3] =
-            fds.try_into().map_err(|v: Vec<_>| Error::Protocol(format!("expected 3 fds, got {}", v.len())))?;
+        let [s, r, h, bell]: [OwnedFd; 4] =
+            fds.try_into().map_err(|v: Vec<_>| Error::Protocol(format!("expected 4 fds, got {}", v.len())))?;
         let ring = ring_of(&spec, &g, &s, &r)?;
         let holder = g.recv_holder.ok_or_else(|| Error::Protocol("provider handle without RECV".into()))?;
         let hlen = comesg_shm::service::header_len(spec.workers);
@@ -160,6 +164,7 @@ impl Provider {
             layout: CallLayout { slots: spec.call_slots, slot_size: spec.slot_size },
             conn,
             handle,
+            bell: Bell::from_fd(bell),
             segments: RwLock::new(HashMap::new()),
             departures: AtomicU64::new(0),
             stop: AtomicBool::new(false),
@@ -245,8 +250,8 @@ impl Shared {
         let Some(req) = seg.claim(t.slot) else { return };
         let call = Call { request: &req, worker: w, caller: t.caller };
         match catch_unwind(AssertUnwindSafe(|| (self.handler)(&call))) {
-            Ok(resp) => seg.complete(t.slot, w, &resp),
-            Err(_) => seg.complete(t.slot, w | FAILED, &[]),
+            Ok(resp) => seg.complete(t.slot, w, &resp, Some(&self.bell)),
+            Err(_) => seg.complete(t.slot, w | FAILED, &[], Some(&self.bell)),
         }
         self.header.count_call(w);
     }
@@ -304,9 +309,10 @@ impl ServiceClient {
     pub(crate) fn attach(conn: Connection, name: Name, g: PortGrant, fds: Vec<OwnedFd>) -> Result<Self, Error> {
         let held = Held::new(conn, g.handle);
         let spec = service_spec(&name, &g)?;
-        let [s, r, _header, c]: [OwnedFd; 4] =
-            fds.try_into().map_err(|v: Vec<_>| Error::Protocol(format!("expected 4 fds, got {}", v.len())))?;
-        let ring = ring_of(&spec, &g, &s, &r)?;
+        let [s, r, _header, c, bell]: [OwnedFd; 5] =
+            fds.try_into().map_err(|v: Vec<_>| Error::Protocol(format!("expected 5 fds, got {}", v.len())))?;
+        let mut ring = ring_of(&spec, &g, &s, &r)?;
+        ring.set_bell(Bell::from_fd(bell));
         let holder = g.send_holder.ok_or_else(|| Error::Protocol("caller handle without SEND".into()))?;
         let caller = g.caller.ok_or_else(|| Error::Protocol("caller handle without a call segment".into()))?;
         let layout = CallLayout { slots: spec.call_slots, slot_size: spec.slot_size };

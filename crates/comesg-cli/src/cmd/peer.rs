@@ -548,7 +548,9 @@ pub fn run(a: Args) -> Outcome {
         }
         Role::CarrierChurn { path, count, socket } => {
             let conn = socket.connect()?;
-            let tx = conn.open_cocarrier(&path, Rights::SEND)?;
+            // Shared with the sender thread, so that it is still open when
+            // the fds are counted again.
+            let tx = std::sync::Arc::new(conn.open_cocarrier(&path, Rights::SEND)?);
             let rx = conn.open_cocarrier(&path, Rights::RECV)?;
             tx.send(b"warm up")?;
             drop(rx.recv()?);
@@ -560,6 +562,7 @@ pub fn run(a: Args) -> Outcome {
                 .map_err(|_| "warm-up thread")?;
             let before = fd_and_map_counts();
             ready();
+            let txs = tx.clone();
             let sender = std::thread::spawn(move || -> Result<(), comesg::SendError> {
                 let mut x = 12345u64;
                 let mut data = vec![0u8; 70_000];
@@ -573,7 +576,7 @@ pub fn run(a: Args) -> Outcome {
                         _ => (x % 256) as usize,
                     };
                     data[..8].copy_from_slice(&i.to_le_bytes());
-                    tx.send(&data[..len.max(8)])?;
+                    txs.send(&data[..len.max(8)])?;
                 }
                 Ok(())
             });

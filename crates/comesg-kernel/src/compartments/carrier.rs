@@ -17,6 +17,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use comesg_proto::{CarrierSpec, KernelError, Name, Rights};
 use comesg_shm::carrier::{ArenaWriter, Descriptor, DESCRIPTOR, SEALED};
 use comesg_shm::channel::{Geometry, Ring, RingError, Side};
+use comesg_sys::bell::Bell;
 use comesg_sys::mapping::{Access, Mapping};
 use comesg_sys::{memfd, OwnedFd};
 
@@ -47,18 +48,19 @@ struct KernelRing {
 }
 
 impl KernelRing {
-    fn create(name: &str, slot_size: u32, slots: u32) -> Result<KernelRing, KernelError> {
+    fn create(name: &str, slot_size: u32, slots: u32, bell: &Bell) -> Result<KernelRing, KernelError> {
         let geo = Geometry { slot_size, slots, max_holders: 2 };
         geo.validate().map_err(|e| KernelError::InvalidArgument(e.to_string()))?;
         let s_rw = memfd::create_segment(name, geo.sender_segment_len() as u64).map_err(internal)?;
         let r_rw = memfd::create_segment(name, geo.receiver_segment_len() as u64).map_err(internal)?;
-        let ring = Ring::new(
+        let mut ring = Ring::new(
             geo,
             Mapping::map(&s_rw, geo.sender_segment_len(), Access::ReadWrite).map_err(internal)?,
             Mapping::map(&r_rw, geo.receiver_segment_len(), Access::ReadWrite).map_err(internal)?,
         )
         .map_err(internal)?;
         ring.initialize().map_err(internal)?;
+        ring.set_bell(bell.try_clone().map_err(internal)?);
         Ok(KernelRing {
             s_ro: memfd::reopen_read_only(&s_rw).map_err(internal)?,
             r_ro: memfd::reopen_read_only(&r_rw).map_err(internal)?,
@@ -133,6 +135,10 @@ pub struct CarrierObject {
     /// environment variable `COMESG_KERNEL_REFUSE_PEER_READ`, for testing
     /// the senders' fallback).
     refuse_reads: bool,
+    bell: Bell,
+    /// Live SEND handles and SEND attaches ever (receivers' pollers read
+    /// them, through their delivery rings, for "no more senders").
+    senders: (u32, u32),
 }
 
 impl CarrierObject {
@@ -174,12 +180,26 @@ impl CarrierObject {
             freed: Vec::new(),
             sealed: HashMap::new(),
             refuse_reads: std::env::var_os("COMESG_KERNEL_REFUSE_PEER_READ").is_some(),
+            bell: Bell::new().map_err(internal)?,
+            senders: (0, 0),
         })
     }
 
     /// The carrier's shape.
     pub fn spec(&self) -> CarrierSpec {
         self.spec
+    }
+
+    /// The carrier's bell.
+    pub fn bell(&self) -> &Bell {
+        &self.bell
+    }
+
+    /// Writes the live sender count into every receiver's delivery ring.
+    fn publish_senders(&self) {
+        for rc in self.receivers.values() {
+            let _ = rc.delivery.ring.set_live(Side::Send, self.senders.0, self.senders.1);
+        }
     }
 
     /// Arena bytes held by messages in flight.
@@ -211,11 +231,13 @@ impl CarrierObject {
                         &format!("comesg{}:deliver", self.name),
                         DESCRIPTOR as u32,
                         self.spec.queue,
+                        &self.bell,
                     )?,
                     release: KernelRing::create(
                         &format!("comesg{}:release", self.name),
                         RELEASE as u32,
                         release_slots,
+                        &self.bell,
                     )?,
                     holds: HashSet::new(),
                     held_bytes: 0,
@@ -232,6 +254,10 @@ impl CarrierObject {
                 }
             }
         }
+        if att.send.is_some() {
+            self.senders = (self.senders.0 + 1, self.senders.1.saturating_add(1));
+        }
+        self.publish_senders();
         Ok(att)
     }
 
@@ -483,6 +509,9 @@ impl CarrierObject {
             }
         }
         self.totals.lost += lost;
+        let gone = atts.iter().filter(|a| a.send.is_some()).count() as u32;
+        self.senders.0 = self.senders.0.saturating_sub(gone);
+        self.publish_senders();
         lost
     }
 

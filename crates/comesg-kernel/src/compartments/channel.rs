@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 
 use comesg_proto::{ChannelSpec, KernelError, Name, Rights};
 use comesg_shm::channel::{Geometry, Ring, RingStats, Side};
+use comesg_sys::bell::Bell;
 use comesg_sys::mapping::{Access, Mapping};
 use comesg_sys::{memfd, OwnedFd};
 
@@ -41,6 +42,8 @@ pub(crate) struct Records {
     free: Vec<u32>,
     next: u32,
     live: BTreeSet<u32>,
+    /// Records handed out ever (saturating).
+    attaches: u32,
 }
 
 impl Records {
@@ -54,6 +57,7 @@ impl Records {
             None => return None,
         };
         self.live.insert(h);
+        self.attaches = self.attaches.saturating_add(1);
         Some(h)
     }
 
@@ -73,6 +77,7 @@ pub struct ChannelObject {
     receiver_rw: OwnedFd,
     receiver_ro: OwnedFd,
     ring: Ring,
+    bell: Bell,
     send_records: Records,
     recv_records: Records,
     departed: Totals,
@@ -93,13 +98,15 @@ impl ChannelObject {
         let receiver_rw = memfd::create_segment(&format!("comesg{name}:recv"), r_len as u64).map_err(internal)?;
         let sender_ro = memfd::reopen_read_only(&sender_rw).map_err(internal)?;
         let receiver_ro = memfd::reopen_read_only(&receiver_rw).map_err(internal)?;
-        let ring = Ring::new(
+        let mut ring = Ring::new(
             geo,
             Mapping::map(&sender_rw, s_len, Access::ReadWrite).map_err(internal)?,
             Mapping::map(&receiver_rw, r_len, Access::ReadWrite).map_err(internal)?,
         )
         .map_err(internal)?;
         ring.initialize().map_err(internal)?;
+        let bell = Bell::new().map_err(internal)?;
+        ring.set_bell(bell.try_clone().map_err(internal)?);
         Ok(ChannelObject {
             spec,
             sender_rw,
@@ -107,6 +114,7 @@ impl ChannelObject {
             receiver_rw,
             receiver_ro,
             ring,
+            bell,
             send_records: Records::default(),
             recv_records: Records::default(),
             departed: Totals::default(),
@@ -116,6 +124,18 @@ impl ChannelObject {
     /// The channel's shape.
     pub fn spec(&self) -> ChannelSpec {
         self.spec
+    }
+
+    /// The channel's bell (every holder gets it; pollers watch it).
+    pub fn bell(&self) -> &Bell {
+        &self.bell
+    }
+
+    /// Writes the live holder counts into the segments (pollers read them
+    /// for "no more senders / receivers").
+    fn publish_live(&self) {
+        let _ = self.ring.set_live(Side::Send, self.send_records.live.len() as u32, self.send_records.attaches);
+        let _ = self.ring.set_live(Side::Recv, self.recv_records.live.len() as u32, self.recv_records.attaches);
     }
 
     /// Holder records per side.
@@ -147,6 +167,7 @@ impl ChannelObject {
                 }
             }
         }
+        self.publish_live();
         Ok(att)
     }
 
@@ -199,6 +220,7 @@ impl ChannelObject {
             }
         }
         self.departed.lost = self.departed.lost.wrapping_add(lost);
+        self.publish_live();
         lost
     }
 

@@ -7,6 +7,7 @@
 
 use comesg_proto::{KernelError, MutexSpec, Name, Rights};
 use comesg_shm::comutex::{Layout, MutexStats, RobustMutex};
+use comesg_sys::bell::Bell;
 use comesg_sys::mapping::{Access, Mapping};
 use comesg_sys::{memfd, OwnedFd};
 
@@ -16,6 +17,7 @@ pub struct MutexObject {
     spec: MutexSpec,
     fd: OwnedFd,
     mutex: RobustMutex,
+    bell: Bell,
 }
 
 fn internal(e: impl std::fmt::Display) -> KernelError {
@@ -32,7 +34,7 @@ impl MutexObject {
         let mutex =
             RobustMutex::new(layout, Mapping::map(&fd, len, Access::ReadWrite).map_err(internal)?).map_err(internal)?;
         mutex.initialize().map_err(internal)?;
-        Ok(MutexObject { spec, fd, mutex })
+        Ok(MutexObject { spec, fd, mutex, bell: Bell::new().map_err(internal)? })
     }
 
     /// The comutex's shape.
@@ -52,6 +54,11 @@ impl MutexObject {
     /// The fd a holder maps (read-write: locking writes the lock word).
     pub fn fds(&self) -> Result<Vec<OwnedFd>, KernelError> {
         Ok(vec![self.fd.try_clone().map_err(internal)?])
+    }
+
+    /// The comutex's bell (rung on unlock while someone polls it).
+    pub fn bell(&self) -> &Bell {
+        &self.bell
     }
 
     /// Counters read from the segment.

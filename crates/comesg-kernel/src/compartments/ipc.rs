@@ -48,6 +48,20 @@ pub enum Body {
     Carrier(Box<CarrierObject>),
 }
 
+impl Body {
+    /// The object's bell: an eventfd every holder receives (the last fd of
+    /// a grant), rung when the object's state changes while someone polls.
+    pub fn bell(&self) -> &comesg_sys::bell::Bell {
+        match self {
+            Body::Channel(ch) => ch.bell(),
+            Body::Mutex(m) => m.bell(),
+            Body::Service(s) => s.bell(),
+            Body::Pipe(p) => p.bell(),
+            Body::Carrier(c) => c.bell(),
+        }
+    }
+}
+
 /// A port object.
 #[derive(Debug)]
 pub struct Object {
@@ -159,6 +173,8 @@ impl Ports {
             Body::Carrier(c) => c.attach(rights)?,
         };
         obj.holders.insert((client, handle), HolderInfo { pid, rights, attachment });
+        // Pollers re-check: "no more senders" may have ended.
+        obj.body.bell().ring();
         Ok(attachment)
     }
 
@@ -182,6 +198,9 @@ impl Ports {
             Body::Carrier(c) => out.lost = c.detach_all(&atts),
             Body::Mutex(_) => {}
         }
+        // Pollers re-check: the other side may be gone, a comutex's owner
+        // may have died holding it.
+        obj.body.bell().ring();
         if obj.doomed() {
             out.destroyed = self.objects.remove(&id).map(|o| o.name);
         }

@@ -5,6 +5,7 @@
 
 use comesg_proto::{KernelError, Name, PipeSpec, Rights};
 use comesg_shm::pipe::{Pipe, PipeLayout};
+use comesg_sys::bell::Bell;
 use comesg_sys::mapping::{Access, Mapping};
 use comesg_sys::{memfd, OwnedFd};
 
@@ -25,6 +26,7 @@ pub struct PipeObject {
     data_rw: OwnedFd,
     data_ro: OwnedFd,
     pipe: Pipe,
+    bell: Bell,
     senders: Records,
     receivers: Records,
     live_senders: u32,
@@ -44,18 +46,21 @@ impl PipeObject {
         let data_rw =
             memfd::create_segment(&format!("comesg{name}:pipedata"), layout.data_len() as u64).map_err(internal)?;
         let data_ro = memfd::reopen_read_only(&data_rw).map_err(internal)?;
-        let pipe = Pipe::new(
+        let mut pipe = Pipe::new(
             layout,
             Mapping::map(&control, layout.control_len(), Access::ReadWrite).map_err(internal)?,
             Mapping::map(&data_rw, layout.data_len(), Access::ReadWrite).map_err(internal)?,
         )
         .map_err(internal)?;
+        let bell = Bell::new().map_err(internal)?;
+        pipe.set_bell(bell.try_clone().map_err(internal)?);
         Ok(PipeObject {
             spec,
             control,
             data_rw,
             data_ro,
             pipe,
+            bell,
             senders: Records::default(),
             receivers: Records::default(),
             live_senders: 0,
@@ -67,6 +72,11 @@ impl PipeObject {
     /// The pipe's shape.
     pub fn spec(&self) -> PipeSpec {
         self.spec
+    }
+
+    /// The pipe's bell.
+    pub fn bell(&self) -> &Bell {
+        &self.bell
     }
 
     /// Gives a new handle a sender number and/or a receiver slot.

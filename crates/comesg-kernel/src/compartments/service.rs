@@ -78,6 +78,11 @@ impl ServiceObject {
         self.spec
     }
 
+    /// The service's bell: its request channel's.
+    pub fn bell(&self) -> &comesg_sys::bell::Bell {
+        self.requests.bell()
+    }
+
     /// Holder records per side of the request channel.
     pub fn max_holders(&self) -> u32 {
         self.requests.max_holders()

@@ -53,6 +53,16 @@ impl InFlight {
         self.carried.remove(&(carrier, msg)).unwrap_or_default()
     }
 
+    /// Takes one reference message `msg` of `carrier` carries, if any is left.
+    pub fn take_one(&mut self, carrier: ObjectId, msg: u64) -> Option<Carried> {
+        let v = self.carried.get_mut(&(carrier, msg))?;
+        let c = v.pop();
+        if v.is_empty() {
+            self.carried.remove(&(carrier, msg));
+        }
+        c
+    }
+
     /// Takes everything messages of `carrier` carry (it was destroyed).
     pub fn take_all(&mut self, carrier: ObjectId) -> Vec<Carried> {
         let keys: Vec<_> = self.carried.keys().filter(|(c, _)| *c == carrier).copied().collect();

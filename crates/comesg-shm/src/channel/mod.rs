@@ -11,6 +11,7 @@
 pub mod blocking;
 pub mod geometry;
 pub mod loan;
+pub mod readiness;
 pub mod ring;
 pub mod stamp;
 

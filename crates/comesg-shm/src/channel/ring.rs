@@ -37,6 +37,7 @@
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::*};
 
+use comesg_sys::bell::Bell;
 use comesg_sys::mapping::{Access, Mapping};
 
 use super::geometry::{Geometry, LINE, SLOT_HEADER};
@@ -148,19 +149,21 @@ pub struct Ring {
     /// Positions this process has seen free, packed as `end << 4 | count`:
     /// `[end - count, end)`. Process-local memory, not shared.
     free_hint: AtomicU64,
+    /// The port's bell, rung for pollers (see `readiness`).
+    bell: Option<Bell>,
 }
 
 /// Free stamps per cache line.
 const FREE_PER_LINE: u64 = (LINE / 8) as u64;
 
-enum SendStep {
+pub(super) enum SendStep {
     Claim(u64),
     Full,
     Advance,
     Reload,
 }
 
-enum RecvStep {
+pub(super) enum RecvStep {
     Claim { skip: bool },
     Empty,
     Advance,
@@ -189,7 +192,27 @@ impl Ring {
             claims_off: geo.claims_offset(),
             free_off: geo.free_offset(),
             free_hint: AtomicU64::new(0),
+            bell: None,
         })
+    }
+
+    /// Gives the ring the port's bell, rung whenever a message or a free
+    /// slot appears while a poller is registered.
+    pub fn set_bell(&mut self, bell: Bell) {
+        self.bell = Some(bell);
+    }
+
+    /// The port's bell, if it has one.
+    pub fn bell(&self) -> Option<&Bell> {
+        self.bell.as_ref()
+    }
+
+    /// Rings the bell (pollers re-check).
+    #[cold]
+    pub(super) fn ring_bell(&self) {
+        if let Some(b) = &self.bell {
+            b.ring();
+        }
     }
 
     /// Writes the initial state into fresh (zeroed) segments. Only the
@@ -225,7 +248,7 @@ impl Ring {
     }
 
     #[inline]
-    fn writable(&self, side: Side) -> Result<(), RingError> {
+    pub(super) fn writable(&self, side: Side) -> Result<(), RingError> {
         let ok = match side {
             Side::Send => self.can_send,
             Side::Recv => self.can_recv,
@@ -257,7 +280,7 @@ impl Ring {
     }
 
     #[inline]
-    fn tail(&self) -> &AtomicU64 {
+    pub(super) fn tail(&self) -> &AtomicU64 {
         Self::word64(&self.s, 0)
     }
     /// Futex word receivers sleep on (sender segment).
@@ -269,8 +292,19 @@ impl Ring {
     pub(crate) fn send_waiters(&self) -> &AtomicU32 {
         Self::word32(&self.s, LINE + 4)
     }
+    /// Pollers waiting for a free slot (sender segment).
     #[inline]
-    fn head(&self) -> &AtomicU64 {
+    pub(super) fn send_pollers(&self) -> &AtomicU32 {
+        Self::word32(&self.s, LINE + 8)
+    }
+    /// Live SEND holders and SEND attaches ever (sender segment, written
+    /// by the microkernel).
+    #[inline]
+    pub(super) fn senders_live(&self) -> (&AtomicU32, &AtomicU32) {
+        (Self::word32(&self.s, LINE + 12), Self::word32(&self.s, LINE + 16))
+    }
+    #[inline]
+    pub(super) fn head(&self) -> &AtomicU64 {
         Self::word64(&self.r, 0)
     }
     /// Futex word senders sleep on (receiver segment).
@@ -281,6 +315,17 @@ impl Ring {
     #[inline]
     pub(crate) fn recv_waiters(&self) -> &AtomicU32 {
         Self::word32(&self.r, LINE + 4)
+    }
+    /// Pollers waiting for a message (receiver segment).
+    #[inline]
+    pub(super) fn recv_pollers(&self) -> &AtomicU32 {
+        Self::word32(&self.r, LINE + 8)
+    }
+    /// Live RECV holders and RECV attaches ever (receiver segment, written
+    /// by the microkernel).
+    #[inline]
+    pub(super) fn receivers_live(&self) -> (&AtomicU32, &AtomicU32) {
+        (Self::word32(&self.r, LINE + 12), Self::word32(&self.r, LINE + 16))
     }
     #[inline]
     fn record(&self, h: u32) -> usize {
@@ -306,6 +351,11 @@ impl Ring {
     pub(crate) fn rec_waiting(&self, side: Side, h: u32) -> &AtomicU32 {
         Self::word32(self.seg(side), self.record(h) + 16)
     }
+    /// Poll registrations of holder `h` (so repair can forget a dead one's).
+    #[inline]
+    pub(super) fn rec_polling(&self, side: Side, h: u32) -> &AtomicU32 {
+        Self::word32(self.seg(side), self.record(h) + 20)
+    }
     #[inline]
     fn slot_off(&self, i: usize) -> usize {
         debug_assert!(i < self.geo.slots as usize);
@@ -317,11 +367,11 @@ impl Ring {
         self.headers_off + i * SLOT_HEADER
     }
     #[inline]
-    fn stamp(&self, i: usize) -> &AtomicU64 {
+    pub(super) fn stamp(&self, i: usize) -> &AtomicU64 {
         Self::word64(&self.s, self.header_off(i))
     }
     #[inline]
-    fn claim(&self, i: usize) -> &AtomicU64 {
+    pub(super) fn claim(&self, i: usize) -> &AtomicU64 {
         debug_assert!(i < self.geo.slots as usize);
         Self::word64(&self.s, self.claims_off + i * 8)
     }
@@ -330,7 +380,7 @@ impl Ring {
         Self::word32(&self.s, self.header_off(i) + 8)
     }
     #[inline]
-    fn free(&self, i: usize) -> &AtomicU64 {
+    pub(super) fn free(&self, i: usize) -> &AtomicU64 {
         debug_assert!(i < self.geo.slots as usize);
         Self::word64(&self.r, self.free_off + i * 8)
     }
@@ -343,7 +393,7 @@ impl Ring {
     }
 
     #[inline]
-    fn check_holder(&self, h: u32) -> Result<(), RingError> {
+    pub(super) fn check_holder(&self, h: u32) -> Result<(), RingError> {
         if h < self.geo.max_holders {
             Ok(())
         } else {
@@ -357,7 +407,7 @@ impl Ring {
     /// past a whole lap of claimed or skipped slots is honest, so the bound
     /// grows with the ring.
     #[inline]
-    fn max_attempts(&self) -> u64 {
+    pub(super) fn max_attempts(&self) -> u64 {
         MIN_ATTEMPTS + 4 * self.cap
     }
 
@@ -392,7 +442,7 @@ impl Ring {
     }
 
     #[inline]
-    fn send_step(&self, pos: u64, i: usize) -> Result<SendStep, RingError> {
+    pub(super) fn send_step(&self, pos: u64, i: usize) -> Result<SendStep, RingError> {
         let prev = pos.wrapping_sub(self.cap);
         let full = self.claim(i).load(Acquire);
         let free = if self.known_free(pos) {
@@ -526,6 +576,9 @@ impl Ring {
         if self.recv_waiters().load(Relaxed) > 0 {
             self.wake_receivers(claim.pos);
         }
+        if self.recv_pollers().load(Relaxed) > 0 {
+            self.ring_bell();
+        }
         Ok(())
     }
 
@@ -543,7 +596,7 @@ impl Ring {
     // ---- receiving ----
 
     #[inline]
-    fn recv_step(&self, pos: u64, i: usize) -> Result<RecvStep, RingError> {
+    pub(super) fn recv_step(&self, pos: u64, i: usize) -> Result<RecvStep, RingError> {
         let full = self.stamp(i).load(Acquire);
         Ok(match decode_full(full) {
             Full::Done { pos: p, skip } if p == pos => RecvStep::Claim { skip },
@@ -650,6 +703,9 @@ impl Ring {
         if self.send_waiters().load(Relaxed) > 0 {
             self.wake_senders(next);
         }
+        if self.send_pollers().load(Relaxed) > 0 {
+            self.ring_bell();
+        }
         Ok(())
     }
 
@@ -692,6 +748,7 @@ impl Ring {
         self.rec_msgs(side, h).store(0, Relaxed);
         self.rec_bytes(side, h).store(0, Relaxed);
         self.rec_waiting(side, h).store(0, Relaxed);
+        self.rec_polling(side, h).store(0, Relaxed);
         Ok(())
     }
 
@@ -749,6 +806,12 @@ impl Ring {
                 Side::Recv => self.recv_waiters(),
             };
             let _ = total.fetch_update(SeqCst, SeqCst, |v| Some(v.saturating_sub(waiting)));
+            let polling = self.rec_polling(side, h).swap(0, SeqCst);
+            let total = match side {
+                Side::Send => self.send_pollers(),
+                Side::Recv => self.recv_pollers(),
+            };
+            let _ = total.fetch_update(SeqCst, SeqCst, |v| Some(v.saturating_sub(polling)));
         }
         self.wake_everyone();
         Ok(lost)
@@ -835,6 +898,7 @@ impl Ring {
         }
         comesg_sys::futex::wake_all(self.data_seq());
         comesg_sys::futex::wake_all(self.space_seq());
+        self.ring_bell();
     }
 }
 

@@ -43,15 +43,12 @@ impl Bell {
 
     /// Rings: every watcher wakes.
     pub fn ring(&self) {
-        match rustix::io::write(&self.fd, &1u64.to_ne_bytes()) {
-            Err(Errno::AGAIN) => {
-                // Full (only a peer writing a huge count gets it there):
-                // reset, then ring.
-                let mut b = [0u8; 8];
-                let _ = rustix::io::read(&self.fd, &mut b);
-                let _ = rustix::io::write(&self.fd, &1u64.to_ne_bytes());
-            }
-            _ => {}
+        if let Err(Errno::AGAIN) = rustix::io::write(&self.fd, &1u64.to_ne_bytes()) {
+            // Full (only a peer writing a huge count gets it there): reset,
+            // then ring.
+            let mut b = [0u8; 8];
+            let _ = rustix::io::read(&self.fd, &mut b);
+            let _ = rustix::io::write(&self.fd, &1u64.to_ne_bytes());
         }
     }
 
@@ -62,7 +59,7 @@ impl Bell {
 
     /// A duplicate of the fd (to hand to a client or register in a poll set).
     pub fn dup_fd(&self) -> io::Result<OwnedFd> {
-        Ok(self.fd.try_clone()?)
+        self.fd.try_clone()
     }
 }
 

@@ -3,13 +3,14 @@
 use std::time::{Duration, Instant};
 
 use comesg_proto::{Entry, HandleId, Name, PortGrant, PortSpec, Rights};
-use comesg_shm::channel::{blocking, Geometry, Ring, RingError};
+use comesg_shm::channel::{blocking, Geometry, Ring, RingError, Side};
 use comesg_sys::bell::Bell;
 use comesg_sys::mapping::{Access, Mapping};
 use comesg_sys::OwnedFd;
 
 pub use comesg_shm::channel::{RecvSlot, SendLoan};
 
+use crate::copoll::{Interest, Readiness};
 use crate::{Connection, Error, RecvError, SendError};
 
 /// A handle to a COCHANNEL: a bounded ring of fixed-size slots in shared
@@ -212,6 +213,15 @@ impl Channel {
         Ok(v)
     }
 
+    /// Like [`Channel::recv_vec`] but returns [`RecvError::Empty`] at once
+    /// when no message is waiting.
+    pub fn try_recv_vec(&self) -> Result<Vec<u8>, RecvError> {
+        let slot = self.try_recv_in_place()?;
+        let v = slot.to_vec();
+        slot.release()?;
+        Ok(v)
+    }
+
     /// Receives one message as a new `Vec`.
     pub fn recv_vec(&self) -> Result<Vec<u8>, RecvError> {
         let slot = self.slot_until(None)?;
@@ -271,6 +281,59 @@ impl Channel {
         let r = self.conn.close_handle(self.handle);
         self.handle = CLOSED;
         r
+    }
+}
+
+impl crate::copoll::sealed::Source for Channel {
+    fn bell(&self) -> Option<&Bell> {
+        self.ring.bell()
+    }
+
+    fn readiness(&self, interest: Interest) -> Readiness {
+        ring_readiness(&self.ring, self.send_holder, self.recv_holder, interest)
+    }
+
+    fn arm(&self, interest: Interest) {
+        ring_arm(&self.ring, self.send_holder, self.recv_holder, interest, true);
+    }
+
+    fn disarm(&self, interest: Interest) {
+        ring_arm(&self.ring, self.send_holder, self.recv_holder, interest, false);
+    }
+}
+
+/// A ring's readiness for a handle with these holder records (`None`: no
+/// right on that side, which is an error to poll for).
+pub(crate) fn ring_readiness(ring: &Ring, send: Option<u32>, recv: Option<u32>, interest: Interest) -> Readiness {
+    let mut r = Readiness::default();
+    if interest.is_readable() {
+        match (recv, ring.recv_ready()) {
+            (Some(_), Ok(true)) => r.readable = true,
+            (Some(_), Ok(false)) => r.closed |= ring.peers_gone(Side::Recv),
+            _ => r.error = true,
+        }
+    }
+    if interest.is_writable() {
+        match (send, ring.send_ready()) {
+            (Some(_), Ok(true)) => r.writable = true,
+            (Some(_), Ok(false)) => r.closed |= ring.peers_gone(Side::Send),
+            _ => r.error = true,
+        }
+    }
+    r
+}
+
+/// Registers (`on`) or unregisters as a poller of a ring.
+pub(crate) fn ring_arm(ring: &Ring, send: Option<u32>, recv: Option<u32>, interest: Interest, on: bool) {
+    let sides = [(interest.is_readable(), Side::Recv, recv), (interest.is_writable(), Side::Send, send)];
+    for (asked, side, holder) in sides {
+        if let (true, Some(h)) = (asked, holder) {
+            if on {
+                let _ = ring.arm(side, h);
+            } else {
+                ring.disarm(side, h);
+            }
+        }
     }
 }
 

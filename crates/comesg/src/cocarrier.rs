@@ -87,6 +87,10 @@ pub struct Cocarrier {
     bell: comesg_sys::bell::Bell,
 }
 
+/// This handle's holder record in its own delivery ring (the microkernel
+/// is the sender there).
+const RECEIVER: u32 = 0;
+
 /// How a [`KernelError::CannotRead`] reads once turned into text.
 const CANNOT_READ: &str = "cannot read the sender's memory";
 
@@ -257,6 +261,42 @@ fn ring(geo: Geometry, s: &OwnedFd, r: &OwnedFd, send: bool) -> Result<Ring, Err
     let s = Mapping::map(s, geo.sender_segment_len(), sa)?;
     let r = Mapping::map(r, geo.receiver_segment_len(), ra)?;
     Ring::new(geo, s, r).map_err(|e| Error::Protocol(e.to_string()))
+}
+
+impl crate::copoll::sealed::Source for Cocarrier {
+    fn bell(&self) -> Option<&comesg_sys::bell::Bell> {
+        Some(&self.bell)
+    }
+
+    fn readiness(&self, interest: crate::Interest) -> crate::Readiness {
+        let mut out = crate::Readiness::default();
+        if interest.is_readable() {
+            match &self.end {
+                Some(e) => {
+                    out = crate::channel::ring_readiness(&e.delivery, None, Some(RECEIVER), crate::Interest::READABLE)
+                }
+                None => out.error = true,
+            }
+        }
+        if interest.is_writable() {
+            // Sends go through the microkernel, which queues or refuses.
+            out.writable = self.rights.contains(Rights::SEND);
+            out.error |= !out.writable;
+        }
+        out
+    }
+
+    fn arm(&self, interest: crate::Interest) {
+        if let (true, Some(e)) = (interest.is_readable(), &self.end) {
+            crate::channel::ring_arm(&e.delivery, None, Some(RECEIVER), crate::Interest::READABLE, true);
+        }
+    }
+
+    fn disarm(&self, interest: crate::Interest) {
+        if let (true, Some(e)) = (interest.is_readable(), &self.end) {
+            crate::channel::ring_arm(&e.delivery, None, Some(RECEIVER), crate::Interest::READABLE, false);
+        }
+    }
 }
 
 impl Cocarrier {
@@ -488,7 +528,7 @@ impl Cocarrier {
 
     fn recv_until(&self, deadline: Option<Instant>) -> Result<CarrierMessage<'_>, RecvError> {
         let end = self.end()?;
-        let claim = blocking::claim_recv(&end.delivery, 0, deadline)?;
+        let claim = blocking::claim_recv(&end.delivery, RECEIVER, deadline)?;
         self.take(claim)
     }
 
@@ -506,7 +546,7 @@ impl Cocarrier {
     /// when no message is queued for this receiver.
     pub fn try_recv(&self) -> Result<CarrierMessage<'_>, RecvError> {
         let end = self.end()?;
-        let claim = end.delivery.try_claim_recv(0)?;
+        let claim = end.delivery.try_claim_recv(RECEIVER)?;
         self.take(claim)
     }
 

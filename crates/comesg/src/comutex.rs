@@ -40,6 +40,9 @@ pub enum LockError<G> {
     /// The lock's shared state was corrupted by a peer.
     #[error("comutex state corrupt: {0}")]
     Corrupt(String),
+    /// The async runtime could not watch the comutex (`lock_async`).
+    #[error("the async runtime could not watch the comutex: {0}")]
+    Reactor(String),
 }
 
 impl<G> std::fmt::Debug for LockError<G> {
@@ -51,6 +54,7 @@ impl<G> std::fmt::Debug for LockError<G> {
             LockError::NotRecoverable => f.write_str("NotRecoverable"),
             LockError::WouldDeadlock => f.write_str("WouldDeadlock"),
             LockError::Corrupt(s) => write!(f, "Corrupt({s:?})"),
+            LockError::Reactor(s) => write!(f, "Reactor({s:?})"),
         }
     }
 }
@@ -65,6 +69,7 @@ impl<G> LockError<G> {
             LockError::NotRecoverable => LockError::NotRecoverable,
             LockError::WouldDeadlock => LockError::WouldDeadlock,
             LockError::Corrupt(s) => LockError::Corrupt(s),
+            LockError::Reactor(s) => LockError::Reactor(s),
         }
     }
 }
@@ -141,6 +146,25 @@ impl ComutexGuard<'_> {
 
     pub(crate) fn bytes_mut(&mut self) -> &mut [u8] {
         self.inner.bytes_mut()
+    }
+}
+
+impl crate::copoll::sealed::Source for Comutex {
+    fn bell(&self) -> Option<&comesg_sys::bell::Bell> {
+        self.mutex.bell()
+    }
+
+    fn readiness(&self, _interest: crate::Interest) -> crate::Readiness {
+        let free = self.mutex.is_free();
+        crate::Readiness { readable: free, writable: free, ..Default::default() }
+    }
+
+    fn arm(&self, _interest: crate::Interest) {
+        self.mutex.arm();
+    }
+
+    fn disarm(&self, _interest: crate::Interest) {
+        self.mutex.disarm();
     }
 }
 

@@ -108,6 +108,61 @@ impl From<PipeError> for RecvError {
     }
 }
 
+impl crate::copoll::sealed::Source for Copipe {
+    fn bell(&self) -> Option<&comesg_sys::bell::Bell> {
+        self.pipe.bell_fd()
+    }
+
+    fn readiness(&self, interest: crate::Interest) -> crate::Readiness {
+        let mut out = crate::Readiness::default();
+        if interest.is_readable() {
+            let left = self.recv_state.lock().unwrap_or_else(|p| p.into_inner());
+            match self.slot.map(|r| self.pipe.recv_readiness(r, &self.senders_seen)) {
+                // The rest of a message a `read` could not take whole.
+                Some(_) if left.at < left.buf.len() => out.readable = true,
+                Some(Ok((ready, closed))) => (out.readable, out.closed) = (ready, closed),
+                _ => out.error = true,
+            }
+        }
+        if interest.is_writable() {
+            if self.sender.is_some() {
+                let (ready, closed) = self.pipe.send_readiness(&self.receivers_seen);
+                out.writable = ready;
+                out.closed |= closed;
+            } else {
+                out.error = true;
+            }
+        }
+        out
+    }
+
+    fn arm(&self, interest: crate::Interest) {
+        if let (true, Some(r)) = (interest.is_readable(), self.slot) {
+            // A receiver is readable only once a sender fills its offer.
+            let _ = self.pipe.open_offer(r);
+            let _ = self.pipe.arm(Some(r));
+        }
+        if interest.is_writable() && self.sender.is_some() {
+            let _ = self.pipe.arm(None);
+        }
+    }
+
+    fn disarm(&self, interest: crate::Interest) {
+        if let (true, Some(r)) = (interest.is_readable(), self.slot) {
+            self.pipe.disarm(Some(r));
+        }
+        if interest.is_writable() && self.sender.is_some() {
+            self.pipe.disarm(None);
+        }
+    }
+
+    fn forget(&self, interest: crate::Interest) {
+        if let (true, Some(r)) = (interest.is_readable(), self.slot) {
+            self.pipe.withdraw_offer(r);
+        }
+    }
+}
+
 impl Copipe {
     pub(crate) fn attach(conn: Connection, name: Name, g: PortGrant, fds: Vec<OwnedFd>) -> Result<Copipe, Error> {
         let held = Held::new(conn, g.handle);

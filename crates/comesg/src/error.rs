@@ -90,6 +90,9 @@ pub enum SendError {
     /// A peer corrupted the channel's shared state.
     #[error("channel state corrupt: {0}")]
     Corrupt(&'static str),
+    /// The async runtime could not watch the port (`*_async` forms).
+    #[error("the async runtime could not watch the port: {0}")]
+    Reactor(String),
 }
 
 /// A receive failed; nothing was received.
@@ -111,6 +114,9 @@ pub enum RecvError {
     /// A peer corrupted the channel's shared state (the message, if any, is lost).
     #[error("channel state corrupt: {0}")]
     Corrupt(&'static str),
+    /// The async runtime could not watch the port (`*_async` forms).
+    #[error("the async runtime could not watch the port: {0}")]
+    Reactor(String),
 }
 
 impl From<RingError> for SendError {

@@ -21,12 +21,15 @@
 //! ```
 #![deny(missing_docs)]
 
+#[cfg(feature = "tokio")]
+mod async_wait;
 mod autostart;
 mod channel;
 mod cocarrier;
 mod comutex;
 mod connection;
 mod copipe;
+mod copoll;
 mod error;
 mod held;
 
@@ -49,6 +52,7 @@ pub use comesg_proto::{
 pub use comutex::{Comutex, ComutexGuard, LockError, LockResult};
 pub use connection::{ChannelOptions, ComutexOptions, Connection, REPLY_TIMEOUT};
 pub use copipe::{Copipe, CopipeOptions};
+pub use copoll::{Copoll, Event, Interest, Pollable, Readiness};
 pub use error::{Error, RecvError, SendError};
 pub use service::{Call, CallError, PendingCall, Provider, ServiceClient, ServiceOptions};
 pub use shared::{SharedGuard, SharedObject};

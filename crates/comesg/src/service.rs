@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use comesg_proto::{Name, PortGrant, PortSpec, Reply, Request, Rights, ServiceSpec};
 use comesg_shm::channel::blocking::{self, WaitError};
 use comesg_shm::channel::{Geometry, Ring};
-use comesg_shm::service::{CallLayout, CallSegment, ServiceHeader, Ticket, WaitEnd};
+use comesg_shm::service::{CallLayout, CallSegment, CallState, ServiceHeader, Ticket, WaitEnd};
 use comesg_sys::bell::Bell;
 use comesg_sys::mapping::{Access, Mapping};
 use comesg_sys::OwnedFd;
@@ -81,6 +81,9 @@ pub enum CallError {
     /// Shared state the provider or another peer corrupted.
     #[error("service state corrupt: {0}")]
     Corrupt(String),
+    /// The async runtime could not watch the service (`call_async`).
+    #[error("the async runtime could not watch the service: {0}")]
+    Reactor(String),
 }
 
 /// Marks a response written by a worker whose handler panicked.
@@ -373,6 +376,17 @@ impl ServiceClient {
     }
 
     fn start_until(&self, req: &[u8], deadline: Option<Instant>) -> Result<PendingCall<'_>, CallError> {
+        let claim = || self.claim_ticket(deadline).map(Some);
+        self.start_with(req, claim)?.ok_or_else(|| CallError::Corrupt("no ticket slot".into()))
+    }
+
+    /// Posts `req` and sends its ticket in the slot `claim` gives (`None`:
+    /// the request queue is full; then nothing was started).
+    fn start_with(
+        &self,
+        req: &[u8],
+        claim: impl FnOnce() -> Result<Option<comesg_shm::channel::SendClaim>, CallError>,
+    ) -> Result<Option<PendingCall<'_>>, CallError> {
         if req.len() > self.spec.slot_size as usize {
             return Err(CallError::TooLong { len: req.len(), max: self.spec.slot_size });
         }
@@ -386,13 +400,22 @@ impl ServiceClient {
         }
         let call = self.next_call.fetch_add(1, Relaxed);
         let ticket = Ticket { caller: self.caller, slot, call }.encode();
-        let sent = self.claim_ticket(deadline);
-        let sent = sent.and_then(|mut claim| {
+        let sent = claim().and_then(|c| {
+            let Some(mut claim) = c else { return Ok(false) };
             self.ring.write(&mut claim, &ticket).map_err(|e| CallError::Corrupt(e.to_string()))?;
-            self.ring.publish(claim, Ticket::LEN).map_err(|e| CallError::Corrupt(e.to_string()))
+            self.ring.publish(claim, Ticket::LEN).map_err(|e| CallError::Corrupt(e.to_string()))?;
+            Ok(true)
         });
         match sent {
-            Ok(()) => Ok(PendingCall { client: self, slot: Some(slot) }),
+            Ok(true) => Ok(Some(PendingCall { client: self, slot: Some(slot) })),
+            Ok(false) if self.seg.cancel(slot) => {
+                self.give_slot(slot);
+                Ok(None)
+            }
+            Ok(false) => {
+                self.abandoned.lock().unwrap_or_else(|p| p.into_inner()).push(slot);
+                Ok(None)
+            }
             Err(e) => {
                 if self.seg.cancel(slot) {
                     self.give_slot(slot);
@@ -441,6 +464,41 @@ impl ServiceClient {
     }
 }
 
+impl crate::copoll::sealed::Source for PendingCall<'_> {
+    fn bell(&self) -> Option<&Bell> {
+        self.client.ring.bell()
+    }
+
+    fn readiness(&self, interest: crate::Interest) -> crate::Readiness {
+        let mut out = crate::Readiness::default();
+        let Some(slot) = self.slot else {
+            out.error = true;
+            return out;
+        };
+        if interest.is_readable() {
+            match self.client.seg.call_state(slot) {
+                CallState::Running => {}
+                CallState::Done => out.readable = true,
+                CallState::Dead => (out.readable, out.closed) = (true, true),
+                CallState::Corrupt => out.error = true,
+            }
+        }
+        out
+    }
+
+    fn arm(&self, interest: crate::Interest) {
+        if let (true, Some(slot)) = (interest.is_readable(), self.slot) {
+            self.client.seg.arm(slot);
+        }
+    }
+
+    fn disarm(&self, interest: crate::Interest) {
+        if let (true, Some(slot)) = (interest.is_readable(), self.slot) {
+            self.client.seg.disarm(slot);
+        }
+    }
+}
+
 impl PendingCall<'_> {
     /// Waits for the response.
     pub fn wait(self) -> Result<Vec<u8>, CallError> {
@@ -452,10 +510,17 @@ impl PendingCall<'_> {
         self.wait_until(crate::deadline(timeout))
     }
 
-    fn wait_until(mut self, deadline: Option<Instant>) -> Result<Vec<u8>, CallError> {
+    fn wait_until(self, deadline: Option<Instant>) -> Result<Vec<u8>, CallError> {
+        let Some(slot) = self.slot else { return Err(CallError::Corrupt("call already waited for".into())) };
+        let end = self.client.seg.wait_done(slot, deadline);
+        self.finish(end)
+    }
+
+    /// Takes the response once the wait for it ended with `end`.
+    fn finish(mut self, end: Result<(), WaitEnd>) -> Result<Vec<u8>, CallError> {
         let Some(slot) = self.slot else { return Err(CallError::Corrupt("call already waited for".into())) };
         let c = self.client;
-        match c.seg.wait_done(slot, deadline) {
+        match end {
             Ok(()) => {
                 self.slot = None;
                 let r = c.seg.take_response(slot);
@@ -471,6 +536,37 @@ impl PendingCall<'_> {
             Err(WaitEnd::Corrupt) => Err(CallError::Corrupt("call slot in an impossible state".into())),
         }
     }
+
+    /// Where the call stands, without waiting: `None` while it runs.
+    fn poll_end(&self) -> Option<Result<(), WaitEnd>> {
+        match self.client.seg.call_state(self.slot?) {
+            CallState::Running => None,
+            CallState::Done => Some(Ok(())),
+            CallState::Dead => Some(Err(WaitEnd::Dead)),
+            CallState::Corrupt => Some(Err(WaitEnd::Corrupt)),
+        }
+    }
+
+    /// The response if it is in (or the provider's death), without waiting;
+    /// the call stays pending (`Err(self)`) while a worker runs it.
+    pub fn try_wait(self) -> Result<Result<Vec<u8>, CallError>, Self> {
+        match self.poll_end() {
+            Some(end) => Ok(self.finish(end)),
+            None => Err(self),
+        }
+    }
+
+    /// Waits for the response without a thread (feature `tokio`).
+    /// Cancellation-safe: dropping the future abandons the response, as
+    /// dropping the call does.
+    #[cfg(feature = "tokio")]
+    pub async fn wait_async(self) -> Result<Vec<u8>, CallError> {
+        let end = crate::async_wait::until_ready(&self, crate::Interest::READABLE, || {
+            self.poll_end().map(Ok::<_, CallError>)
+        })
+        .await?;
+        self.finish(end)
+    }
 }
 
 impl Drop for PendingCall<'_> {
@@ -482,6 +578,89 @@ impl Drop for PendingCall<'_> {
             } else {
                 c.abandoned.lock().unwrap_or_else(|p| p.into_inner()).push(slot);
             }
+        }
+    }
+}
+
+/// The request queue's free slots, as a port to wait on (async calls).
+#[cfg(feature = "tokio")]
+struct RequestQueue<'a>(&'a ServiceClient);
+
+#[cfg(feature = "tokio")]
+impl crate::copoll::sealed::Source for RequestQueue<'_> {
+    fn bell(&self) -> Option<&Bell> {
+        self.0.ring.bell()
+    }
+
+    fn readiness(&self, interest: crate::Interest) -> crate::Readiness {
+        let mut r = crate::channel::ring_readiness(&self.0.ring, Some(self.0.holder), None, interest);
+        // Nobody drains the queue of a dead service.
+        r.closed |= self.0.seg.is_dead();
+        r
+    }
+
+    fn arm(&self, interest: crate::Interest) {
+        crate::channel::ring_arm(&self.0.ring, Some(self.0.holder), None, interest, true);
+    }
+
+    fn disarm(&self, interest: crate::Interest) {
+        crate::channel::ring_arm(&self.0.ring, Some(self.0.holder), None, interest, false);
+    }
+}
+
+#[cfg(feature = "tokio")]
+impl From<std::io::Error> for CallError {
+    fn from(e: std::io::Error) -> Self {
+        CallError::Reactor(e.to_string())
+    }
+}
+
+#[cfg(feature = "tokio")]
+impl ServiceClient {
+    /// Calls the service without a thread waiting (feature `tokio`): waits
+    /// for a free call slot (when more calls than the service's
+    /// `call_slots` are in flight), for room in the request queue, and then
+    /// for the response, all on the runtime. Cancellation-safe: a cancelled call either was never sent
+    /// or has its response abandoned (its slot is reclaimed later).
+    ///
+    /// ```no_run
+    /// # async fn f() -> Result<(), Box<dyn std::error::Error>> {
+    /// let conn = comesg::Connection::connect_default()?;
+    /// let svc = conn.service("/app/upper")?;
+    /// assert_eq!(svc.call_async(b"hi").await?, b"HI");
+    /// # Ok(()) }
+    /// ```
+    pub async fn call_async(&self, req: &[u8]) -> Result<Vec<u8>, CallError> {
+        let queue = RequestQueue(self);
+        let mut nap = Duration::from_micros(50);
+        loop {
+            let claim = || match self.ring.try_claim_send(self.holder) {
+                Ok(c) => Ok(Some(c)),
+                Err(comesg_shm::channel::RingError::Full) => Ok(None),
+                Err(e) => Err(CallError::Corrupt(e.to_string())),
+            };
+            match self.start_with(req, claim) {
+                Ok(Some(call)) => return call.wait_async().await,
+                Ok(None) => {}
+                // More calls in flight than call slots: wait for one of
+                // them (they finish on their own tasks) rather than fail.
+                Err(CallError::Busy(_)) => {
+                    tokio::time::sleep(nap).await;
+                    nap = (nap * 2).min(Duration::from_millis(2));
+                    continue;
+                }
+                Err(e) => return Err(e),
+            }
+            // The queue is full: wait until a worker takes a ticket.
+            crate::async_wait::until_ready(&queue, crate::Interest::WRITABLE, || {
+                let r = crate::copoll::sealed::Source::readiness(&queue, crate::Interest::WRITABLE);
+                if r.closed {
+                    Some(Err(CallError::ServiceGone))
+                } else {
+                    (r.writable || r.error).then_some(Ok(()))
+                }
+            })
+            .await?;
         }
     }
 }

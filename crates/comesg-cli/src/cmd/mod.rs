@@ -6,6 +6,7 @@ pub mod create;
 pub mod kernel;
 pub mod ls;
 pub mod peer;
+pub mod peer_poll;
 pub mod port;
 pub mod recv;
 pub mod send;

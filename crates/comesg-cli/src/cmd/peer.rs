@@ -196,6 +196,9 @@ enum Role {
     },
     /// Benchmark peers.
     Bench(comesg_bench::peer::PeerArgs),
+    /// Helpers for the copoll and async tests.
+    #[command(subcommand)]
+    Poll(super::peer_poll::PollRole),
 }
 
 fn fd_and_map_counts() -> (usize, usize) {
@@ -617,5 +620,6 @@ pub fn run(a: Args) -> Outcome {
             comesg_bench::peer::run(args)?;
             Ok(ExitCode::SUCCESS)
         }
+        Role::Poll(role) => super::peer_poll::run(role),
     }
 }

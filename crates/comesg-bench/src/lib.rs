@@ -20,6 +20,7 @@ mod locks;
 pub mod peer;
 pub mod report;
 mod runner;
+pub mod wakeup;
 
 pub use report::{LatencyRow, Report, ThroughputRow};
 pub use runner::{run, BenchConfig};

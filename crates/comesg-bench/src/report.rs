@@ -35,6 +35,8 @@ pub struct Report {
     pub latency: Vec<LatencyRow>,
     /// One-way streams.
     pub throughput: Vec<ThroughputRow>,
+    /// One-way wake-up of a sleeping receiver, per way of waiting.
+    pub wakeup: Vec<LatencyRow>,
     /// Where it ran.
     pub machine: String,
 }
@@ -107,6 +109,20 @@ impl Report {
                     human_ns(r.median_ns),
                     human_ns(r.p99_ns),
                     std_m.map(|s| format!("{:.2}x", r.median_ns / s)).unwrap_or_default(),
+                ));
+            }
+        }
+        if !self.wakeup.is_empty() {
+            out.push_str("\nWake-up (one way, 64 B, to a receiver asleep: blocking receive, copoll, tokio)\n");
+            out.push_str(&format!("{:<18} {:>11} {:>11} {:>13}\n", "waiting in", "median", "p99", "x blocking"));
+            let blocking = self.wakeup.iter().find(|r| r.transport == "blocking_wake").map(|r| r.median_ns);
+            for r in &self.wakeup {
+                out.push_str(&format!(
+                    "{:<18} {:>11} {:>11} {:>13}\n",
+                    r.transport,
+                    human_ns(r.median_ns),
+                    human_ns(r.p99_ns),
+                    blocking.map(|b| format!("{:.2}x", r.median_ns / b)).unwrap_or_default(),
                 ));
             }
         }

@@ -45,6 +45,7 @@ struct Plan {
     budget: Duration,
     lock_samples: usize,
     lock_contended: u64,
+    wake_samples: usize,
 }
 
 struct Peer {
@@ -378,6 +379,7 @@ pub fn run(cfg: &BenchConfig) -> io::Result<Report> {
             budget: Duration::from_millis(1500),
             lock_samples: 2000,
             lock_contended: 2_000_000,
+            wake_samples: 5000,
         }
     } else if cfg.short {
         Plan {
@@ -387,6 +389,7 @@ pub fn run(cfg: &BenchConfig) -> io::Result<Report> {
             budget: Duration::from_millis(120),
             lock_samples: 100,
             lock_contended: 100_000,
+            wake_samples: 200,
         }
     } else {
         Plan {
@@ -396,6 +399,7 @@ pub fn run(cfg: &BenchConfig) -> io::Result<Report> {
             budget: Duration::from_millis(300),
             lock_samples: 500,
             lock_contended: 500_000,
+            wake_samples: 1500,
         }
     };
     let dir = std::env::temp_dir().join(format!("comesg-bench-{}", comesg_sys::process::pid()));
@@ -481,6 +485,10 @@ pub fn run(cfg: &BenchConfig) -> io::Result<Report> {
     }
     let peer_cpu = cpus.map(|(_, c)| c);
     report.latency.push(crate::locks::contended(&conn, &cfg.exe, &socket, peer_cpu, plan.lock_contended)?);
+    if setup.progress {
+        eprintln!("  wake-up (blocking, copoll, async)");
+    }
+    report.wakeup = crate::wakeup::measure(&conn, &cfg.exe, &socket, peer_cpu, plan.wake_samples)?;
     drop(conn);
     drop(kernel);
     let _ = std::fs::remove_dir_all(&dir);

@@ -162,3 +162,71 @@ fn a_thousand_channels_in_one_poll_set_each_reported_once() {
     assert!(peer.wait(Duration::from_secs(30)).success());
     assert_eq!(out.join().unwrap(), vec!["sent"]);
 }
+
+#[test]
+fn a_port_that_stays_ready_does_not_hide_others() {
+    let k = KernelProc::start("copoll-starve");
+    let conn = k.connect();
+    let busy = conn.create_channel("/cps/busy", ChannelOptions { slot_size: 16, slots: 4, ..Default::default() });
+    let busy = busy.unwrap();
+    let opts = ChannelOptions { slot_size: 16, slots: 4, rights: Rights::RECV, ..Default::default() };
+    let quiet = conn.create_channel("/cps/quiet", opts).unwrap();
+    let mut poll = Copoll::new().unwrap();
+    poll.add(&busy, 1, Interest::READABLE).unwrap();
+    poll.add(&quiet, 2, Interest::READABLE).unwrap();
+    let mut events = Vec::new();
+    // Both registered and asleep (a wait that sleeps a little consumes the
+    // edges registration itself reports); then the busy one gets a message
+    // it keeps.
+    assert_eq!(poll.wait(&mut events, Some(Duration::from_millis(50))).unwrap(), 0);
+    busy.send(b"stays").unwrap();
+    for _ in 0..3 {
+        poll.wait(&mut events, Some(Duration::from_secs(5))).unwrap();
+        assert_eq!(events.iter().map(|e| e.token()).collect::<Vec<_>>(), vec![1]);
+    }
+    // Now the quiet one rings while the busy one is still ready.
+    let mut peer = k.peer(&["poll", "trickle", "/cps/quiet", "--id", "0", "--count", "1"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        assert!(Instant::now() < deadline, "the quiet channel was never reported");
+        poll.wait(&mut events, Some(Duration::from_secs(1))).unwrap();
+        assert!(events.iter().any(|e| e.token() == 1), "the busy channel is still ready: {events:?}");
+        if events.iter().any(|e| e.token() == 2) {
+            break;
+        }
+    }
+    assert_eq!(quiet.try_recv_vec().unwrap(), b"0 0");
+    assert!(peer.wait(Duration::from_secs(30)).success());
+}
+
+#[test]
+fn pipe_offers_survive_other_registrations_and_a_given_up_poll_keeps_the_message() {
+    let k = KernelProc::start("copoll-pipe");
+    let conn = k.connect();
+    let pipe = conn.create_copipe("/cpp/p", CopipeOptions { buffer: 32, rights: Rights::ALL, ..Default::default() });
+    let pipe = pipe.unwrap();
+    let mut events = Vec::new();
+    {
+        // Two registrations on one handle; removing one keeps the offer
+        // the other relies on.
+        let mut poll = Copoll::new().unwrap();
+        poll.add(&pipe, 1, Interest::READABLE).unwrap();
+        poll.add(&pipe, 2, Interest::READABLE).unwrap();
+        assert_eq!(poll.wait(&mut events, Some(Duration::ZERO)).unwrap(), 0, "{events:?}");
+        assert!(poll.remove(1));
+        // This handle can send too: its own open offer must not be taken
+        // (the send would wait for itself), so nobody is there to receive.
+        assert!(matches!(pipe.try_send(b"self"), Err(comesg::SendError::Full)), "sent into its own offer");
+        let mut peer = k.peer(&["poll", "trickle", "/cpp/p", "--id", "7", "--count", "1"]);
+        assert_eq!(poll.wait(&mut events, Some(Duration::from_secs(30))).unwrap(), 1, "{events:?}");
+        assert_eq!(events[0].token(), 2);
+        assert!(events[0].is_readable());
+        // Give up without receiving: the sender, which returns only once a
+        // receiver has the message, must not be left waiting.
+        drop(poll);
+        assert!(peer.wait(Duration::from_secs(30)).success(), "the sender was left waiting");
+    }
+    let mut b = [0u8; 32];
+    let n = pipe.try_recv(&mut b).unwrap();
+    assert_eq!(&b[..n], b"7 0", "the message was kept for the next receive");
+}

@@ -16,7 +16,7 @@
 //! |---|---|
 //! | 0 | `pthread_mutex_t` (40 bytes on x86-64) |
 //! | 48 | counters: locks taken (u64), owner deaths seen (u64) |
-//! | 64 | pollers waiting for the lock to come free (u32) |
+//! | 40 (64 where the mutex is larger) | pollers waiting for the lock to come free (u32) |
 //! | [`Layout::data_offset`] | the protected value (`data_size` bytes) |
 //!
 //! A holder that can lock can also scribble over the lock itself; such a
@@ -37,7 +37,9 @@ use comesg_sys::mapping::{Access, Mapping};
 /// Offset of the counters: in the lock's own cache line (the mutex is 40
 /// bytes), so counting a lock touches no second line.
 const STATS_OFFSET: usize = 48;
-const POLLERS_OFFSET: usize = 64;
+/// In the lock's own cache line where it fits (x86-64: the mutex is 40
+/// bytes), so that an unlock's check for pollers touches no second line.
+const POLLERS_OFFSET: usize = if std::mem::size_of::<libc::pthread_mutex_t>() <= 40 { 40 } else { 64 };
 const _: () = assert!(std::mem::size_of::<libc::pthread_mutex_t>() <= STATS_OFFSET);
 /// First byte available to the protected value.
 const DATA_MIN: usize = 128;

@@ -320,6 +320,21 @@ impl Pipe {
         try_first: bool,
         watch: &Watch,
     ) -> Result<(), PipeError> {
+        self.send_skipping(h, msg, deadline, try_first, watch, None)
+    }
+
+    /// [`Pipe::send`] that never takes the offer of slot `skip` (the
+    /// sender's own handle's, kept open by a poller in the same handle: a
+    /// send into it would wait for itself).
+    pub fn send_skipping(
+        &self,
+        h: u32,
+        msg: &[u8],
+        deadline: Option<Instant>,
+        try_first: bool,
+        watch: &Watch,
+        skip: Option<u32>,
+    ) -> Result<(), PipeError> {
         if self.data.access() != Access::ReadWrite || h > u16::MAX as u32 {
             return Err(PipeError::NoRight);
         }
@@ -330,7 +345,7 @@ impl Pipe {
         let closed = || watch.gone(self.receivers().load(SeqCst), self.receiver_attaches().load(SeqCst));
         let mut spins = 0u32;
         loop {
-            if let Some((r, claimed)) = self.claim_offer(h as u16, start) {
+            if let Some((r, claimed)) = self.claim_offer(h as u16, start, skip) {
                 match self.fill(r, claimed, msg) {
                     Some(()) => return self.await_taken(r, claimed),
                     // The receiver died while we copied: try another.
@@ -348,7 +363,10 @@ impl Pipe {
                 std::hint::spin_loop();
                 continue;
             }
-            let open = || (0..self.layout.receivers).any(|r| State::decode(self.state(r).load(SeqCst)).kind == OFFERED);
+            let open = || {
+                (0..self.layout.receivers)
+                    .any(|r| Some(r) != skip && State::decode(self.state(r).load(SeqCst)).kind == OFFERED)
+            };
             if Self::nap(self.offer_bell(), self.offer_sleepers(), deadline, || open() || closed()) {
                 return Err(PipeError::TimedOut);
             }
@@ -357,10 +375,13 @@ impl Pipe {
         }
     }
 
-    fn claim_offer(&self, h: u16, start: u32) -> Option<(u32, State)> {
+    fn claim_offer(&self, h: u16, start: u32, skip: Option<u32>) -> Option<(u32, State)> {
         let n = self.layout.receivers;
         for k in 0..n {
             let r = (start + k) % n;
+            if Some(r) == skip {
+                continue;
+            }
             let w = self.state(r).load(Acquire);
             let s = State::decode(w);
             if s.kind == OFFERED {
@@ -448,6 +469,20 @@ impl Pipe {
         try_first: bool,
         watch: &Watch,
     ) -> Result<usize, PipeError> {
+        self.recv_keeping(r, buf, deadline, try_first, watch, false)
+    }
+
+    /// [`Pipe::recv`] that, with `keep_offer`, leaves the offer open when
+    /// it gives up (a poller of the same handle still relies on it).
+    pub fn recv_keeping(
+        &self,
+        r: u32,
+        buf: &mut [u8],
+        deadline: Option<Instant>,
+        try_first: bool,
+        watch: &Watch,
+        keep_offer: bool,
+    ) -> Result<usize, PipeError> {
         self.check_slot(r)?;
         let closed = || watch.gone(self.senders().load(SeqCst), self.sender_attaches().load(SeqCst));
         let st = self.state(r);
@@ -503,8 +538,9 @@ impl Pipe {
                     let closed = closed();
                     expired |= deadline.is_some_and(|d| Instant::now() >= d);
                     if closed || expired {
-                        // Withdraw the offer, unless a sender claims it first.
-                        if st.compare_exchange(w, s.with(IDLE, s.n, 0), AcqRel, Relaxed).is_ok() {
+                        // Withdraw the offer, unless a sender claims it first
+                        // (or a poller keeps it open).
+                        if keep_offer || st.compare_exchange(w, s.with(IDLE, s.n, 0), AcqRel, Relaxed).is_ok() {
                             return Err(if closed {
                                 PipeError::Closed
                             } else if try_first {
@@ -578,24 +614,35 @@ impl Pipe {
         Ok(())
     }
 
-    /// Withdraws slot `r`'s open offer, unless a sender has claimed it
-    /// (then the next receive takes the message: nothing is lost).
-    pub fn withdraw_offer(&self, r: u32) {
-        if self.check_slot(r).is_err() {
-            return;
-        }
+    /// Withdraws slot `r`'s open offer. If a sender has already filled
+    /// it, takes the message into `stash` (so the sender, which waits until
+    /// a receiver has it, goes on) and returns its length; a sender still
+    /// copying keeps the offer, and the next receive takes its message.
+    pub fn withdraw_offer(&self, r: u32, stash: &mut Vec<u8>) -> Option<usize> {
+        self.check_slot(r).ok()?;
         let st = self.state(r);
         let w = st.load(Acquire);
         let s = State::decode(w);
-        if s.kind == OFFERED {
-            let _ = st.compare_exchange(w, s.with(IDLE, s.n, 0), AcqRel, Relaxed);
+        match s.kind {
+            OFFERED => {
+                let _ = st.compare_exchange(w, s.with(IDLE, s.n, 0), AcqRel, Relaxed);
+                None
+            }
+            FILLED => {
+                stash.resize(self.layout.buffer as usize, 0);
+                let n = self.take(r, w, stash).ok()?;
+                stash.truncate(n);
+                Some(n)
+            }
+            _ => None,
         }
     }
 
-    /// A sender's readiness: ready when some receiver's offer is open;
-    /// closed (broken pipe) when no receiver is left.
-    pub fn send_readiness(&self, watch: &Watch) -> (bool, bool) {
-        let open = (0..self.layout.receivers).any(|r| State::decode(self.state(r).load(SeqCst)).kind == OFFERED);
+    /// A sender's readiness: ready when some receiver's offer (other than
+    /// slot `skip`'s) is open; closed (broken pipe) when no receiver is left.
+    pub fn send_readiness(&self, watch: &Watch, skip: Option<u32>) -> (bool, bool) {
+        let open = (0..self.layout.receivers)
+            .any(|r| Some(r) != skip && State::decode(self.state(r).load(SeqCst)).kind == OFFERED);
         let closed = !open && watch.gone(self.receivers().load(SeqCst), self.receiver_attaches().load(SeqCst));
         (open, closed)
     }
@@ -809,7 +856,7 @@ mod tests {
         // A receiver offers; sender 5 claims and "dies" before filling.
         let offered = State { kind: OFFERED, gen: 0, n: 1, h: 0 };
         p.state(0).store(offered.encode(), SeqCst);
-        assert!(p.claim_offer(5, 0).is_some());
+        assert!(p.claim_offer(5, 0, None).is_some());
         assert_eq!(p.sender_gone(5), 1);
         assert_eq!(State::decode(p.state(0).load(SeqCst)).kind, OFFERED);
         // Another sender fills; the receiver dies before taking: the slot

@@ -48,6 +48,7 @@ pub(crate) async fn until_ready<T, E: From<io::Error>>(
     if let Some(r) = attempt() {
         return r;
     }
+    src.register(interest);
     let _forget = Forget { src, interest };
     let bell = src.bell().ok_or_else(|| io::Error::other("this port has no bell"))?;
     if tokio::runtime::Handle::try_current().is_err() {
@@ -67,7 +68,9 @@ pub(crate) async fn until_ready<T, E: From<io::Error>>(
             ready.clear_ready();
         } else {
             // The registration may have raced a change: look again soon.
-            let _ = tokio::time::timeout(NAP, fd.readable()).await;
+            if let Ok(ready) = tokio::time::timeout(NAP, fd.readable()).await {
+                ready?.clear_ready();
+            }
         }
         drop(armed);
         if let Some(r) = attempt() {

@@ -1,6 +1,7 @@
 //! COPIPE handles: synchronous, one copy, anycast; also a byte stream.
 
 use std::io;
+use std::sync::atomic::{AtomicU32, Ordering::SeqCst};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -39,6 +40,10 @@ pub struct Copipe {
     /// one) and of receivers (broken pipe likewise).
     senders_seen: Watch,
     receivers_seen: Watch,
+    /// Poll registrations and async waits that keep this handle's offer
+    /// open (a receive that gives up leaves it open while any remain, and
+    /// this handle's sends skip it).
+    offer_holds: AtomicU32,
     held: Held,
     name: Name,
     rights: Rights,
@@ -49,6 +54,9 @@ struct Leftover {
     buf: Vec<u8>,
     at: usize,
     eof: bool,
+    /// A message a sender put into an offer that its poller then gave up:
+    /// taken out (so the sender could go on), for the next receive.
+    stash: Option<Vec<u8>>,
 }
 
 /// How to create a COPIPE.
@@ -116,17 +124,27 @@ impl crate::copoll::sealed::Source for Copipe {
     fn readiness(&self, interest: crate::Interest) -> crate::Readiness {
         let mut out = crate::Readiness::default();
         if interest.is_readable() {
-            let left = self.recv_state.lock().unwrap_or_else(|p| p.into_inner());
+            // A receive in progress on another thread holds the state and
+            // takes what comes; do not wait for it.
+            let pending = match self.recv_state.try_lock() {
+                Ok(left) => left.at < left.buf.len() || left.stash.is_some(),
+                Err(std::sync::TryLockError::Poisoned(p)) => {
+                    let left = p.into_inner();
+                    left.at < left.buf.len() || left.stash.is_some()
+                }
+                Err(std::sync::TryLockError::WouldBlock) => false,
+            };
             match self.slot.map(|r| self.pipe.recv_readiness(r, &self.senders_seen)) {
-                // The rest of a message a `read` could not take whole.
-                Some(_) if left.at < left.buf.len() => out.readable = true,
+                // The rest of a message a `read` could not take whole, or
+                // one a poller gave up on.
+                Some(_) if pending => out.readable = true,
                 Some(Ok((ready, closed))) => (out.readable, out.closed) = (ready, closed),
                 _ => out.error = true,
             }
         }
         if interest.is_writable() {
             if self.sender.is_some() {
-                let (ready, closed) = self.pipe.send_readiness(&self.receivers_seen);
+                let (ready, closed) = self.pipe.send_readiness(&self.receivers_seen, self.own_offer());
                 out.writable = ready;
                 out.closed |= closed;
             } else {
@@ -156,9 +174,23 @@ impl crate::copoll::sealed::Source for Copipe {
         }
     }
 
+    fn register(&self, interest: crate::Interest) {
+        if interest.is_readable() && self.slot.is_some() {
+            self.offer_holds.fetch_add(1, SeqCst);
+        }
+    }
+
     fn forget(&self, interest: crate::Interest) {
-        if let (true, Some(r)) = (interest.is_readable(), self.slot) {
-            self.pipe.withdraw_offer(r);
+        let Some(r) = self.slot.filter(|_| interest.is_readable()) else { return };
+        match self.offer_holds.fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1)) {
+            Ok(1) => {}
+            _ => return, // another registration still relies on the offer
+        }
+        // A receive in progress on another thread owns the offer now.
+        let Ok(mut left) = self.recv_state.try_lock() else { return };
+        let mut m = Vec::new();
+        if self.pipe.withdraw_offer(r, &mut m).is_some() {
+            left.stash = Some(m);
         }
     }
 }
@@ -189,6 +221,7 @@ impl Copipe {
             recv_state: Mutex::new(Leftover::default()),
             senders_seen: Watch::new(attaches.0),
             receivers_seen: Watch::new(attaches.1),
+            offer_holds: AtomicU32::new(0),
             held,
             name,
             rights: g.rights,
@@ -222,7 +255,13 @@ impl Copipe {
 
     fn send_until(&self, msg: &[u8], deadline: Option<Instant>, try_first: bool) -> Result<(), SendError> {
         let h = self.sender.ok_or(SendError::NoRight)?;
-        Ok(self.pipe.send(h, msg, deadline, try_first, &self.receivers_seen)?)
+        Ok(self.pipe.send_skipping(h, msg, deadline, try_first, &self.receivers_seen, self.own_offer())?)
+    }
+
+    /// This handle's own slot while a poller keeps its offer open: its
+    /// sends must not take it (they would wait for themselves).
+    fn own_offer(&self) -> Option<u32> {
+        self.slot.filter(|_| self.offer_holds.load(SeqCst) > 0)
     }
 
     /// Sends one message, waiting for a receiver; returns once a receiver
@@ -246,8 +285,14 @@ impl Copipe {
 
     fn recv_until(&self, buf: &mut [u8], deadline: Option<Instant>, try_first: bool) -> Result<usize, RecvError> {
         let r = self.slot.ok_or(RecvError::NoRight)?;
-        let _one_offer = self.recv_state.lock().unwrap_or_else(|p| p.into_inner());
-        Ok(self.pipe.recv(r, buf, deadline, try_first, &self.senders_seen)?)
+        let mut one_offer = self.recv_state.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(m) = one_offer.stash.take() {
+            let n = m.len().min(buf.len());
+            buf[..n].copy_from_slice(&m[..n]);
+            return Ok(m.len());
+        }
+        let keep = self.offer_holds.load(SeqCst) > 0;
+        Ok(self.pipe.recv_keeping(r, buf, deadline, try_first, &self.senders_seen, keep)?)
     }
 
     /// Receives one message into `buf`, waiting for a sender; returns the
@@ -295,6 +340,10 @@ impl Copipe {
     fn read_stream(&self, out: &mut [u8]) -> io::Result<usize> {
         let r = self.slot.ok_or_else(|| io::Error::new(io::ErrorKind::PermissionDenied, "no RECV right"))?;
         let mut left = self.recv_state.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(m) = left.stash.take() {
+            left.buf = m;
+            left.at = 0;
+        }
         if left.at < left.buf.len() {
             let n = (left.buf.len() - left.at).min(out.len());
             out[..n].copy_from_slice(&left.buf[left.at..left.at + n]);

@@ -136,7 +136,11 @@ pub(crate) mod sealed {
         fn arm(&self, interest: Interest);
         /// Undoes one [`Source::arm`].
         fn disarm(&self, interest: Interest);
-        /// The poller is gone for good (a pipe withdraws the offer it made).
+        /// A poller starts watching (a pipe keeps its offer open while any
+        /// does).
+        fn register(&self, _interest: Interest) {}
+        /// Undoes one [`Source::register`] (a pipe withdraws its offer when
+        /// the last one goes).
         fn forget(&self, _interest: Interest) {}
     }
 }
@@ -144,7 +148,8 @@ pub(crate) mod sealed {
 /// A port that [`Copoll`] can watch: [`crate::Channel`],
 /// [`crate::Cocarrier`], [`crate::Copipe`], [`crate::Comutex`],
 /// [`crate::SharedObject`] and a coservice call in flight
-/// ([`crate::PendingCall`]).
+/// ([`crate::PendingCall`]; remove it from the set once it is reported, to
+/// take its response: it stays ready until then).
 ///
 /// | port | readable | writable | closed |
 /// |---|---|---|---|
@@ -270,8 +275,12 @@ impl<'a> Copoll<'a> {
         // A duplicate of our own: epoll keys registrations by fd, and the
         // same handle may be in several sets, or twice in this one.
         let fd = bell.dup_fd()?;
-        let key = self.free.pop().unwrap_or(self.entries.len());
+        let key = self.free.last().copied().unwrap_or(self.entries.len());
         self.ep.add_edge(fd.as_fd(), key as u64)?;
+        if self.free.last() == Some(&key) {
+            self.free.pop();
+        }
+        src.register(interest);
         let e = Entry { src, interest, token, fd, armed: false, queued: true };
         if key == self.entries.len() {
             self.entries.push(Some(e));
@@ -308,6 +317,9 @@ impl<'a> Copoll<'a> {
     pub fn wait(&mut self, events: &mut Vec<Event>, timeout: Option<Duration>) -> io::Result<usize> {
         events.clear();
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        // Bells that rang since the last wait first: ports still ready from
+        // before must not hide them.
+        self.collect_rings(Some(Duration::ZERO))?;
         loop {
             let unready = self.check_queued(events);
             if !events.is_empty() {
@@ -346,11 +358,7 @@ impl<'a> Copoll<'a> {
             if !trusted {
                 left = Some(left.map_or(NAP, |t| t.min(NAP)));
             }
-            self.buf.clear();
-            self.ep.wait(&mut self.buf, left)?;
-            for i in 0..self.buf.len() {
-                self.requeue(self.buf[i].token as usize);
-            }
+            self.collect_rings(left)?;
             if !trusted {
                 // The registrations may have raced a change: look at all.
                 for k in 0..self.entries.len() {
@@ -361,6 +369,16 @@ impl<'a> Copoll<'a> {
                 return Ok(0);
             }
         }
+    }
+
+    /// Waits up to `timeout` for bells and queues the ports that rang.
+    fn collect_rings(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        self.buf.clear();
+        self.ep.wait(&mut self.buf, timeout)?;
+        for i in 0..self.buf.len() {
+            self.requeue(self.buf[i].token as usize);
+        }
+        Ok(())
     }
 
     fn requeue(&mut self, k: usize) {

@@ -68,6 +68,21 @@ fn type_hash<T>() -> u64 {
     h | 1 // never 0, which means "unchecked"
 }
 
+impl<T: Pod + Sync> crate::copoll::sealed::Source for SharedObject<T> {
+    fn bell(&self) -> Option<&comesg_sys::bell::Bell> {
+        self.m.bell()
+    }
+    fn readiness(&self, interest: crate::Interest) -> crate::Readiness {
+        self.m.readiness(interest)
+    }
+    fn arm(&self, interest: crate::Interest) {
+        self.m.arm(interest);
+    }
+    fn disarm(&self, interest: crate::Interest) {
+        self.m.disarm(interest);
+    }
+}
+
 impl<T: Pod> SharedObject<T> {
     pub(crate) fn from_comutex(m: Comutex) -> Result<SharedObject<T>, Error> {
         let want = spec_of::<T>();

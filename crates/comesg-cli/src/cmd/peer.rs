@@ -196,6 +196,8 @@ enum Role {
     },
     /// Benchmark peers.
     Bench(comesg_bench::peer::PeerArgs),
+    /// Benchmark: receive with one way of waiting, print wake-up latency.
+    WakeRecv(comesg_bench::wakeup::WakeArgs),
     /// Helpers for the copoll and async tests.
     #[command(subcommand)]
     Poll(super::peer_poll::PollRole),
@@ -621,5 +623,9 @@ pub fn run(a: Args) -> Outcome {
             Ok(ExitCode::SUCCESS)
         }
         Role::Poll(role) => super::peer_poll::run(role),
+        Role::WakeRecv(a) => {
+            comesg_bench::wakeup::receive(a)?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }

@@ -70,3 +70,41 @@ fn calls_async_from_many_tasks_reach_a_provider_in_another_process() {
     let r = rt.block_on(async { tokio::time::timeout(Duration::from_secs(30), svc.call_async(b"after")).await });
     assert!(matches!(r, Ok(Err(CallError::ServiceGone))), "{r:?}");
 }
+
+#[test]
+fn pipe_sends_async_from_many_tasks_each_reach_the_receiver_once() {
+    let k = KernelProc::start("async-pipe-send");
+    let conn = k.connect();
+    let opts = comesg::CopipeOptions { buffer: 16, receivers: 2, ..Default::default() };
+    let pipe = Arc::new(conn.create_copipe("/ao/pipe", opts).unwrap());
+    let mut rx = k.peer(&["seq-recv", "/ao/pipe", "--idle", "3"]);
+    let out = rx.collect();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(async {
+        let mut tasks = tokio::task::JoinSet::new();
+        for id in 0..4u32 {
+            let pipe = pipe.clone();
+            tasks.spawn(async move {
+                for seq in 0..100u64 {
+                    let mut m = [0u8; 16];
+                    m[..4].copy_from_slice(&id.to_le_bytes());
+                    m[4..12].copy_from_slice(&seq.to_le_bytes());
+                    pipe.send_async(&m).await.unwrap();
+                }
+            });
+        }
+        while let Some(r) = tasks.join_next().await {
+            r.unwrap();
+        }
+    });
+    // Every send returned once the receiver had the message: close, so the
+    // receiver sees end of file.
+    drop(pipe);
+    assert!(rx.wait(Duration::from_secs(60)).success());
+    let lines = out.join().unwrap();
+    assert_eq!(lines.last().map(String::as_str), Some("done 400"), "{:?}", &lines[lines.len().saturating_sub(3)..]);
+    let mut seen: Vec<&String> = lines[..400].iter().collect();
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen.len(), 400, "a message arrived twice");
+}

@@ -122,6 +122,14 @@ impl PipeLayout {
     }
 }
 
+/// A message copied into a receiver's offer, not yet known to be taken
+/// ([`Pipe::try_fill`]).
+#[derive(Debug)]
+pub struct Filled {
+    r: u32,
+    claimed: State,
+}
+
 /// What can go wrong on a pipe.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PipeError {
@@ -423,6 +431,60 @@ impl Pipe {
             let _ = self.state(r).compare_exchange(now, s.with(DEAD, s.n, 0), AcqRel, Relaxed);
             self.ring(r);
         }
+    }
+
+    // ---- sending in two halves (async senders) ----
+
+    /// The first half of a send that must not wait: claims an open offer
+    /// (not slot `skip`'s) and copies `msg` into it. `Ok(None)`: no offer
+    /// is open now. The receiver has the message once [`Pipe::taken`] says so.
+    pub fn try_fill(&self, h: u32, msg: &[u8], skip: Option<u32>, watch: &Watch) -> Result<Option<Filled>, PipeError> {
+        if self.data.access() != Access::ReadWrite || h > u16::MAX as u32 {
+            return Err(PipeError::NoRight);
+        }
+        if msg.len() > self.layout.buffer as usize {
+            return Err(PipeError::TooLong { len: msg.len(), buffer: self.layout.buffer });
+        }
+        let start = h.wrapping_mul(0x9e37_79b9) % self.layout.receivers;
+        // Bounded: each round either fills, finds no offer, or saw a
+        // receiver die mid-copy (each receiver at most once per offer).
+        for _ in 0..=self.layout.receivers {
+            let Some((r, claimed)) = self.claim_offer(h as u16, start, skip) else {
+                let closed = watch.gone(self.receivers().load(SeqCst), self.receiver_attaches().load(SeqCst));
+                return if closed { Err(PipeError::Closed) } else { Ok(None) };
+            };
+            if self.fill(r, claimed, msg).is_some() {
+                return Ok(Some(Filled { r, claimed }));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The second half: whether the receiver has taken the message
+    /// (`Some(Ok)`), died before taking it (`Some(Err(ReceiverDied))`; the
+    /// slot is let go), or not yet (`None`).
+    pub fn taken(&self, f: &Filled) -> Option<Result<(), PipeError>> {
+        let filled = f.claimed.with(FILLED, f.claimed.n, f.claimed.h);
+        let w = self.state(f.r).load(Acquire);
+        if w == filled {
+            return None;
+        }
+        let s = State::decode(w);
+        if s.kind == DEAD_HELD && s.h == f.claimed.h && s.n == f.claimed.n {
+            self.let_go(f.r, w, f.claimed);
+            return Some(Err(PipeError::ReceiverDied));
+        }
+        Some(Ok(()))
+    }
+
+    /// Registers a poller for [`Pipe::taken`] (the receiver's take rings).
+    pub fn arm_taken(&self, f: &Filled) {
+        self.recv_polling(f.r).fetch_add(1, SeqCst);
+    }
+
+    /// Undoes [`Pipe::arm_taken`].
+    pub fn disarm_taken(&self, f: &Filled) {
+        let _ = self.recv_polling(f.r).fetch_update(SeqCst, SeqCst, |v| v.checked_sub(1));
     }
 
     fn await_taken(&self, r: u32, claimed: State) -> Result<(), PipeError> {

@@ -200,3 +200,58 @@ impl<G> From<io::Error> for AsyncLockError<G> {
         AsyncLockError(LockError::Reactor(e.to_string()))
     }
 }
+
+/// A pipe message filled into a receiver's offer, waiting to be taken: a
+/// port to wait on. Dropped early (the send cancelled), it still lets go of
+/// a slot whose receiver died (the message is delivered if the receiver
+/// takes it; the sender only stops waiting to hear so).
+struct Taken<'a> {
+    pipe: &'a Copipe,
+    filled: comesg_shm::pipe::Filled,
+}
+
+impl Source for Taken<'_> {
+    fn bell(&self) -> Option<&comesg_sys::bell::Bell> {
+        self.pipe.pipe_ref().bell_fd()
+    }
+    fn readiness(&self, _interest: Interest) -> crate::Readiness {
+        let done = self.pipe.pipe_ref().taken(&self.filled).is_some();
+        crate::Readiness { readable: done, ..Default::default() }
+    }
+    fn arm(&self, _interest: Interest) {
+        self.pipe.pipe_ref().arm_taken(&self.filled);
+    }
+    fn disarm(&self, _interest: Interest) {
+        self.pipe.pipe_ref().disarm_taken(&self.filled);
+    }
+}
+
+impl Drop for Taken<'_> {
+    fn drop(&mut self) {
+        let _ = self.pipe.pipe_ref().taken(&self.filled);
+    }
+}
+
+impl Copipe {
+    /// Sends one message without a thread waiting: waits for an open offer,
+    /// copies the message into it, and waits until the receiver has it, all
+    /// on the runtime. Cancelled before a receiver was chosen, nothing was
+    /// sent; cancelled after, the message is delivered when that receiver
+    /// takes it (or not, if it dies first).
+    pub async fn send_async(&self, msg: &[u8]) -> Result<(), SendError> {
+        let h = self.sender_holder().ok_or(SendError::NoRight)?;
+        let filled = until_ready(self, Interest::WRITABLE, || {
+            match self.pipe_ref().try_fill(h, msg, self.own_offer(), self.receivers_watch()) {
+                Ok(Some(f)) => Some(Ok(f)),
+                Ok(None) => None,
+                Err(e) => Some(Err(SendError::from(e))),
+            }
+        })
+        .await?;
+        let taken = Taken { pipe: self, filled };
+        until_ready(&taken, Interest::READABLE, || {
+            taken.pipe.pipe_ref().taken(&taken.filled).map(|r| r.map_err(SendError::from))
+        })
+        .await
+    }
+}

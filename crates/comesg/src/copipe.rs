@@ -258,9 +258,24 @@ impl Copipe {
         Ok(self.pipe.send_skipping(h, msg, deadline, try_first, &self.receivers_seen, self.own_offer())?)
     }
 
+    #[cfg(feature = "tokio")]
+    pub(crate) fn pipe_ref(&self) -> &Pipe {
+        &self.pipe
+    }
+
+    #[cfg(feature = "tokio")]
+    pub(crate) fn sender_holder(&self) -> Option<u32> {
+        self.sender
+    }
+
+    #[cfg(feature = "tokio")]
+    pub(crate) fn receivers_watch(&self) -> &Watch {
+        &self.receivers_seen
+    }
+
     /// This handle's own slot while a poller keeps its offer open: its
     /// sends must not take it (they would wait for themselves).
-    fn own_offer(&self) -> Option<u32> {
+    pub(crate) fn own_offer(&self) -> Option<u32> {
         self.slot.filter(|_| self.offer_holds.load(SeqCst) > 0)
     }
 

@@ -168,11 +168,13 @@ impl<T: sealed::Source + ?Sized> Pollable for T {}
 
 /// Registration that is undone when dropped (async waits use it, so that a
 /// cancelled wait leaves nothing behind).
+#[cfg(feature = "tokio")]
 pub(crate) struct Armed<'a> {
     src: &'a dyn sealed::Source,
     interest: Interest,
 }
 
+#[cfg(feature = "tokio")]
 impl<'a> Armed<'a> {
     /// Registers, then forces the barrier; returns false if the barrier was
     /// refused (the caller must then not sleep long).
@@ -183,6 +185,7 @@ impl<'a> Armed<'a> {
     }
 }
 
+#[cfg(feature = "tokio")]
 impl Drop for Armed<'_> {
     fn drop(&mut self) {
         self.src.disarm(self.interest);

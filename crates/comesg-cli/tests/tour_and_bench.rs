@@ -23,6 +23,7 @@ fn the_tour_moves_messages_between_processes_exactly_once() {
     assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
     assert!(text.contains("every message received exactly once: yes"), "{text}");
     assert!(text.contains("HOLDERS"), "the tour shows comesg ls: {text}");
+    assert!(text.contains("each reported once, found through its bell (no polling loop): yes"), "{text}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -7,8 +7,9 @@
 //! through a COPIPE; then an 8 MiB frame goes through a COCARRIER to a
 //! receiver that finds it cannot write it; then two processes share a counter through a comutex and
 //! one dies holding it; then a service with a worker pool answers two caller
-//! processes and its provider is killed. It ends with a short benchmark
-//! against the baselines.
+//! processes and its provider is killed; then one process waits on four
+//! ports of four kinds at once (copoll) while another makes them ready. It
+//! ends with a short benchmark against the baselines.
 
 use std::collections::HashSet;
 use std::error::Error;
@@ -162,6 +163,66 @@ fn comutex_part(
     Ok((total == 2 * n && recovered, obj))
 }
 
+/// One process waits on a channel, a carrier, a pipe and a comutex at
+/// once, while another makes them ready in an order it picks.
+fn copoll_part(conn: &comesg::Connection, exe: &Path, sock: &Path, ns: &str) -> Result<bool, Box<dyn Error>> {
+    use comesg::{Interest, Pollable, Rights};
+    println!("\n-- copoll: one process waits on four ports of four kinds at once --");
+    let go = format!("{ns}/poll-go");
+    let go_ch = conn.create_channel(&go, ChannelOptions { slot_size: 16, slots: 4, ..Default::default() })?;
+    let ch = conn.create_channel(
+        &format!("{ns}/poll-channel"),
+        ChannelOptions { slot_size: 64, slots: 8, rights: Rights::RECV, ..Default::default() },
+    )?;
+    let car = conn.create_cocarrier(
+        &format!("{ns}/poll-carrier"),
+        comesg::CocarrierOptions { arena: 1 << 16, max_message: 64, rights: Rights::RECV, ..Default::default() },
+    )?;
+    let pipe = conn.create_copipe(
+        &format!("{ns}/poll-pipe"),
+        comesg::CopipeOptions { buffer: 64, rights: Rights::RECV, ..Default::default() },
+    )?;
+    let mx = conn.create_comutex(&format!("{ns}/poll-comutex"), Default::default())?;
+    let ports: [(&str, &dyn Pollable); 4] = [("channel", &ch), ("carrier", &car), ("pipe", &pipe), ("comutex", &mx)];
+    let specs: Vec<String> = ports.iter().map(|(k, _)| format!("{k}:{ns}/poll-{k}")).collect();
+    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos() as u64;
+    let mut args = vec!["poll", "make-ready", "--go", go.as_str(), "--gap-us", "20000"];
+    let seed = seed.to_string();
+    args.extend(["--seed", seed.as_str()]);
+    args.extend(specs.iter().map(String::as_str));
+    let (mut child, _out) = peer(exe, sock, &args)?;
+    let mut poll = comesg::Copoll::new()?;
+    for (t, (_, p)) in ports.iter().enumerate() {
+        poll.add_dyn(*p, t as u64, Interest::READABLE)?;
+    }
+    println!("another process holds the comutex and will make each port ready, 20 ms apart, in an order it picks");
+    go_ch.send(b"go")?;
+    let started = Instant::now();
+    let (mut seen, mut lock) = ([0u32; 4], None);
+    while seen.contains(&0) && started.elapsed() < std::time::Duration::from_secs(30) {
+        let mut events = Vec::new();
+        poll.wait(&mut events, Some(std::time::Duration::from_secs(5)))?;
+        for e in &events {
+            let t = e.token() as usize;
+            seen[t] += 1;
+            match t {
+                0 => drop(ch.try_recv_vec()),
+                1 => drop(car.try_recv()),
+                2 => drop(pipe.try_recv(&mut [0u8; 64])),
+                _ => lock = mx.try_lock().ok(),
+            }
+            println!("  {:>6.1} ms  {} is ready", started.elapsed().as_secs_f64() * 1e3, ports[t].0);
+        }
+    }
+    drop(poll);
+    drop(lock);
+    let ok = seen.iter().all(|&n| n == 1);
+    println!("each reported once, found through its bell (no polling loop): {}", if ok { "yes" } else { "NO" });
+    go_ch.send(b"bye")?;
+    child.wait()?;
+    Ok(ok)
+}
+
 fn service_part(conn: &comesg::Connection, exe: &Path, sock: &Path, ns: &str) -> Result<bool, Box<dyn Error>> {
     let path = format!("{ns}/echo");
     println!("\n-- coservice: a provider with 4 workers, 2 caller processes --");
@@ -281,6 +342,7 @@ pub fn run(a: Args) -> Outcome {
     let (counted, _counter) = comutex_part(&conn, &exe, &sock, &ns)?;
     ok &= counted;
     ok &= service_part(&conn, &exe, &sock, &ns)?;
+    ok &= copoll_part(&conn, &exe, &sock, &ns)?;
     let _ = conn.unlink(&ns);
 
     if !a.no_bench {

@@ -99,3 +99,55 @@ fn carrier_receives_cancelled_at_random_lose_nothing() {
     assert!(peer.wait(Duration::from_secs(60)).success());
     assert!(car.try_recv().is_err(), "a message beyond the last");
 }
+
+#[test]
+fn two_tasks_receiving_from_one_pipe_handle_with_cancellations_lose_nothing() {
+    use std::collections::HashSet;
+    use std::sync::{Arc, Mutex};
+    let k = KernelProc::start("async-cancel-pipe2");
+    let conn = k.connect();
+    let opts = CopipeOptions { buffer: 32, rights: Rights::RECV, ..Default::default() };
+    let pipe = Arc::new(conn.create_copipe("/ac/pipe2", opts).unwrap());
+    let mut peer = trickle(&k, "/ac/pipe2");
+    let got: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let cancelled = rt.block_on(async {
+        let mut tasks = tokio::task::JoinSet::new();
+        for seed in [0x9e37_79b9_7f4a_7c15u64, 0x2545_f491_4f6c_dd1d] {
+            let (pipe, got) = (pipe.clone(), got.clone());
+            tasks.spawn(async move {
+                let (mut rng, mut cancelled) = (Rng(seed), 0u64);
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+                while got.lock().unwrap().len() < COUNT as usize {
+                    assert!(tokio::time::Instant::now() < deadline, "stuck at {}", got.lock().unwrap().len());
+                    let mut b = [0u8; 32];
+                    tokio::select! {
+                        n = pipe.recv_async(&mut b) => {
+                            let n = match n {
+                                Ok(n) => n,
+                                // The sender is done and gone: end of file.
+                                Err(comesg::RecvError::Closed) => break,
+                                Err(e) => panic!("{e}"),
+                            };
+                            let m = String::from_utf8(b[..n].to_vec()).unwrap();
+                            assert!(got.lock().unwrap().insert(m.clone()), "{m} delivered twice");
+                        }
+                        _ = tokio::time::sleep(rng.pause()) => cancelled += 1,
+                    }
+                }
+                cancelled
+            });
+        }
+        let mut total = 0;
+        while let Some(c) = tasks.join_next().await {
+            total += c.unwrap();
+        }
+        total
+    });
+    let got = got.lock().unwrap();
+    for seq in 0..COUNT {
+        assert!(got.contains(&format!("0 {seq}")), "message {seq} lost");
+    }
+    println!("pipe, two tasks on one handle: {COUNT} messages once each, {cancelled} receives cancelled");
+    assert!(peer.wait(Duration::from_secs(60)).success());
+}

@@ -482,9 +482,13 @@ impl Pipe {
         self.recv_polling(f.r).fetch_add(1, SeqCst);
     }
 
-    /// Undoes [`Pipe::arm_taken`].
+    /// Undoes [`Pipe::arm_taken`], unless the slot has gone to a new
+    /// receiver since (its poll count was reset then, and is the new
+    /// receiver's now).
     pub fn disarm_taken(&self, f: &Filled) {
-        let _ = self.recv_polling(f.r).fetch_update(SeqCst, SeqCst, |v| v.checked_sub(1));
+        if State::decode(self.state(f.r).load(SeqCst)).gen == f.claimed.gen {
+            let _ = self.recv_polling(f.r).fetch_update(SeqCst, SeqCst, |v| v.checked_sub(1));
+        }
     }
 
     fn await_taken(&self, r: u32, claimed: State) -> Result<(), PipeError> {
@@ -676,27 +680,50 @@ impl Pipe {
         Ok(())
     }
 
-    /// Withdraws slot `r`'s open offer. If a sender has already filled
-    /// it, takes the message into `stash` (so the sender, which waits until
-    /// a receiver has it, goes on) and returns its length; a sender still
-    /// copying keeps the offer, and the next receive takes its message.
+    /// Withdraws slot `r`'s open offer. If a sender has filled it (or
+    /// fills it meanwhile: a sender copying is waited for, up to a second),
+    /// takes the message into `stash` (so the sender, which waits until a
+    /// receiver has it, goes on) and returns its length.
     pub fn withdraw_offer(&self, r: u32, stash: &mut Vec<u8>) -> Option<usize> {
         self.check_slot(r).ok()?;
         let st = self.state(r);
-        let w = st.load(Acquire);
-        let s = State::decode(w);
-        match s.kind {
-            OFFERED => {
-                let _ = st.compare_exchange(w, s.with(IDLE, s.n, 0), AcqRel, Relaxed);
-                None
+        let give_up = Instant::now() + std::time::Duration::from_secs(1);
+        loop {
+            let w = st.load(Acquire);
+            let s = State::decode(w);
+            match s.kind {
+                OFFERED => {
+                    if st.compare_exchange(w, s.with(IDLE, s.n, 0), AcqRel, Relaxed).is_ok() {
+                        return None;
+                    }
+                }
+                FILLED => {
+                    stash.resize(self.layout.buffer as usize, 0);
+                    let n = self.take(r, w, stash).ok()?;
+                    stash.truncate(n);
+                    return Some(n);
+                }
+                CLAIMED if Instant::now() < give_up => std::thread::yield_now(),
+                _ => return None,
             }
-            FILLED => {
-                stash.resize(self.layout.buffer as usize, 0);
-                let n = self.take(r, w, stash).ok()?;
-                stash.truncate(n);
-                Some(n)
-            }
-            _ => None,
+        }
+    }
+
+    /// Takes the message a sender filled into slot `r`'s offer, if there is
+    /// one; `None` if not (or if another receive of this handle took it
+    /// first). Never waits and never opens or withdraws the offer.
+    pub fn try_take(&self, r: u32, buf: &mut [u8]) -> Option<Result<usize, PipeError>> {
+        if let Err(e) = self.check_slot(r) {
+            return Some(Err(e));
+        }
+        let w = self.state(r).load(Acquire);
+        if State::decode(w).kind != FILLED {
+            return None;
+        }
+        match self.take(r, w, buf) {
+            Ok(n) => Some(Ok(n)),
+            Err(_) if self.state(r).load(Acquire) != w => None,
+            Err(e) => Some(Err(e)),
         }
     }
 

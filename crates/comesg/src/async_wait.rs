@@ -163,13 +163,23 @@ impl Copipe {
     /// the next receive: none is lost).
     pub async fn recv_async(&self, buf: &mut [u8]) -> Result<usize, RecvError> {
         until_ready(self, Interest::READABLE, || {
-            let r = self.readiness(Interest::READABLE);
-            if r.readable {
-                Some(self.try_recv(buf))
-            } else if r.closed {
+            if let Some(m) = self.take_stashed() {
+                let n = m.len().min(buf.len());
+                buf[..n].copy_from_slice(&m[..n]);
+                return Some(Ok(m.len()));
+            }
+            let Some(r) = self.receiver_slot() else { return Some(Err(RecvError::NoRight)) };
+            // A blocking receive on another thread owns the offer while it
+            // runs: it takes what comes, and the take rings the bell.
+            let _one = self.recv_lock()?;
+            if let Some(got) = self.pipe_ref().try_take(r, buf) {
+                return Some(got.map_err(RecvError::from));
+            }
+            let st = self.readiness(Interest::READABLE);
+            if st.closed {
                 Some(Err(RecvError::Closed))
-            } else if r.error {
-                Some(self.try_recv(buf))
+            } else if st.error {
+                Some(Err(RecvError::Corrupt("pipe receiver slot in an impossible state")))
             } else {
                 None
             }
@@ -207,7 +217,13 @@ impl<G> From<io::Error> for AsyncLockError<G> {
 /// takes it; the sender only stops waiting to hear so).
 struct Taken<'a> {
     pipe: &'a Copipe,
-    filled: comesg_shm::pipe::Filled,
+    filled: Option<comesg_shm::pipe::Filled>,
+}
+
+impl Taken<'_> {
+    fn check(&self) -> Option<Result<(), comesg_shm::pipe::PipeError>> {
+        self.filled.as_ref().and_then(|f| self.pipe.pipe_ref().taken(f))
+    }
 }
 
 impl Source for Taken<'_> {
@@ -215,20 +231,27 @@ impl Source for Taken<'_> {
         self.pipe.pipe_ref().bell_fd()
     }
     fn readiness(&self, _interest: Interest) -> crate::Readiness {
-        let done = self.pipe.pipe_ref().taken(&self.filled).is_some();
-        crate::Readiness { readable: done, ..Default::default() }
+        crate::Readiness { readable: self.check().is_some(), ..Default::default() }
     }
     fn arm(&self, _interest: Interest) {
-        self.pipe.pipe_ref().arm_taken(&self.filled);
+        if let Some(f) = &self.filled {
+            self.pipe.pipe_ref().arm_taken(f);
+        }
     }
     fn disarm(&self, _interest: Interest) {
-        self.pipe.pipe_ref().disarm_taken(&self.filled);
+        if let Some(f) = &self.filled {
+            self.pipe.pipe_ref().disarm_taken(f);
+        }
     }
 }
 
 impl Drop for Taken<'_> {
     fn drop(&mut self) {
-        let _ = self.pipe.pipe_ref().taken(&self.filled);
+        // Not taken yet: look again at later sends, so that a receiver that
+        // dies holding it gets its slot back (see `Pipe::taken`).
+        if let Some(f) = self.filled.take().filter(|f| self.pipe.pipe_ref().taken(f).is_none()) {
+            self.pipe.orphans.lock().unwrap_or_else(|p| p.into_inner()).push(f);
+        }
     }
 }
 
@@ -240,6 +263,7 @@ impl Copipe {
     /// takes it (or not, if it dies first).
     pub async fn send_async(&self, msg: &[u8]) -> Result<(), SendError> {
         let h = self.sender_holder().ok_or(SendError::NoRight)?;
+        self.orphans.lock().unwrap_or_else(|p| p.into_inner()).retain(|f| self.pipe_ref().taken(f).is_none());
         let filled = until_ready(self, Interest::WRITABLE, || {
             match self.pipe_ref().try_fill(h, msg, self.own_offer(), self.receivers_watch()) {
                 Ok(Some(f)) => Some(Ok(f)),
@@ -248,10 +272,9 @@ impl Copipe {
             }
         })
         .await?;
-        let taken = Taken { pipe: self, filled };
-        until_ready(&taken, Interest::READABLE, || {
-            taken.pipe.pipe_ref().taken(&taken.filled).map(|r| r.map_err(SendError::from))
-        })
-        .await
+        let mut taken = Taken { pipe: self, filled: Some(filled) };
+        let r = until_ready(&taken, Interest::READABLE, || taken.check().map(|r| r.map_err(SendError::from))).await;
+        taken.filled = None; // answered: nothing left to look at
+        r
     }
 }

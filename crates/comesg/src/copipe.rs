@@ -1,5 +1,6 @@
 //! COPIPE handles: synchronous, one copy, anycast; also a byte stream.
 
+use std::collections::VecDeque;
 use std::io;
 use std::sync::atomic::{AtomicU32, Ordering::SeqCst};
 use std::sync::Mutex;
@@ -40,10 +41,21 @@ pub struct Copipe {
     /// one) and of receivers (broken pipe likewise).
     senders_seen: Watch,
     receivers_seen: Watch,
-    /// Poll registrations and async waits that keep this handle's offer
-    /// open (a receive that gives up leaves it open while any remain, and
-    /// this handle's sends skip it).
-    offer_holds: AtomicU32,
+    /// Who relies on this handle's offer being open; the last one out
+    /// withdraws it.
+    offer: Mutex<OfferUse>,
+    /// Poll registrations and async waits (a copy of `offer.pollers`, read
+    /// by every send: while any is there, this handle's sends skip its own
+    /// offer, or they would wait for themselves).
+    pollers: AtomicU32,
+    /// Messages senders put into this handle's offer that were taken out
+    /// when the last user of the offer went (so those senders could go on),
+    /// for the next receives.
+    stash: Mutex<VecDeque<Vec<u8>>>,
+    /// Async sends cancelled before their receiver took the message: looked
+    /// at again, so a receiver that died meanwhile gets its slot back.
+    #[cfg(feature = "tokio")]
+    pub(crate) orphans: Mutex<Vec<comesg_shm::pipe::Filled>>,
     held: Held,
     name: Name,
     rights: Rights,
@@ -54,9 +66,15 @@ struct Leftover {
     buf: Vec<u8>,
     at: usize,
     eof: bool,
-    /// A message a sender put into an offer that its poller then gave up:
-    /// taken out (so the sender could go on), for the next receive.
-    stash: Option<Vec<u8>>,
+}
+
+/// Who keeps a receiver handle's offer open.
+#[derive(Debug, Default)]
+struct OfferUse {
+    /// Poll registrations and async waits.
+    pollers: u32,
+    /// Blocking and timed receives in progress.
+    receives: u32,
 }
 
 /// How to create a COPIPE.
@@ -126,14 +144,15 @@ impl crate::copoll::sealed::Source for Copipe {
         if interest.is_readable() {
             // A receive in progress on another thread holds the state and
             // takes what comes; do not wait for it.
-            let pending = match self.recv_state.try_lock() {
-                Ok(left) => left.at < left.buf.len() || left.stash.is_some(),
+            let rest = match self.recv_state.try_lock() {
+                Ok(left) => left.at < left.buf.len(),
                 Err(std::sync::TryLockError::Poisoned(p)) => {
                     let left = p.into_inner();
-                    left.at < left.buf.len() || left.stash.is_some()
+                    left.at < left.buf.len()
                 }
                 Err(std::sync::TryLockError::WouldBlock) => false,
             };
+            let pending = rest || !self.stash.lock().unwrap_or_else(|p| p.into_inner()).is_empty();
             match self.slot.map(|r| self.pipe.recv_readiness(r, &self.senders_seen)) {
                 // The rest of a message a `read` could not take whole, or
                 // one a poller gave up on.
@@ -176,21 +195,15 @@ impl crate::copoll::sealed::Source for Copipe {
 
     fn register(&self, interest: crate::Interest) {
         if interest.is_readable() && self.slot.is_some() {
-            self.offer_holds.fetch_add(1, SeqCst);
+            self.hold_offer(true);
         }
     }
 
     fn forget(&self, interest: crate::Interest) {
-        let Some(r) = self.slot.filter(|_| interest.is_readable()) else { return };
-        match self.offer_holds.fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1)) {
-            Ok(1) => {}
-            _ => return, // another registration still relies on the offer
-        }
-        // A receive in progress on another thread owns the offer now.
-        let Ok(mut left) = self.recv_state.try_lock() else { return };
-        let mut m = Vec::new();
-        if self.pipe.withdraw_offer(r, &mut m).is_some() {
-            left.stash = Some(m);
+        if interest.is_readable() && self.slot.is_some() {
+            if let Some(m) = self.release_offer(true) {
+                self.stash.lock().unwrap_or_else(|p| p.into_inner()).push_back(m);
+            }
         }
     }
 }
@@ -221,7 +234,11 @@ impl Copipe {
             recv_state: Mutex::new(Leftover::default()),
             senders_seen: Watch::new(attaches.0),
             receivers_seen: Watch::new(attaches.1),
-            offer_holds: AtomicU32::new(0),
+            offer: Mutex::new(OfferUse::default()),
+            pollers: AtomicU32::new(0),
+            stash: Mutex::new(VecDeque::new()),
+            #[cfg(feature = "tokio")]
+            orphans: Mutex::new(Vec::new()),
             held,
             name,
             rights: g.rights,
@@ -276,7 +293,76 @@ impl Copipe {
     /// This handle's own slot while a poller keeps its offer open: its
     /// sends must not take it (they would wait for themselves).
     pub(crate) fn own_offer(&self) -> Option<u32> {
-        self.slot.filter(|_| self.offer_holds.load(SeqCst) > 0)
+        self.slot.filter(|_| self.pollers.load(SeqCst) > 0)
+    }
+
+    /// Counts one more user of this handle's offer.
+    fn hold_offer(&self, poller: bool) {
+        let mut u = self.offer.lock().unwrap_or_else(|p| p.into_inner());
+        if poller {
+            u.pollers += 1;
+            self.pollers.store(u.pollers, SeqCst);
+        } else {
+            u.receives += 1;
+        }
+    }
+
+    /// Counts one user of the offer out; the last one withdraws it, taking
+    /// out (and returning) a message a sender put there meanwhile.
+    fn release_offer(&self, poller: bool) -> Option<Vec<u8>> {
+        let mut u = self.offer.lock().unwrap_or_else(|p| p.into_inner());
+        if poller {
+            u.pollers = u.pollers.saturating_sub(1);
+            self.pollers.store(u.pollers, SeqCst);
+        } else {
+            u.receives = u.receives.saturating_sub(1);
+        }
+        if u.pollers + u.receives > 0 {
+            return None;
+        }
+        let mut m = Vec::new();
+        self.pipe.withdraw_offer(self.slot?, &mut m).map(|_| m)
+    }
+
+    #[cfg(feature = "tokio")]
+    pub(crate) fn receiver_slot(&self) -> Option<u32> {
+        self.slot
+    }
+
+    /// The receive lock without waiting for it (`None`: a receive on
+    /// another thread holds it).
+    #[cfg(feature = "tokio")]
+    pub(crate) fn recv_lock(&self) -> Option<std::sync::MutexGuard<'_, impl Sized>> {
+        match self.recv_state.try_lock() {
+            Ok(g) => Some(g),
+            Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        }
+    }
+
+    /// The oldest message taken out of a withdrawn offer, if any.
+    pub(crate) fn take_stashed(&self) -> Option<Vec<u8>> {
+        self.stash.lock().unwrap_or_else(|p| p.into_inner()).pop_front()
+    }
+
+    /// One receive through this handle's slot: holds the offer open while
+    /// it runs, and if the receive gives up just as a sender filled the
+    /// offer, returns that message rather than the error.
+    fn recv_raw(&self, r: u32, buf: &mut [u8], deadline: Option<Instant>, try_first: bool) -> Result<usize, PipeError> {
+        self.hold_offer(false);
+        let got = self.pipe.recv_keeping(r, buf, deadline, try_first, &self.senders_seen, true);
+        match (got, self.release_offer(false)) {
+            (got, None) => got,
+            (Ok(n), Some(late)) => {
+                self.stash.lock().unwrap_or_else(|p| p.into_inner()).push_back(late);
+                Ok(n)
+            }
+            (Err(_), Some(late)) => {
+                let n = late.len().min(buf.len());
+                buf[..n].copy_from_slice(&late[..n]);
+                Ok(late.len())
+            }
+        }
     }
 
     /// Sends one message, waiting for a receiver; returns once a receiver
@@ -300,14 +386,13 @@ impl Copipe {
 
     fn recv_until(&self, buf: &mut [u8], deadline: Option<Instant>, try_first: bool) -> Result<usize, RecvError> {
         let r = self.slot.ok_or(RecvError::NoRight)?;
-        let mut one_offer = self.recv_state.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(m) = one_offer.stash.take() {
+        let _one_offer = self.recv_state.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(m) = self.take_stashed() {
             let n = m.len().min(buf.len());
             buf[..n].copy_from_slice(&m[..n]);
             return Ok(m.len());
         }
-        let keep = self.offer_holds.load(SeqCst) > 0;
-        Ok(self.pipe.recv_keeping(r, buf, deadline, try_first, &self.senders_seen, keep)?)
+        Ok(self.recv_raw(r, buf, deadline, try_first)?)
     }
 
     /// Receives one message into `buf`, waiting for a sender; returns the
@@ -355,9 +440,11 @@ impl Copipe {
     fn read_stream(&self, out: &mut [u8]) -> io::Result<usize> {
         let r = self.slot.ok_or_else(|| io::Error::new(io::ErrorKind::PermissionDenied, "no RECV right"))?;
         let mut left = self.recv_state.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(m) = left.stash.take() {
-            left.buf = m;
-            left.at = 0;
+        if left.at >= left.buf.len() {
+            if let Some(m) = self.take_stashed() {
+                left.buf = m;
+                left.at = 0;
+            }
         }
         if left.at < left.buf.len() {
             let n = (left.buf.len() - left.at).min(out.len());
@@ -380,11 +467,11 @@ impl Copipe {
     fn read_message(&self, r: u32, out: &mut [u8], left: &mut Leftover) -> io::Result<usize> {
         let got = if out.len() >= self.buffer_size() {
             // Straight into the caller's buffer: the only copy out.
-            self.pipe.recv(r, out, None, false, &self.senders_seen)
+            self.recv_raw(r, out, None, false)
         } else {
             let mut tmp = std::mem::take(&mut left.buf);
             tmp.resize(self.buffer_size(), 0);
-            let res = self.pipe.recv(r, &mut tmp, None, false, &self.senders_seen);
+            let res = self.recv_raw(r, &mut tmp, None, false);
             if let Ok(len) = res {
                 let n = len.min(out.len());
                 out[..n].copy_from_slice(&tmp[..n]);

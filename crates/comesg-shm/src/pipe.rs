@@ -535,10 +535,10 @@ impl Pipe {
         try_first: bool,
         watch: &Watch,
     ) -> Result<usize, PipeError> {
-        self.recv_keeping(r, buf, deadline, try_first, watch, false)
+        self.recv_keeping(r, buf, deadline, try_first, watch, &|| false)
     }
 
-    /// [`Pipe::recv`] that, with `keep_offer`, leaves the offer open when
+    /// [`Pipe::recv`] that, when `keep_offer()` says so as it gives up, leaves the offer open
     /// it gives up (a poller of the same handle still relies on it).
     pub fn recv_keeping(
         &self,
@@ -547,7 +547,7 @@ impl Pipe {
         deadline: Option<Instant>,
         try_first: bool,
         watch: &Watch,
-        keep_offer: bool,
+        keep_offer: &dyn Fn() -> bool,
     ) -> Result<usize, PipeError> {
         self.check_slot(r)?;
         let closed = || watch.gone(self.senders().load(SeqCst), self.sender_attaches().load(SeqCst));
@@ -606,7 +606,7 @@ impl Pipe {
                     if closed || expired {
                         // Withdraw the offer, unless a sender claims it first
                         // (or a poller keeps it open).
-                        if keep_offer || st.compare_exchange(w, s.with(IDLE, s.n, 0), AcqRel, Relaxed).is_ok() {
+                        if keep_offer() || st.compare_exchange(w, s.with(IDLE, s.n, 0), AcqRel, Relaxed).is_ok() {
                             return Err(if closed {
                                 PipeError::Closed
                             } else if try_first {
@@ -617,6 +617,14 @@ impl Pipe {
                         }
                         continue;
                     }
+                }
+                // Withdrawn under us (a poller of this handle that was the
+                // last user of the offer): open it again.
+                IDLE => {
+                    if st.compare_exchange(w, s.with(OFFERED, s.n.wrapping_add(1), 0), AcqRel, Relaxed).is_ok() {
+                        self.ring_offers();
+                    }
+                    continue;
                 }
                 _ => return Err(PipeError::Corrupt("receiver slot in an impossible state")),
             }

@@ -41,13 +41,14 @@ pub struct Copipe {
     /// one) and of receivers (broken pipe likewise).
     senders_seen: Watch,
     receivers_seen: Watch,
-    /// Who relies on this handle's offer being open; the last one out
-    /// withdraws it.
-    offer: Mutex<OfferUse>,
-    /// Poll registrations and async waits (a copy of `offer.pollers`, read
-    /// by every send: while any is there, this handle's sends skip its own
-    /// offer, or they would wait for themselves).
+    /// Poll registrations and async waits, which rely on this handle's
+    /// offer being open. While any is there, a receive that gives up leaves
+    /// the offer open, and this handle's sends skip it (they would wait for
+    /// themselves); the last one out withdraws it (unless a receive in
+    /// progress uses it).
     pollers: AtomicU32,
+    /// Messages in `stash` (so that a receive looks at it without a lock).
+    stashed: AtomicU32,
     /// Messages senders put into this handle's offer that were taken out
     /// when the last user of the offer went (so those senders could go on),
     /// for the next receives.
@@ -66,15 +67,6 @@ struct Leftover {
     buf: Vec<u8>,
     at: usize,
     eof: bool,
-}
-
-/// Who keeps a receiver handle's offer open.
-#[derive(Debug, Default)]
-struct OfferUse {
-    /// Poll registrations and async waits.
-    pollers: u32,
-    /// Blocking and timed receives in progress.
-    receives: u32,
 }
 
 /// How to create a COPIPE.
@@ -152,7 +144,7 @@ impl crate::copoll::sealed::Source for Copipe {
                 }
                 Err(std::sync::TryLockError::WouldBlock) => false,
             };
-            let pending = rest || !self.stash.lock().unwrap_or_else(|p| p.into_inner()).is_empty();
+            let pending = rest || self.stashed.load(SeqCst) > 0;
             match self.slot.map(|r| self.pipe.recv_readiness(r, &self.senders_seen)) {
                 // The rest of a message a `read` could not take whole, or
                 // one a poller gave up on.
@@ -195,15 +187,13 @@ impl crate::copoll::sealed::Source for Copipe {
 
     fn register(&self, interest: crate::Interest) {
         if interest.is_readable() && self.slot.is_some() {
-            self.hold_offer(true);
+            self.pollers.fetch_add(1, SeqCst);
         }
     }
 
     fn forget(&self, interest: crate::Interest) {
-        if interest.is_readable() && self.slot.is_some() {
-            if let Some(m) = self.release_offer(true) {
-                self.stash.lock().unwrap_or_else(|p| p.into_inner()).push_back(m);
-            }
+        if interest.is_readable() {
+            self.last_poller_out();
         }
     }
 }
@@ -234,8 +224,8 @@ impl Copipe {
             recv_state: Mutex::new(Leftover::default()),
             senders_seen: Watch::new(attaches.0),
             receivers_seen: Watch::new(attaches.1),
-            offer: Mutex::new(OfferUse::default()),
             pollers: AtomicU32::new(0),
+            stashed: AtomicU32::new(0),
             stash: Mutex::new(VecDeque::new()),
             #[cfg(feature = "tokio")]
             orphans: Mutex::new(Vec::new()),
@@ -296,32 +286,34 @@ impl Copipe {
         self.slot.filter(|_| self.pollers.load(SeqCst) > 0)
     }
 
-    /// Counts one more user of this handle's offer.
-    fn hold_offer(&self, poller: bool) {
-        let mut u = self.offer.lock().unwrap_or_else(|p| p.into_inner());
-        if poller {
-            u.pollers += 1;
-            self.pollers.store(u.pollers, SeqCst);
-        } else {
-            u.receives += 1;
+    /// After the offer of slot `r` may have been withdrawn: a poller that
+    /// came meanwhile relies on it, so open it again.
+    fn reopen_for_pollers(&self, r: u32) {
+        if self.pollers.load(SeqCst) > 0 {
+            let _ = self.pipe.open_offer(r);
         }
     }
 
-    /// Counts one user of the offer out; the last one withdraws it, taking
-    /// out (and returning) a message a sender put there meanwhile.
-    fn release_offer(&self, poller: bool) -> Option<Vec<u8>> {
-        let mut u = self.offer.lock().unwrap_or_else(|p| p.into_inner());
-        if poller {
-            u.pollers = u.pollers.saturating_sub(1);
-            self.pollers.store(u.pollers, SeqCst);
-        } else {
-            u.receives = u.receives.saturating_sub(1);
+    /// A poller leaves; the last one withdraws the offer unless a receive
+    /// in progress (holding `recv_state`) uses it, taking a message a
+    /// sender put there meanwhile into the stash.
+    fn last_poller_out(&self) {
+        let Some(r) = self.slot else { return };
+        if self.pollers.fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1)) != Ok(1) {
+            return;
         }
-        if u.pollers + u.receives > 0 {
-            return None;
-        }
+        let Ok(_receive) = self.recv_state.try_lock() else { return };
         let mut m = Vec::new();
-        self.pipe.withdraw_offer(self.slot?, &mut m).map(|_| m)
+        let late = self.pipe.withdraw_offer(r, &mut m).is_some();
+        self.reopen_for_pollers(r);
+        if late {
+            self.stash.lock().unwrap_or_else(|p| p.into_inner()).push_back(m);
+            self.stashed.fetch_add(1, SeqCst);
+            // Pollers of this handle that came meanwhile: look at the stash.
+            if let Some(b) = self.pipe.bell_fd() {
+                b.ring();
+            }
+        }
     }
 
     #[cfg(feature = "tokio")]
@@ -342,27 +334,24 @@ impl Copipe {
 
     /// The oldest message taken out of a withdrawn offer, if any.
     pub(crate) fn take_stashed(&self) -> Option<Vec<u8>> {
-        self.stash.lock().unwrap_or_else(|p| p.into_inner()).pop_front()
+        if self.stashed.load(SeqCst) == 0 {
+            return None;
+        }
+        let m = self.stash.lock().unwrap_or_else(|p| p.into_inner()).pop_front()?;
+        self.stashed.fetch_sub(1, SeqCst);
+        Some(m)
     }
 
-    /// One receive through this handle's slot: holds the offer open while
-    /// it runs, and if the receive gives up just as a sender filled the
-    /// offer, returns that message rather than the error.
+    /// One receive through this handle's slot (the caller holds
+    /// `recv_state`). While pollers rely on the offer, giving up leaves it
+    /// open; one that came just as it was withdrawn gets it reopened.
     fn recv_raw(&self, r: u32, buf: &mut [u8], deadline: Option<Instant>, try_first: bool) -> Result<usize, PipeError> {
-        self.hold_offer(false);
-        let got = self.pipe.recv_keeping(r, buf, deadline, try_first, &self.senders_seen, true);
-        match (got, self.release_offer(false)) {
-            (got, None) => got,
-            (Ok(n), Some(late)) => {
-                self.stash.lock().unwrap_or_else(|p| p.into_inner()).push_back(late);
-                Ok(n)
-            }
-            (Err(_), Some(late)) => {
-                let n = late.len().min(buf.len());
-                buf[..n].copy_from_slice(&late[..n]);
-                Ok(late.len())
-            }
+        let keep = || self.pollers.load(SeqCst) > 0;
+        let got = self.pipe.recv_keeping(r, buf, deadline, try_first, &self.senders_seen, &keep);
+        if got.is_err() {
+            self.reopen_for_pollers(r);
         }
+        got
     }
 
     /// Sends one message, waiting for a receiver; returns once a receiver

@@ -202,6 +202,7 @@ impl RobustMutex {
         self.bell.as_ref()
     }
 
+    #[inline]
     fn pollers(&self) -> &AtomicU32 {
         &self.map.words32()[POLLERS_OFFSET / 4]
     }

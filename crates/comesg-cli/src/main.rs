@@ -38,6 +38,9 @@ enum Command {
     Send(cmd::send::Args),
     /// Receive messages and print one per line.
     Recv(cmd::recv::Args),
+    /// Print what happens to an object, live: holders gone, no more senders
+    /// or receivers, name unlinked, destroyed, service gone.
+    Watch(cmd::watch::Args),
     /// Call a service: one call per DATA argument; prints each response.
     Call(cmd::call::CallArgs),
     /// Register a service and serve it (echo, or upper-case) until killed.
@@ -60,6 +63,7 @@ fn main() -> ExitCode {
         Command::Unlink(a) => cmd::create::unlink(a),
         Command::Send(a) => cmd::send::run(a),
         Command::Recv(a) => cmd::recv::run(a),
+        Command::Watch(a) => cmd::watch::run(a),
         Command::Call(a) => cmd::call::call(a),
         Command::Serve(a) => cmd::call::serve(a),
         Command::Bench(a) => cmd::bench::run(a),

@@ -205,6 +205,27 @@ impl Kernel {
                 } else if r.hangup {
                     self.disconnect(id, "hung up");
                 }
+                self.flush_events();
+            }
+        }
+    }
+
+    /// Sends the events the state recorded to their watchers. A watcher
+    /// that does not read them (its socket buffer is full) is dropped, as a
+    /// client that does not read its replies is; dropping it may record
+    /// more events, hence the rounds (bounded: each drops a connection).
+    fn flush_events(&mut self) {
+        for _ in 0..64 {
+            let events = self.state.take_events();
+            if events.is_empty() {
+                return;
+            }
+            for (c, ev) in events {
+                let bytes = encode_reply(&ReplyFrame { id: 0, reply: Reply::Event(ev) });
+                let Some(conn) = self.conns.get(&c) else { continue };
+                if seqpacket::send(conn.fd.as_fd(), &bytes, &[]).is_err() {
+                    self.disconnect(c, "not reading its events");
+                }
             }
         }
     }

@@ -5,14 +5,15 @@
 use std::collections::{BTreeMap, HashMap};
 
 use comesg_proto::{
-    encode_reply, Entry, EntryKind, HandleId, Holder, KernelError, Listing, Name, PortGrant, PortKind, PortSpec, Reply,
-    ReplyFrame, Request, Rights, TakenHandle, MAX_FRAME, VERSION,
+    encode_reply, Entry, EntryKind, EventKind, HandleId, Holder, KernelError, Listing, Name, PortGrant, PortKind,
+    PortSpec, Reply, ReplyFrame, Request, Rights, TakenHandle, WatchEvent, MAX_FRAME, VERSION,
 };
 use comesg_sys::OwnedFd;
 
 use crate::compartments::carrier::CarrierObject;
 use crate::compartments::channel::ChannelObject;
 use crate::compartments::comutex::MutexObject;
+use crate::compartments::events::Watches;
 use crate::compartments::ipc::{Body, ClientId, Object, ObjectId, Ports, Released};
 use crate::compartments::names::{Names, NodeKind};
 use crate::compartments::pipe::PipeObject;
@@ -100,6 +101,7 @@ pub struct State {
     clients: HashMap<ClientId, Client>,
     limits: Limits,
     in_flight: InFlight,
+    watches: Watches,
 }
 
 impl State {
@@ -111,6 +113,7 @@ impl State {
             clients: HashMap::new(),
             limits,
             in_flight: InFlight::default(),
+            watches: Watches::default(),
         }
     }
 
@@ -128,13 +131,14 @@ impl State {
         let Some(client) = self.clients.remove(&id) else {
             return Departure::default();
         };
+        self.watches.client_gone(id);
         let mut d = Departure { handles: client.handles.len(), ..Departure::default() };
         let mut by_object: BTreeMap<ObjectId, Vec<HandleId>> = BTreeMap::new();
         for (handle, obj) in client.handles {
             by_object.entry(obj).or_default().push(handle);
         }
         for (obj, handles) in by_object {
-            let r = self.ports.release_all(obj, id, &handles);
+            let r = self.release_watched(obj, id, &handles, Some(client.cred.pid));
             d.lost += r.lost;
             if r.destroyed.is_some() {
                 d.destroyed += 1;
@@ -182,10 +186,59 @@ impl State {
     }
 
     fn release(&mut self, client: ClientId, handle: HandleId, obj: ObjectId) -> (u64, bool) {
-        let r = self.ports.release(obj, client, handle);
+        let r = self.release_watched(obj, client, &[handle], None);
         let out = (r.lost, r.destroyed.is_some());
         self.after_release(obj, r);
         out
+    }
+
+    /// Releases `client`'s `handles` to `obj` and, if anyone watches it,
+    /// records what changed: a holder process gone (`departed`), the last
+    /// sender or receiver gone, a provider gone, the object destroyed.
+    fn release_watched(
+        &mut self,
+        obj: ObjectId,
+        client: ClientId,
+        handles: &[HandleId],
+        departed: Option<u32>,
+    ) -> Released {
+        let before = self.watches.watched(obj).then(|| self.ports.get(obj).map(|o| o.sides(IN_FLIGHT)));
+        let r = self.ports.release_all(obj, client, handles);
+        if let Some(before) = before {
+            let (s0, r0) = before.unwrap_or((0, 0));
+            let (s1, r1) = self.ports.get(obj).map_or((0, 0), |o| o.sides(IN_FLIGHT));
+            if let Some(pid) = departed.filter(|_| client != IN_FLIGHT) {
+                self.watches.emit(obj, EventKind::HolderGone { pid });
+            }
+            if r.provider_gone {
+                self.watches.emit(obj, EventKind::ServiceGone);
+            }
+            if s0 > 0 && s1 == 0 {
+                self.watches.emit(obj, EventKind::NoSenders);
+            }
+            if r0 > 0 && r1 == 0 {
+                self.watches.emit(obj, EventKind::NoReceivers);
+            }
+            if r.destroyed.is_some() {
+                self.watches.destroyed(obj);
+            }
+        }
+        r
+    }
+
+    /// Events for watchers recorded since the last call, oldest first.
+    pub fn take_events(&mut self) -> Vec<(ClientId, WatchEvent)> {
+        self.watches.take()
+    }
+
+    fn watch(&mut self, id: ClientId, cred: Cred, name: &Name) -> Result<Outcome, KernelError> {
+        let obj = self.names.resolve(name, cred)?;
+        let o = self.ports.get(obj).ok_or_else(|| KernelError::DeadName(name.clone()))?;
+        if !allowed(cred, o.uid, o.gid, o.mode, Perm::Read) {
+            return Err(KernelError::PermissionDenied { name: name.clone(), need: "read (r) to watch".into() });
+        }
+        self.watches.watch(id, obj, name.clone())?;
+        Ok(Outcome::reply(Reply::Done))
     }
 
     /// Handles one request from client `id`.
@@ -239,6 +292,7 @@ impl State {
             Request::Unlink { name } => self.unlink(cred, &name),
             Request::Mkdir { name, mode } => self.names.mkdir(&name, cred, mode).map(|_| Outcome::reply(Reply::Done)),
             Request::List { name, offset } => self.list(cred, &name, offset as usize),
+            Request::Watch { name } => self.watch(id, cred, &name),
             Request::CallerSegment { handle, caller } => self.caller_segment(id, handle, caller),
             Request::CarrierSend { handle, addr, len, attach } => self.carrier_send(id, handle, addr, len, &attach),
             Request::CarrierCollect { handle } => self.carrier(id, handle, Rights::NONE, |c, _| {
@@ -608,7 +662,10 @@ impl State {
 
     fn unlink(&mut self, cred: Cred, name: &Name) -> Result<Outcome, KernelError> {
         if let Some(obj) = self.names.unlink(name, cred)? {
-            self.ports.unname(obj);
+            self.watches.emit(obj, EventKind::Unlinked);
+            if self.ports.unname(obj) {
+                self.watches.destroyed(obj);
+            }
         }
         Ok(Outcome::reply(Reply::Done))
     }

@@ -21,8 +21,8 @@ pub use codec::{
 };
 pub use error::KernelError;
 pub use message::{
-    CarrierSpec, ChannelSpec, Entry, EntryKind, HandleId, Holder, Listing, MutexSpec, PipeSpec, PortGrant, PortKind,
-    PortSpec, Reply, ReplyFrame, Request, RequestFrame, ServiceSpec, TakenHandle,
+    CarrierSpec, ChannelSpec, Entry, EntryKind, EventKind, HandleId, Holder, Listing, MutexSpec, PipeSpec, PortGrant,
+    PortKind, PortSpec, Reply, ReplyFrame, Request, RequestFrame, ServiceSpec, TakenHandle, WatchEvent,
 };
 pub use name::{Name, NameError};
 pub use rights::Rights;

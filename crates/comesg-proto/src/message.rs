@@ -151,6 +151,45 @@ pub enum Request {
         /// The caller's number.
         caller: u32,
     },
+    /// Subscribes this connection to the events of the object at `name`
+    /// (read permission on it needed, as for a listing). Reply:
+    /// [`Reply::Done`]; then [`Reply::Event`] frames (request id 0) come
+    /// unasked, one per event, for as long as the connection lives.
+    Watch {
+        /// The object.
+        name: Name,
+    },
+}
+
+/// Something that happened to a watched object ([`Request::Watch`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WatchEvent {
+    /// The object's name when it was watched.
+    pub name: Name,
+    /// What happened.
+    pub what: EventKind,
+}
+
+/// What happened to a watched object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EventKind {
+    /// A process that held a handle to it has gone (it exited, was killed,
+    /// or closed its connection); what it left half-done is repaired.
+    HolderGone {
+        /// Its process id.
+        pid: u32,
+    },
+    /// The last handle with SEND has gone.
+    NoSenders,
+    /// The last handle with RECV has gone.
+    NoReceivers,
+    /// Its name was unlinked (the object lives on while held).
+    Unlinked,
+    /// The object is destroyed; its name, if it still had one, is dead.
+    Destroyed,
+    /// A coservice's provider has gone: calls fail, the name is free for a
+    /// new provider.
+    ServiceGone,
 }
 
 /// Kind and shape of a port to create.
@@ -320,6 +359,8 @@ pub enum Reply {
     Taken(Vec<TakenHandle>),
     /// The request failed.
     Error(KernelError),
+    /// An event of a watched object (unasked, request id 0).
+    Event(WatchEvent),
 }
 
 /// A page of entries.

@@ -79,6 +79,32 @@ pub(crate) async fn until_ready<T, E: From<io::Error>>(
     }
 }
 
+/// Runs `attempt` until it gives an answer, sleeping until `fd` is
+/// readable in between (level: the attempt drains what is there).
+pub(crate) async fn readable<T, E: From<io::Error>>(
+    fd: std::os::fd::BorrowedFd<'_>,
+    mut attempt: impl FnMut() -> Option<Result<T, E>>,
+) -> Result<T, E> {
+    if let Some(r) = attempt() {
+        return r;
+    }
+    if tokio::runtime::Handle::try_current().is_err() {
+        return Err(io::Error::other("an async comesg call needs a tokio runtime").into());
+    }
+    let dup = fd.try_clone_to_owned()?;
+    // SAFETY: `dup` is an open fd that the AsyncFd owns from here on; it is
+    // never replaced, and closed only when the AsyncFd drops.
+    let afd =
+        unsafe { AsyncFd::register_with_interest(dup, tokio::io::Interest::READABLE) }.map_err(io::Error::from)?;
+    loop {
+        let mut ready = afd.readable().await?;
+        match attempt() {
+            Some(r) => return r,
+            None => ready.clear_ready(),
+        }
+    }
+}
+
 fn recv_step<T>(r: Result<T, RecvError>) -> Option<Result<T, RecvError>> {
     match r {
         Err(RecvError::Empty) => None,

@@ -171,6 +171,17 @@ impl Connection {
         }
     }
 
+    /// The socket of a connection nobody else shares (a watch takes its
+    /// connection over: events come on it unasked).
+    pub(crate) fn into_socket(self) -> Result<OwnedFd, Error> {
+        let inner = Arc::try_unwrap(self.inner).map_err(|_| Error::Protocol("the connection is shared".into()))?;
+        Ok(inner.fd.into_inner().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    pub(crate) fn socket_path(&self) -> &Path {
+        &self.inner.socket
+    }
+
     /// Whether `other` is this same connection (handle numbers are per
     /// connection).
     pub fn same_as(&self, other: &Connection) -> bool {

@@ -40,6 +40,7 @@ pub(crate) fn deadline(timeout: std::time::Duration) -> Option<std::time::Instan
 }
 mod service;
 mod shared;
+mod watch;
 
 pub use bytemuck;
 pub use channel::{Channel, RecvSlot, SendLoan};
@@ -56,3 +57,4 @@ pub use copoll::{Copoll, Event, Interest, Pollable, Readiness};
 pub use error::{Error, RecvError, SendError};
 pub use service::{Call, CallError, PendingCall, Provider, ServiceClient, ServiceOptions};
 pub use shared::{SharedGuard, SharedObject};
+pub use watch::{EventKind, WatchEvent, Watcher};

@@ -11,6 +11,7 @@ pub mod port;
 pub mod recv;
 pub mod send;
 pub mod tour;
+pub mod watch;
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -101,6 +101,19 @@ impl Object {
         self.holders.range((client, HandleId(0))..=(client, HandleId(u64::MAX))).map(|((_, h), i)| (*h, i))
     }
 
+    /// Handles with SEND and with RECV, not counting `skip`'s (the
+    /// references messages carry in flight).
+    pub fn sides(&self, skip: ClientId) -> (usize, usize) {
+        let mut out = (0, 0);
+        for ((c, _), h) in &self.holders {
+            if *c != skip {
+                out.0 += usize::from(h.rights.contains(Rights::SEND));
+                out.1 += usize::from(h.rights.contains(Rights::RECV));
+            }
+        }
+        out
+    }
+
     fn doomed(&self) -> bool {
         self.holders.is_empty() && (!self.persistent || self.name.is_none())
     }

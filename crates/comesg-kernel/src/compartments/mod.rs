@@ -11,12 +11,14 @@
 //! - [`pipe`]: a COPIPE's segments, its ends and their deaths;
 //! - [`carrier`]: a COCARRIER's arena, queues and who holds which message;
 //! - [`arena`]: allocation of arena space;
-//! - [`transfer`]: handles in flight inside carrier messages.
+//! - [`transfer`]: handles in flight inside carrier messages;
+//! - [`events`]: who watches which object, and the events to send them.
 
 pub mod arena;
 pub mod carrier;
 pub mod channel;
 pub mod comutex;
+pub mod events;
 pub mod ipc;
 pub mod names;
 pub mod pipe;

@@ -3,7 +3,7 @@
 
 use std::io::{self, BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::Instant;
 
 use comesg::{ComutexOptions, Connection};
@@ -24,6 +24,31 @@ fn per_pair(mut f: impl FnMut()) -> f64 {
 fn row(transport: &str, samples: &mut [f64]) -> LatencyRow {
     let (median_ns, p99_ns) = percentiles(samples);
     LatencyRow { transport: transport.into(), size: 0, median_ns, p99_ns }
+}
+
+/// Starts `comesg __peer ARGS --socket S [--cpu C]` and waits for its
+/// "ready" line.
+pub(crate) fn start_peer(
+    exe: &Path,
+    args: &[&str],
+    socket: &Path,
+    cpu: Option<usize>,
+) -> io::Result<(Child, BufReader<ChildStdout>)> {
+    let mut cmd = Command::new(exe);
+    cmd.arg("__peer").args(args).arg("--socket").arg(socket);
+    if let Some(c) = cpu {
+        cmd.args(["--cpu", &c.to_string()]);
+    }
+    let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).spawn()?;
+    let mut out = BufReader::new(child.stdout.take().ok_or_else(|| io::Error::other("no peer stdout"))?);
+    let mut line = String::new();
+    out.read_line(&mut line)?;
+    if line.trim() != "ready" {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(io::Error::other(format!("{} peer said {line:?}", args.first().unwrap_or(&"?"))));
+    }
+    Ok((child, out))
 }
 
 fn lock_failed<G>(e: comesg::LockError<G>) -> io::Error {
@@ -65,19 +90,9 @@ pub fn contended(
 ) -> io::Result<LatencyRow> {
     let path = format!("/bench/{}/contended", comesg_sys::process::pid());
     let m = conn.create_comutex(&path, ComutexOptions::default()).map_err(io::Error::other)?;
-    let mut cmd = Command::new(exe);
-    cmd.args(["__peer", "lock-loop", &path, "--count", &count.to_string(), "--socket"]).arg(socket);
-    if let Some(c) = cpu {
-        cmd.args(["--cpu", &c.to_string()]);
-    }
-    let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).spawn()?;
-    let mut out = BufReader::new(child.stdout.take().ok_or_else(|| io::Error::other("no peer stdout"))?);
+    let (mut child, mut out) =
+        start_peer(exe, &["lock-loop", &path, "--count", &count.to_string()], socket, cpu)?;
     let mut line = String::new();
-    out.read_line(&mut line)?;
-    if line.trim() != "ready" {
-        let _ = child.kill();
-        return Err(io::Error::other(format!("lock-loop peer said {line:?}")));
-    }
     let t = Instant::now();
     for _ in 0..count {
         drop(m.lock().map_err(lock_failed)?);

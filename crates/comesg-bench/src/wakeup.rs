@@ -11,7 +11,7 @@
 
 use std::io::{self, BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::Duration;
 
 use comesg::{ChannelOptions, Connection, Copoll, Interest, Rights};
@@ -139,20 +139,8 @@ pub fn measure(
         let path = format!("/bench/{}/wake-{}", comesg_sys::process::pid(), mode.name());
         let opts = ChannelOptions { slot_size: 64, slots: 64, exclusive: true, ..Default::default() };
         let tx = conn.create_channel(&path, opts).map_err(io::Error::other)?;
-        let mut cmd = Command::new(exe);
-        cmd.args(["__peer", "wake-recv", &path, "--mode", mode.name(), "--count", &count.to_string()]);
-        cmd.arg("--socket").arg(socket);
-        if let Some(c) = cpu {
-            cmd.args(["--cpu", &c.to_string()]);
-        }
-        let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).spawn()?;
-        let mut out = BufReader::new(child.stdout.take().ok_or_else(|| io::Error::other("no peer stdout"))?);
-        let mut line = String::new();
-        out.read_line(&mut line)?;
-        if line.trim() != "ready" {
-            let _ = child.kill();
-            return Err(io::Error::other(format!("wake-recv peer said {line:?}")));
-        }
+        let args = ["wake-recv", &path, "--mode", mode.name(), "--count", &count.to_string()];
+        let (child, out) = crate::locks::start_peer(exe, &args, socket, cpu)?;
         rx.push(Receiver { mode, tx, child, out });
     }
     let mut msg = [0u8; 64];

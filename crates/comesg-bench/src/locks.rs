@@ -90,8 +90,7 @@ pub fn contended(
 ) -> io::Result<LatencyRow> {
     let path = format!("/bench/{}/contended", comesg_sys::process::pid());
     let m = conn.create_comutex(&path, ComutexOptions::default()).map_err(io::Error::other)?;
-    let (mut child, mut out) =
-        start_peer(exe, &["lock-loop", &path, "--count", &count.to_string()], socket, cpu)?;
+    let (mut child, mut out) = start_peer(exe, &["lock-loop", &path, "--count", &count.to_string()], socket, cpu)?;
     let mut line = String::new();
     let t = Instant::now();
     for _ in 0..count {

@@ -79,6 +79,8 @@ fn a_watcher_learns_of_a_service_providers_death_blocking_timed_and_async() {
         events,
         vec![EventKind::HolderGone { pid }, EventKind::ServiceGone, EventKind::NoReceivers, EventKind::Destroyed]
     );
+    // Nothing follows Destroyed.
+    assert!(matches!(w.try_next(), Err(comesg::Error::WatchEnded)));
     // A name nobody may read, or that does not exist, cannot be watched.
     assert!(matches!(conn.watch("/w/none"), Err(comesg::Error::Kernel(comesg::KernelError::NotFound(_)))));
 }

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use comesg_proto::{decode_request, encode_reply, KernelError, Reply, ReplyFrame, MAX_FRAME};
+use comesg_proto::{decode_request, encode_reply, KernelError, Reply, ReplyFrame, EVENTS_PER_FRAME, MAX_FRAME};
 use comesg_sys::lockfile::LockFile;
 use comesg_sys::poll::{Poller, Ready, Waker};
 use comesg_sys::{seqpacket, AsFd, OwnedFd};
@@ -210,21 +210,33 @@ impl Kernel {
         }
     }
 
-    /// Sends the events the state recorded to their watchers. A watcher
-    /// that does not read them (its socket buffer is full) is dropped, as a
-    /// client that does not read its replies is; dropping it may record
-    /// more events, hence the rounds (bounded: each drops a connection).
+    /// Sends the events the state recorded to their watchers, batched (one
+    /// record per watcher per round, for up to [`EVENTS_PER_FRAME`]). A
+    /// watcher that does not read them (its socket buffer is full) is
+    /// dropped, as a client that does not read its replies is; dropping it
+    /// may record more events, hence the rounds (bounded: each drops a
+    /// connection).
     fn flush_events(&mut self) {
         for _ in 0..64 {
             let events = self.state.take_events();
             if events.is_empty() {
                 return;
             }
+            let mut per: Vec<(ClientId, Vec<comesg_proto::WatchEvent>)> = Vec::new();
             for (c, ev) in events {
-                let bytes = encode_reply(&ReplyFrame { id: 0, reply: Reply::Event(ev) });
-                let Some(conn) = self.conns.get(&c) else { continue };
-                if seqpacket::send(conn.fd.as_fd(), &bytes, &[]).is_err() {
-                    self.disconnect(c, "not reading its events");
+                match per.iter_mut().find(|(x, _)| *x == c) {
+                    Some((_, v)) => v.push(ev),
+                    None => per.push((c, vec![ev])),
+                }
+            }
+            for (c, evs) in per {
+                for chunk in evs.chunks(EVENTS_PER_FRAME) {
+                    let bytes = encode_reply(&ReplyFrame { id: 0, reply: Reply::Events(chunk.to_vec()) });
+                    let Some(conn) = self.conns.get(&c) else { break };
+                    if seqpacket::send(conn.fd.as_fd(), &bytes, &[]).is_err() {
+                        self.disconnect(c, "not reading its events");
+                        break;
+                    }
                 }
             }
         }

@@ -166,7 +166,9 @@ impl State {
             if let Some(name) = self.ports.get(obj).and_then(|o| o.name.clone()) {
                 self.names.mark_dead(&name, obj);
             }
-            self.ports.unname(obj);
+            if self.ports.unname(obj) {
+                self.watches.destroyed(obj);
+            }
         }
     }
 

@@ -13,6 +13,11 @@ pub const MAX_FRAME: usize = 64 * 1024;
 /// receiver should ask again for the rest.
 pub const TAKE_BATCH: usize = 32;
 
+/// Most events in one [`crate::Reply::Events`] frame (each names its
+/// object: at most 255 bytes, so a full frame stays well under
+/// [`MAX_FRAME`]).
+pub const EVENTS_PER_FRAME: usize = 128;
+
 /// Why bytes are not a frame.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {

@@ -17,7 +17,8 @@ mod name;
 mod rights;
 
 pub use codec::{
-    decode_reply, decode_request, encode_reply, encode_request, DecodeError, MAX_FRAME, TAKE_BATCH, VERSION,
+    decode_reply, decode_request, encode_reply, encode_request, DecodeError, EVENTS_PER_FRAME, MAX_FRAME, TAKE_BATCH,
+    VERSION,
 };
 pub use error::KernelError;
 pub use message::{

@@ -153,7 +153,7 @@ pub enum Request {
     },
     /// Subscribes this connection to the events of the object at `name`
     /// (read permission on it needed, as for a listing). Reply:
-    /// [`Reply::Done`]; then [`Reply::Event`] frames (request id 0) come
+    /// [`Reply::Done`]; then [`Reply::Events`] frames (request id 0) come
     /// unasked, one per event, for as long as the connection lives.
     Watch {
         /// The object.
@@ -359,8 +359,9 @@ pub enum Reply {
     Taken(Vec<TakenHandle>),
     /// The request failed.
     Error(KernelError),
-    /// An event of a watched object (unasked, request id 0).
-    Event(WatchEvent),
+    /// Events of watched objects, oldest first (unasked, request id 0;
+    /// at most [`crate::EVENTS_PER_FRAME`] per frame).
+    Events(Vec<WatchEvent>),
 }
 
 /// A page of entries.

@@ -22,6 +22,9 @@ pub enum Error {
     /// The microkernel closed the connection (it exited or was killed).
     #[error("the comesg microkernel closed the connection")]
     KernelGone,
+    /// The watched object was destroyed: no event follows `Destroyed`.
+    #[error("the watched object is destroyed: no more events")]
+    WatchEnded,
     /// The microkernel refused the request.
     #[error(transparent)]
     Kernel(#[from] KernelError),

@@ -31,7 +31,7 @@ pub enum NameError {
     /// Does not start with `/`.
     #[error("name {0:?} must start with '/'")]
     NotAbsolute(String),
-    /// Longer than [`MAX_NAME`] bytes or deeper than [`MAX_DEPTH`].
+    /// Longer than `MAX_NAME` bytes or deeper than `MAX_DEPTH`.
     #[error("name {0:?} is too long or too deep")]
     TooLong(String),
     /// An empty, `.` or `..` component, or a forbidden character.

@@ -99,7 +99,7 @@ pub enum Locked {
     Clean,
     /// The previous owner died holding it: the value may be half-updated.
     /// The caller now owns the lock and must call
-    /// [`RobustMutex::mark_consistent`] before unlocking, or the comutex
+    /// `mark_consistent` before unlocking, or the comutex
     /// becomes unusable ([`MutexError::NotRecoverable`]) for everyone.
     OwnerDied,
 }

@@ -110,7 +110,7 @@ enum Role {
         socket: SocketArg,
     },
     /// Register the service PATH with WORKERS workers answering
-    /// "w<worker>:<request>"; a request "hang" never returns. Serves until
+    /// `w<worker>:<request>`; a request "hang" never returns. Serves until
     /// killed.
     Serve {
         path: String,
@@ -119,7 +119,7 @@ enum Role {
         #[command(flatten)]
         socket: SocketArg,
     },
-    /// Call the service PATH COUNT times with "<id>-<i>", PIPELINE calls in
+    /// Call the service PATH COUNT times with `<id>-<i>`, PIPELINE calls in
     /// flight, checking each response; print "worker W N" per worker and
     /// "done N", or "error E" on the first failure.
     CallMany {

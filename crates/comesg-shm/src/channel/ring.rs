@@ -16,7 +16,7 @@
 //! spins, is written exactly once per message, by a plain store; a
 //! compare-and-swap there would have to wrest the line from the spinning
 //! receiver first. Receivers claim on the free stamp itself (senders read
-//! it only once per cache line of slots, see [`Ring::known_free`]).
+//! it only once per cache line of slots, see `Ring::known_free`).
 //!
 //! So at every instant the microkernel can tell which holder owns an
 //! unfinished slot, and when a holder dies it finishes the slot for it: a

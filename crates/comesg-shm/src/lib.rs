@@ -12,5 +12,6 @@
 pub mod carrier;
 pub mod channel;
 pub mod comutex;
+pub mod fault;
 pub mod pipe;
 pub mod service;

@@ -354,8 +354,12 @@ impl Pipe {
         let mut spins = 0u32;
         loop {
             if let Some((r, claimed)) = self.claim_offer(h as u16, start, skip) {
+                crate::fault::point("pipe.send.claimed");
                 match self.fill(r, claimed, msg) {
-                    Some(()) => return self.await_taken(r, claimed),
+                    Some(()) => {
+                        crate::fault::point("pipe.send.filled");
+                        return self.await_taken(r, claimed);
+                    }
                     // The receiver died while we copied: try another.
                     None => continue,
                 }
@@ -584,6 +588,7 @@ impl Pipe {
             match s.kind {
                 FILLED => {
                     watch.saw.store(true, Relaxed);
+                    crate::fault::point("pipe.recv.filled");
                     return self.take(r, w, buf);
                 }
                 // A sender is copying: wait for it, whatever the deadline

@@ -269,6 +269,7 @@ impl CallSegment {
         unsafe { std::ptr::copy_nonoverlapping(req.as_ptr(), self.data(slot), req.len()) };
         self.len(slot).store(req.len() as u32, Relaxed);
         self.state(slot).store(PENDING, Release);
+        crate::fault::point("service.call.posted");
         Ok(())
     }
 
@@ -362,6 +363,7 @@ impl CallSegment {
     pub fn claim(&self, slot: u32) -> Option<Vec<u8>> {
         self.check_slot(slot).ok()?;
         self.state(slot).compare_exchange(PENDING, RUNNING, AcqRel, Relaxed).ok()?;
+        crate::fault::point("service.worker.running");
         let len = self.len(slot).load(Relaxed).min(self.layout.slot_size) as usize;
         // SAFETY: RUNNING is ours; the caller does not write a slot it has
         // posted; `len` is clamped to the slot.

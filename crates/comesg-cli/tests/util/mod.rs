@@ -90,11 +90,17 @@ impl KernelProc {
 
     /// Starts `comesg __peer ARGS --socket S` and waits for its `ready` line.
     pub fn peer(&self, args: &[&str]) -> Peer {
+        self.peer_env(args, &[])
+    }
+
+    /// [`KernelProc::peer`] with extra environment variables (a crash point).
+    pub fn peer_env(&self, args: &[&str], env: &[(&str, &str)]) -> Peer {
         let mut child = Command::new(exe())
             .arg("__peer")
             .args(args)
             .arg("--socket")
             .arg(&self.socket)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .spawn()

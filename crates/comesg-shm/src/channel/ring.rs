@@ -491,6 +491,7 @@ impl Ring {
                 SendStep::Claim(seen) => {
                     if self.claim(i).compare_exchange(seen, stamp::claimed_at(holder, pos), AcqRel, Relaxed).is_ok() {
                         tail.store(pos.wrapping_add(1), Release);
+                        crate::fault::point("channel.send.claimed");
                         return Ok(SendClaim { pos, index: i, holder });
                     }
                     pos = tail.load(Acquire);
@@ -561,6 +562,7 @@ impl Ring {
             return Err(RingError::Corrupt("sender's claim was taken over"));
         }
         self.stamp(claim.index).store(word, Release);
+        crate::fault::point("channel.send.published");
         // A compare-and-swap, not a store: a sender of the next lap may have
         // taken the word over already (see `send_step`).
         let _ = cw.compare_exchange(
@@ -629,6 +631,7 @@ impl Ring {
                 RecvStep::Claim { skip } => {
                     if self.free(i).compare_exchange(pos, stamp::claimed(holder), AcqRel, Relaxed).is_ok() {
                         head.store(pos.wrapping_add(1), Release);
+                        crate::fault::point("channel.recv.claimed");
                         let claim = RecvClaim { pos, index: i, holder, len: 0 };
                         if skip {
                             self.finish_recv(&claim)?;

@@ -1,0 +1,154 @@
+//! Fault injection: a participant killed at an exact step of each protocol
+//! (crash points, `COMESG_CRASH_AT`, compiled into the test build only),
+//! and the survivors go on with every message accounted for.
+
+mod util;
+
+use std::time::Duration;
+
+use comesg::{ChannelOptions, CopipeOptions, RecvError, Rights, SendError};
+use util::{KernelProc, Peer};
+
+const SIGABRT: i32 = 6;
+
+fn crashes(p: &mut Peer) {
+    use std::os::unix::process::ExitStatusExt;
+    let st = p.wait(Duration::from_secs(60));
+    assert_eq!(st.signal(), Some(SIGABRT), "the peer did not stop at its crash point: {st:?}");
+}
+
+/// Sequence numbers of the "ID SEQ" messages of `seq-send` (16 bytes).
+fn seq_of(m: &[u8]) -> u64 {
+    u64::from_le_bytes(m[4..12].try_into().unwrap())
+}
+
+fn msg(id: u32, seq: u64) -> [u8; 16] {
+    let mut m = [0u8; 16];
+    m[..4].copy_from_slice(&id.to_le_bytes());
+    m[4..12].copy_from_slice(&seq.to_le_bytes());
+    m
+}
+
+#[test]
+fn a_channel_sender_killed_at_each_step_loses_at_most_its_message() {
+    for (point, delivered) in [("channel.send.claimed", 49u64), ("channel.send.published", 50)] {
+        let k = KernelProc::start("crash-ch-send");
+        let conn = k.connect();
+        let opts = ChannelOptions { slot_size: 16, slots: 128, rights: Rights::RECV, ..Default::default() };
+        let ch = conn.create_channel("/cr/ch", opts).unwrap();
+        let at = format!("{point}@50");
+        let mut p = k.peer_env(&["seq-send", "/cr/ch", "--id", "1", "--count", "100"], &[("COMESG_CRASH_AT", &at)]);
+        crashes(&mut p);
+        let mut got = Vec::new();
+        while let Ok(m) = ch.recv_vec_timeout(Duration::from_millis(200)) {
+            got.push(seq_of(&m));
+        }
+        assert_eq!(got, (0..delivered).collect::<Vec<_>>(), "{point}");
+        let e = ch.stats().unwrap();
+        // The sender started 50 messages: each was received or counted lost.
+        assert_eq!(got.len() as u64 + e.lost, 50, "{point}: received + lost");
+        // The channel goes on for the next sender.
+        let mut q = k.peer(&["seq-send", "/cr/ch", "--id", "2", "--count", "10"]);
+        assert!(q.wait(Duration::from_secs(60)).success());
+        for s in 0..10 {
+            assert_eq!(seq_of(&ch.recv_vec_timeout(Duration::from_secs(10)).unwrap()), s, "{point}");
+        }
+    }
+}
+
+#[test]
+fn a_channel_receiver_killed_holding_a_message_loses_only_that_one() {
+    let k = KernelProc::start("crash-ch-recv");
+    let conn = k.connect();
+    let ch = conn.create_channel("/cr/ch", ChannelOptions { slot_size: 16, slots: 128, ..Default::default() }).unwrap();
+    let mut p = k.peer_env(&["seq-recv", "/cr/ch"], &[("COMESG_CRASH_AT", "channel.recv.claimed@20")]);
+    for s in 0..100 {
+        ch.send(&msg(1, s)).unwrap();
+    }
+    crashes(&mut p);
+    let mut mine = 0u64;
+    while ch.recv_vec_timeout(Duration::from_millis(200)).is_ok() {
+        mine += 1;
+    }
+    let e = ch.stats().unwrap();
+    assert_eq!((e.sent_msgs, e.lost), (100, 1), "one message died with its receiver");
+    assert_eq!(e.received_msgs, 99, "19 by the dead receiver, {mine} here");
+    assert_eq!(mine, 80);
+}
+
+#[test]
+fn a_pipe_sender_killed_before_and_after_copying() {
+    for (point, delivered) in [("pipe.send.claimed", 4u64), ("pipe.send.filled", 5)] {
+        let k = KernelProc::start("crash-pipe-send");
+        let conn = k.connect();
+        let pipe =
+            conn.create_copipe("/cr/p", CopipeOptions { buffer: 16, rights: Rights::RECV, ..Default::default() });
+        let pipe = pipe.unwrap();
+        let at = format!("{point}@5");
+        let mut p = k.peer_env(&["seq-send", "/cr/p", "--id", "1", "--count", "10"], &[("COMESG_CRASH_AT", &at)]);
+        let mut got = Vec::new();
+        let mut b = [0u8; 16];
+        loop {
+            match pipe.recv_timeout(&mut b, Duration::from_secs(30)) {
+                Ok(n) => got.push(seq_of(&b[..n])),
+                // Its only sender died: end of file, not a hang.
+                Err(RecvError::Closed) => break,
+                Err(e) => panic!("{point}: {e}"),
+            }
+        }
+        crashes(&mut p);
+        assert_eq!(got, (0..delivered).collect::<Vec<_>>(), "{point}");
+    }
+}
+
+#[test]
+fn a_pipe_receiver_killed_with_the_message_in_its_buffer_tells_the_sender() {
+    let k = KernelProc::start("crash-pipe-recv");
+    let conn = k.connect();
+    let pipe = conn.create_copipe("/cr/p", CopipeOptions { buffer: 16, ..Default::default() }).unwrap();
+    let mut p = k.peer_env(&["seq-recv", "/cr/p", "--idle", "30"], &[("COMESG_CRASH_AT", "pipe.recv.filled@5")]);
+    for s in 0..4 {
+        pipe.send(&msg(1, s)).unwrap();
+    }
+    // The fifth reaches its buffer; the receiver dies before taking it.
+    assert_eq!(pipe.send(&msg(1, 4)), Err(SendError::ReceiverDied));
+    crashes(&mut p);
+    // Not delivered, so it can go again, to the next receiver.
+    let mut q = k.peer(&["seq-recv", "/cr/p", "--idle", "1"]);
+    let out = q.collect();
+    for s in 4..10 {
+        pipe.send(&msg(1, s)).unwrap();
+    }
+    drop(pipe);
+    assert!(q.wait(Duration::from_secs(60)).success());
+    let lines = out.join().unwrap();
+    let want: Vec<String> = (4..10).map(|s| format!("1 {s}")).chain(["done 6".to_string()]).collect();
+    assert_eq!(lines, want);
+}
+
+#[test]
+fn a_provider_killed_mid_call_fails_that_call_and_a_caller_killed_mid_post_harms_nobody() {
+    let k = KernelProc::start("crash-svc");
+    let mut provider =
+        k.peer_env(&["serve", "/cr/svc", "--workers", "1"], &[("COMESG_CRASH_AT", "service.worker.running@3")]);
+    let conn = k.connect();
+    let svc = conn.service("/cr/svc").unwrap();
+    assert!(svc.call(b"a").is_ok());
+    assert!(svc.call(b"b").is_ok());
+    assert_eq!(svc.call_timeout(b"c", Duration::from_secs(30)), Err(comesg::CallError::ServiceGone));
+    crashes(&mut provider);
+    drop(svc);
+
+    // A caller that dies between posting its request and sending the
+    // ticket: the provider never sees the call and serves others on.
+    let _again = conn
+        .serve("/cr/svc2", Default::default(), |c| [format!("w{}:", c.worker).as_bytes(), c.request].concat())
+        .unwrap();
+    let mut caller = k.peer_env(
+        &["call-many", "/cr/svc2", "--id", "1", "--count", "5"],
+        &[("COMESG_CRASH_AT", "service.call.posted@2")],
+    );
+    crashes(&mut caller);
+    let other = k.connect().service("/cr/svc2").unwrap();
+    assert!(other.call(b"still here").unwrap().ends_with(b":still here"));
+}

@@ -1,0 +1,46 @@
+//! Crash points for fault-injection tests.
+//!
+//! With the cargo feature `fault-injection`, [`point`] aborts the process
+//! when it reaches the crash point named in the environment variable
+//! `COMESG_CRASH_AT` (`NAME`, or `NAME@N` for its N-th visit), so a test can
+//! kill a participant at an exact step of a protocol rather than hope a
+//! random kill lands there. Without the feature it compiles to nothing.
+//!
+//! | point | step |
+//! |---|---|
+//! | `channel.send.claimed` | a sender has claimed a slot, not yet published |
+//! | `channel.send.published` | the message is published, the claim word not yet released |
+//! | `channel.recv.claimed` | a receiver has claimed a message, not yet released the slot |
+//! | `pipe.send.claimed` | a sender has claimed a receiver's offer, not yet copied |
+//! | `pipe.send.filled` | the message is in the receiver's buffer, not yet taken |
+//! | `pipe.recv.filled` | a receiver sees its offer filled, not yet taken it |
+//! | `service.call.posted` | a caller has posted a request, not yet sent its ticket |
+//! | `service.worker.running` | a worker has claimed a call, not yet answered |
+
+/// Aborts the process if `name` is the crash point `COMESG_CRASH_AT` names
+/// (and this is the visit it names).
+#[cfg(feature = "fault-injection")]
+pub fn point(name: &'static str) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::OnceLock;
+    static TARGET: OnceLock<Option<(String, u64)>> = OnceLock::new();
+    static VISITS: AtomicU64 = AtomicU64::new(0);
+    let target = TARGET.get_or_init(|| {
+        let v = std::env::var("COMESG_CRASH_AT").ok()?;
+        Some(match v.split_once('@') {
+            Some((n, k)) => (n.to_string(), k.parse().unwrap_or(1)),
+            None => (v, 1),
+        })
+    });
+    if let Some((n, k)) = target {
+        if n == name && VISITS.fetch_add(1, Ordering::SeqCst) + 1 == *k {
+            eprintln!("comesg: crash point {name} reached: aborting");
+            std::process::abort();
+        }
+    }
+}
+
+/// A crash point: nothing, without the `fault-injection` feature.
+#[cfg(not(feature = "fault-injection"))]
+#[inline(always)]
+pub fn point(_name: &'static str) {}

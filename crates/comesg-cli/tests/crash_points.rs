@@ -152,3 +152,31 @@ fn a_provider_killed_mid_call_fails_that_call_and_a_caller_killed_mid_post_harms
     let other = k.connect().service("/cr/svc2").unwrap();
     assert!(other.call(b"still here").unwrap().ends_with(b":still here"));
 }
+
+#[test]
+fn a_carrier_sender_killed_with_its_send_request_in_flight_leaves_the_kernel_serving() {
+    let k = KernelProc::start("crash-car-send");
+    let conn = k.connect();
+    let opts = comesg::CocarrierOptions { arena: 1 << 20, max_message: 64, rights: Rights::RECV, ..Default::default() };
+    let car = conn.create_cocarrier("/cr/car", opts).unwrap();
+    // Its requests: hello, the kind lookup, the open, then one per message:
+    // the tenth request is the seventh message's send.
+    let mut p = k.peer_env(
+        &["seq-send", "/cr/car", "--id", "1", "--count", "20"],
+        &[("COMESG_CRASH_AT", "control.request.sent@10")],
+    );
+    crashes(&mut p);
+    let mut got = Vec::new();
+    while let Ok(m) = car.recv_timeout(Duration::from_millis(300)) {
+        got.push(seq_of(&m));
+    }
+    // The kernel read the message before or after the sender died: it was
+    // delivered whole or not at all, never in part, never twice.
+    assert!(got == (0..6).collect::<Vec<_>>() || got == (0..7).collect::<Vec<_>>(), "{got:?}");
+    // And it serves on.
+    let mut q = k.peer(&["seq-send", "/cr/car", "--id", "2", "--count", "5"]);
+    assert!(q.wait(Duration::from_secs(60)).success());
+    for s in 0..5 {
+        assert_eq!(seq_of(&car.recv_timeout(Duration::from_secs(10)).unwrap()), s);
+    }
+}

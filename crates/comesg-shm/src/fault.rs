@@ -16,6 +16,7 @@
 //! | `pipe.recv.filled` | a receiver sees its offer filled, not yet taken it |
 //! | `service.call.posted` | a caller has posted a request, not yet sent its ticket |
 //! | `service.worker.running` | a worker has claimed a call, not yet answered |
+//! | `control.request.sent` | a request is sent to the microkernel, its reply not yet read (a COCARRIER send: the kernel is about to read the sender's memory) |
 
 /// Aborts the process if `name` is the crash point `COMESG_CRASH_AT` names
 /// (and this is the visit it names).

@@ -241,6 +241,7 @@ impl Connection {
         send_fds: &[comesg_sys::BorrowedFd<'_>],
     ) -> Result<(Reply, Vec<OwnedFd>), Error> {
         seqpacket::send(fd.as_fd(), bytes, send_fds).map_err(gone)?;
+        comesg_shm::fault::point("control.request.sent");
         let mut buf = vec![0u8; MAX_FRAME];
         loop {
             let rec = seqpacket::recv(fd.as_fd(), &mut buf).map_err(gone)?.ok_or(Error::KernelGone)?;

@@ -95,3 +95,31 @@ fn a_killed_kernel_is_replaced_and_clients_get_a_clear_error() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[test]
+fn ports_already_open_keep_working_after_the_kernel_dies() {
+    let mut k = util::KernelProc::start("kernel-dies");
+    let conn = k.connect();
+    let ch = conn
+        .create_channel("/kd/ch", comesg::ChannelOptions { slot_size: 16, slots: 256, ..Default::default() })
+        .unwrap();
+    let mut rx = k.peer(&["seq-recv", "/kd/ch", "--idle", "2"]);
+    let out = rx.collect();
+    let _ = k.child.kill();
+    let _ = k.child.wait();
+    // Control calls fail at once, with a clear error...
+    let t = std::time::Instant::now();
+    assert!(matches!(conn.ping(), Err(comesg::Error::KernelGone) | Err(comesg::Error::Io(_))));
+    assert!(conn.open_channel("/kd/ch", comesg::Rights::SEND).is_err());
+    println!("control calls on a dead kernel failed in {:?}", t.elapsed());
+    // ...while the data path between the two live processes goes on.
+    for s in 0..100u64 {
+        let mut m = [0u8; 16];
+        m[..4].copy_from_slice(&7u32.to_le_bytes());
+        m[4..12].copy_from_slice(&s.to_le_bytes());
+        ch.send(&m).unwrap();
+    }
+    assert!(rx.wait(Duration::from_secs(60)).success());
+    let lines = out.join().unwrap();
+    assert_eq!(lines.last().map(String::as_str), Some("done 100"), "{lines:?}");
+}

@@ -564,10 +564,10 @@ impl Pipe {
                     return Err(PipeError::Closed);
                 }
                 let offered = s.with(OFFERED, s.n.wrapping_add(1), 0);
-                if st.compare_exchange(w, offered, AcqRel, Relaxed).is_err() {
-                    return Err(PipeError::Corrupt("receiver slot changed under its owner"));
+                // A poller of this handle may open it first: then it is open.
+                if st.compare_exchange(w, offered, AcqRel, Relaxed).is_ok() {
+                    self.ring_offers();
                 }
-                self.ring_offers();
             }
             OFFERED | CLAIMED | FILLED => {}
             _ => return Err(PipeError::Corrupt("receiver slot is dead")),

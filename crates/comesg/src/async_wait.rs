@@ -189,15 +189,16 @@ impl Copipe {
     /// the next receive: none is lost).
     pub async fn recv_async(&self, buf: &mut [u8]) -> Result<usize, RecvError> {
         until_ready(self, Interest::READABLE, || {
+            let Some(r) = self.receiver_slot() else { return Some(Err(RecvError::NoRight)) };
+            // A blocking receive on another thread owns the offer while it
+            // runs: it takes what comes, and the take rings the bell.
+            let _one = self.recv_lock()?;
+            // The stash first, under the lock: it holds older messages.
             if let Some(m) = self.take_stashed() {
                 let n = m.len().min(buf.len());
                 buf[..n].copy_from_slice(&m[..n]);
                 return Some(Ok(m.len()));
             }
-            let Some(r) = self.receiver_slot() else { return Some(Err(RecvError::NoRight)) };
-            // A blocking receive on another thread owns the offer while it
-            // runs: it takes what comes, and the take rings the bell.
-            let _one = self.recv_lock()?;
             if let Some(got) = self.pipe_ref().try_take(r, buf) {
                 return Some(got.map_err(RecvError::from));
             }

@@ -2,7 +2,7 @@
 
 use std::collections::VecDeque;
 use std::io;
-use std::sync::atomic::{AtomicU32, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::SeqCst};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -49,6 +49,9 @@ pub struct Copipe {
     pollers: AtomicU32,
     /// Messages in `stash` (so that a receive looks at it without a lock).
     stashed: AtomicU32,
+    /// The last poller left while `recv_state` was held: whoever holds it
+    /// withdraws the offer on the way out (see [`StateGuard`]).
+    withdraw_pending: AtomicBool,
     /// Messages senders put into this handle's offer that were taken out
     /// when the last user of the offer went (so those senders could go on),
     /// for the next receives.
@@ -60,6 +63,37 @@ pub struct Copipe {
     held: Held,
     name: Name,
     rights: Rights,
+}
+
+/// `recv_state` held; on the way out, does a withdrawal the last poller
+/// left pending because the state was held at the time.
+struct StateGuard<'a> {
+    pipe: &'a Copipe,
+    guard: Option<std::sync::MutexGuard<'a, Leftover>>,
+}
+
+impl std::ops::Deref for StateGuard<'_> {
+    type Target = Leftover;
+    fn deref(&self) -> &Leftover {
+        self.guard.as_deref().unwrap_or_else(|| unreachable!("taken only in drop"))
+    }
+}
+
+impl std::ops::DerefMut for StateGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Leftover {
+        self.guard.as_deref_mut().unwrap_or_else(|| unreachable!("taken only in drop"))
+    }
+}
+
+impl Drop for StateGuard<'_> {
+    fn drop(&mut self) {
+        drop(self.guard.take());
+        // After unlocking: a poller that found the state held set the flag
+        // before it tried the lock, so one of us sees the other.
+        if self.pipe.withdraw_pending.swap(false, SeqCst) {
+            self.pipe.withdraw_if_unused();
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -136,14 +170,7 @@ impl crate::copoll::sealed::Source for Copipe {
         if interest.is_readable() {
             // A receive in progress on another thread holds the state and
             // takes what comes; do not wait for it.
-            let rest = match self.recv_state.try_lock() {
-                Ok(left) => left.at < left.buf.len(),
-                Err(std::sync::TryLockError::Poisoned(p)) => {
-                    let left = p.into_inner();
-                    left.at < left.buf.len()
-                }
-                Err(std::sync::TryLockError::WouldBlock) => false,
-            };
+            let rest = self.try_state().is_some_and(|left| left.at < left.buf.len());
             let pending = rest || self.stashed.load(SeqCst) > 0;
             match self.slot.map(|r| self.pipe.recv_readiness(r, &self.senders_seen)) {
                 // The rest of a message a `read` could not take whole, or
@@ -226,6 +253,7 @@ impl Copipe {
             receivers_seen: Watch::new(attaches.1),
             pollers: AtomicU32::new(0),
             stashed: AtomicU32::new(0),
+            withdraw_pending: AtomicBool::new(false),
             stash: Mutex::new(VecDeque::new()),
             #[cfg(feature = "tokio")]
             orphans: Mutex::new(Vec::new()),
@@ -294,26 +322,55 @@ impl Copipe {
         }
     }
 
-    /// A poller leaves; the last one withdraws the offer unless a receive
-    /// in progress (holding `recv_state`) uses it, taking a message a
-    /// sender put there meanwhile into the stash.
+    /// A poller leaves; the last one withdraws the offer (now, or, if
+    /// `recv_state` is held, through whoever holds it).
     fn last_poller_out(&self) {
+        if self.pollers.fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1)) == Ok(1) {
+            self.withdraw_if_unused();
+        }
+    }
+
+    /// Withdraws the offer if no poller relies on it, taking a message a
+    /// sender put there meanwhile into the stash. If `recv_state` is held,
+    /// leaves it to the holder (which looks when it lets go).
+    fn withdraw_if_unused(&self) {
         let Some(r) = self.slot else { return };
-        if self.pollers.fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1)) != Ok(1) {
+        self.withdraw_pending.store(true, SeqCst);
+        let Some(state) = self.try_state() else { return };
+        self.withdraw_pending.store(false, SeqCst);
+        if self.pollers.load(SeqCst) > 0 {
             return;
         }
-        let Ok(_receive) = self.recv_state.try_lock() else { return };
         let mut m = Vec::new();
         let late = self.pipe.withdraw_offer(r, &mut m).is_some();
-        self.reopen_for_pollers(r);
         if late {
             self.stash.lock().unwrap_or_else(|p| p.into_inner()).push_back(m);
             self.stashed.fetch_add(1, SeqCst);
-            // Pollers of this handle that came meanwhile: look at the stash.
+        }
+        // A poller that came meanwhile relies on an open offer, and on the
+        // stash: open it again only now, and wake it.
+        self.reopen_for_pollers(r);
+        drop(state);
+        if late {
             if let Some(b) = self.pipe.bell_fd() {
                 b.ring();
             }
         }
+    }
+
+    /// `recv_state`, waiting for it.
+    fn state(&self) -> StateGuard<'_> {
+        StateGuard { pipe: self, guard: Some(self.recv_state.lock().unwrap_or_else(|p| p.into_inner())) }
+    }
+
+    /// `recv_state` if nobody holds it.
+    fn try_state(&self) -> Option<StateGuard<'_>> {
+        let guard = match self.recv_state.try_lock() {
+            Ok(g) => g,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return None,
+        };
+        Some(StateGuard { pipe: self, guard: Some(guard) })
     }
 
     #[cfg(feature = "tokio")]
@@ -324,12 +381,8 @@ impl Copipe {
     /// The receive lock without waiting for it (`None`: a receive on
     /// another thread holds it).
     #[cfg(feature = "tokio")]
-    pub(crate) fn recv_lock(&self) -> Option<std::sync::MutexGuard<'_, impl Sized>> {
-        match self.recv_state.try_lock() {
-            Ok(g) => Some(g),
-            Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
-            Err(std::sync::TryLockError::WouldBlock) => None,
-        }
+    pub(crate) fn recv_lock(&self) -> Option<impl Sized + '_> {
+        self.try_state()
     }
 
     /// The oldest message taken out of a withdrawn offer, if any.
@@ -375,7 +428,7 @@ impl Copipe {
 
     fn recv_until(&self, buf: &mut [u8], deadline: Option<Instant>, try_first: bool) -> Result<usize, RecvError> {
         let r = self.slot.ok_or(RecvError::NoRight)?;
-        let _one_offer = self.recv_state.lock().unwrap_or_else(|p| p.into_inner());
+        let _one_offer = self.state();
         if let Some(m) = self.take_stashed() {
             let n = m.len().min(buf.len());
             buf[..n].copy_from_slice(&m[..n]);
@@ -428,7 +481,7 @@ impl Copipe {
 
     fn read_stream(&self, out: &mut [u8]) -> io::Result<usize> {
         let r = self.slot.ok_or_else(|| io::Error::new(io::ErrorKind::PermissionDenied, "no RECV right"))?;
-        let mut left = self.recv_state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut left = self.state();
         if left.at >= left.buf.len() {
             if let Some(m) = self.take_stashed() {
                 left.buf = m;

@@ -90,7 +90,8 @@ impl Drop for StateGuard<'_> {
         drop(self.guard.take());
         // After unlocking: a poller that found the state held set the flag
         // before it tried the lock, so one of us sees the other.
-        if self.pipe.withdraw_pending.swap(false, SeqCst) {
+        // A load first: the swap, a locked instruction, only when set.
+        if self.pipe.withdraw_pending.load(SeqCst) && self.pipe.withdraw_pending.swap(false, SeqCst) {
             self.pipe.withdraw_if_unused();
         }
     }

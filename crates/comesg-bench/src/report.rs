@@ -97,35 +97,23 @@ impl Report {
                 seq.map(|s| format!("{:.1}x", s / r.median_ns)).unwrap_or_default(),
             ));
         }
-        let locks: Vec<_> = self.latency.iter().filter(|r| r.size == 0).collect();
-        if !locks.is_empty() {
-            out.push_str("\nLocks (one lock+unlock; contended: two processes on one comutex)\n");
-            out.push_str(&format!("{:<18} {:>11} {:>11} {:>13}\n", "lock", "median", "p99", "x std_mutex"));
-            let std_m = self.latency_of("std_mutex", 0);
-            for r in locks {
-                out.push_str(&format!(
-                    "{:<18} {:>11} {:>11} {:>13}\n",
-                    r.transport,
-                    human_ns(r.median_ns),
-                    human_ns(r.p99_ns),
-                    std_m.map(|s| format!("{:.2}x", r.median_ns / s)).unwrap_or_default(),
-                ));
-            }
-        }
-        if !self.wakeup.is_empty() {
-            out.push_str("\nWake-up (one way, 64 B, to a receiver asleep: blocking receive, copoll, tokio)\n");
-            out.push_str(&format!("{:<18} {:>11} {:>11} {:>13}\n", "waiting in", "median", "p99", "x blocking"));
-            let blocking = self.wakeup.iter().find(|r| r.transport == "blocking_wake").map(|r| r.median_ns);
-            for r in &self.wakeup {
-                out.push_str(&format!(
-                    "{:<18} {:>11} {:>11} {:>13}\n",
-                    r.transport,
-                    human_ns(r.median_ns),
-                    human_ns(r.p99_ns),
-                    blocking.map(|b| format!("{:.2}x", r.median_ns / b)).unwrap_or_default(),
-                ));
-            }
-        }
+        let locks: Vec<&LatencyRow> = self.latency.iter().filter(|r| r.size == 0).collect();
+        ratio_table(
+            &mut out,
+            "Locks (one lock+unlock; contended: two processes on one comutex)",
+            ("lock", "x std_mutex"),
+            &locks,
+            self.latency_of("std_mutex", 0),
+        );
+        let wake: Vec<&LatencyRow> = self.wakeup.iter().collect();
+        let blocking = self.wakeup.iter().find(|r| r.transport == "blocking_wake").map(|r| r.median_ns);
+        ratio_table(
+            &mut out,
+            "Wake-up (one way, 64 B, to a receiver asleep: blocking receive, copoll, tokio)",
+            ("waiting in", "x blocking"),
+            &wake,
+            blocking,
+        );
         out.push_str("\nOne-way throughput (second process receives)\n");
         out.push_str(&format!(
             "{:<12} {:>7} {:>13} {:>9} {:>9} {:>10}\n",
@@ -145,6 +133,25 @@ impl Report {
             ));
         }
         out
+    }
+}
+
+/// A titled table of latency rows with each median's ratio to `base`
+/// (nothing when there are no rows).
+fn ratio_table(out: &mut String, title: &str, (first, ratio): (&str, &str), rows: &[&LatencyRow], base: Option<f64>) {
+    if rows.is_empty() {
+        return;
+    }
+    out.push_str(&format!("\n{title}\n"));
+    out.push_str(&format!("{:<18} {:>11} {:>11} {:>13}\n", first, "median", "p99", ratio));
+    for r in rows {
+        out.push_str(&format!(
+            "{:<18} {:>11} {:>11} {:>13}\n",
+            r.transport,
+            human_ns(r.median_ns),
+            human_ns(r.p99_ns),
+            base.map(|b| format!("{:.2}x", r.median_ns / b)).unwrap_or_default(),
+        ));
     }
 }
 

@@ -20,6 +20,7 @@ mod locks;
 pub mod peer;
 pub mod report;
 mod runner;
+pub mod scaling;
 pub mod wakeup;
 
 pub use report::{LatencyRow, Report, ThroughputRow};

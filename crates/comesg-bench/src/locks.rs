@@ -3,7 +3,7 @@
 
 use std::io::{self, BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, ChildStdout, Command, Stdio};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::Instant;
 
 use comesg::{ComutexOptions, Connection};
@@ -34,21 +34,38 @@ pub(crate) fn start_peer(
     socket: &Path,
     cpu: Option<usize>,
 ) -> io::Result<(Child, BufReader<ChildStdout>)> {
-    let mut cmd = Command::new(exe);
-    cmd.arg("__peer").args(args).arg("--socket").arg(socket);
+    let (role, rest) = args.split_first().ok_or_else(|| io::Error::other("no peer role"))?;
+    let mut rest: Vec<String> = rest.iter().map(|s| s.to_string()).collect();
     if let Some(c) = cpu {
-        cmd.args(["--cpu", &c.to_string()]);
+        rest.extend(["--cpu".into(), c.to_string()]);
     }
-    let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).spawn()?;
+    let (child, out, _) = spawn_peer(exe, role, &rest, socket, false)?;
+    Ok((child, out))
+}
+
+/// Starts `comesg __peer ROLE ARGS --socket S`, with its stdin piped to the
+/// caller if `stdin`, and waits for its "ready" line.
+pub(crate) fn spawn_peer(
+    exe: &Path,
+    role: &str,
+    args: &[String],
+    socket: &Path,
+    stdin: bool,
+) -> io::Result<(Child, BufReader<ChildStdout>, Option<ChildStdin>)> {
+    let mut cmd = Command::new(exe);
+    cmd.arg("__peer").arg(role).args(args).arg("--socket").arg(socket);
+    let input = if stdin { Stdio::piped() } else { Stdio::null() };
+    let mut child = cmd.stdin(input).stdout(Stdio::piped()).spawn()?;
     let mut out = BufReader::new(child.stdout.take().ok_or_else(|| io::Error::other("no peer stdout"))?);
     let mut line = String::new();
     out.read_line(&mut line)?;
     if line.trim() != "ready" {
         let _ = child.kill();
         let _ = child.wait();
-        return Err(io::Error::other(format!("{} peer said {line:?}", args.first().unwrap_or(&"?"))));
+        return Err(io::Error::other(format!("{role} peer said {line:?}")));
     }
-    Ok((child, out))
+    let input = child.stdin.take();
+    Ok((child, out, input))
 }
 
 fn lock_failed<G>(e: comesg::LockError<G>) -> io::Error {

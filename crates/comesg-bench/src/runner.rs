@@ -353,7 +353,7 @@ fn memcpy_row(size: usize, budget: Duration) -> ThroughputRow {
     }
 }
 
-fn machine(cpus: Option<(usize, usize)>, n: usize) -> String {
+pub(crate) fn machine(cpus: Option<(usize, usize)>, n: usize) -> String {
     let model = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|s| {

@@ -198,6 +198,9 @@ enum Role {
     Bench(comesg_bench::peer::PeerArgs),
     /// Benchmark: receive with one way of waiting, print wake-up latency.
     WakeRecv(comesg_bench::wakeup::WakeArgs),
+    /// Processes of the anycast scaling benchmark.
+    #[command(flatten)]
+    Anycast(comesg_bench::scaling::AnycastRole),
     /// Helpers for the copoll and async tests.
     #[command(subcommand)]
     Poll(super::peer_poll::PollRole),
@@ -625,6 +628,10 @@ pub fn run(a: Args) -> Outcome {
         Role::Poll(role) => super::peer_poll::run(role),
         Role::WakeRecv(a) => {
             comesg_bench::wakeup::receive(a)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Role::Anycast(role) => {
+            comesg_bench::scaling::peer(role)?;
             Ok(ExitCode::SUCCESS)
         }
     }

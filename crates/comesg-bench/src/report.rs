@@ -155,6 +155,24 @@ fn ratio_table(out: &mut String, title: &str, (first, ratio): (&str, &str), rows
     }
 }
 
+/// One line saying where a run ran: the CPU model, how many CPUs, and how
+/// the two processes were pinned (`cpus`).
+pub fn machine_line(cpus: Option<(usize, usize)>, n: usize) -> String {
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown cpu".into());
+    let pin = match cpus {
+        Some((a, b)) => format!("processes pinned to cpu {a} and {b}"),
+        None => "processes not pinned".into(),
+    };
+    format!("{model}, {n} cpus, {pin}")
+}
+
 /// Median and 99th percentile of samples (sorted in place).
 pub fn percentiles(samples: &mut [f64]) -> (f64, f64) {
     if samples.is_empty() {

@@ -353,22 +353,6 @@ fn memcpy_row(size: usize, budget: Duration) -> ThroughputRow {
     }
 }
 
-pub(crate) fn machine(cpus: Option<(usize, usize)>, n: usize) -> String {
-    let model = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown cpu".into());
-    let pin = match cpus {
-        Some((a, b)) => format!("processes pinned to cpu {a} and {b}"),
-        None => "one cpu: processes not pinned".into(),
-    };
-    format!("{model}, {n} cpus, {pin}")
-}
-
 /// Runs the whole benchmark and returns its report.
 pub fn run(cfg: &BenchConfig) -> io::Result<Report> {
     let plan = if cfg.long {
@@ -412,7 +396,7 @@ pub fn run(cfg: &BenchConfig) -> io::Result<Report> {
     }
     let setup = Setup { exe: &cfg.exe, socket: &socket, cpus, progress: cfg.progress };
     let overhead = clock_overhead();
-    let mut report = Report { machine: machine(cpus, allowed.len()), ..Report::default() };
+    let mut report = Report { machine: crate::report::machine_line(cpus, allowed.len()), ..Report::default() };
 
     // Round trips in interleaved rounds: every transport gets a slice of
     // each round, so a change in the machine's state (these VMs' two vCPUs

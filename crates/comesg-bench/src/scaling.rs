@@ -530,7 +530,7 @@ pub fn run(cfg: &ScalingConfig) -> io::Result<ScalingReport> {
     let conn = Connection::connect_or_start(&socket, &cfg.exe, Duration::from_secs(2)).map_err(other)?;
     let kernel = rustix::process::Pid::from_raw(conn.kernel_pid() as i32);
     let n = comesg_sys::process::allowed_cpus().len();
-    let mut report = ScalingReport { machine: crate::runner::machine(None, n), ..Default::default() };
+    let mut report = ScalingReport { machine: crate::report::machine_line(None, n), ..Default::default() };
     let (rt_count, per_sender) = if cfg.short { (2_000, 100_000) } else { (20_000, 1_000_000) };
     for pairs in PAIRS {
         if cfg.progress {

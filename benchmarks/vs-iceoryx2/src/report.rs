@@ -1,7 +1,7 @@
 //! The figures of one run: JSON for tools, a table of comesg beside
 //! iceoryx2 for people, and the targets the project set.
 
-use comesg_bench::report::{LatencyRow, ThroughputRow};
+use comesg_bench::report::{human_ns as ns, human_size as size, LatencyRow, ThroughputRow};
 use serde::Serialize;
 
 /// Everything one run measured.
@@ -26,24 +26,6 @@ const LATENCY_PAIRS: [(&str, &str, &str); 4] = [
 /// Throughput pairs.
 const THROUGHPUT_PAIRS: [(&str, &str, &str); 2] =
     [("zero-copy loan", "cochannel_loan", "iceoryx2_loan"), ("copy", "cochannel", "iceoryx2")];
-
-fn ns(v: f64) -> String {
-    if v >= 1e6 {
-        format!("{:.2} ms", v / 1e6)
-    } else if v >= 1e3 {
-        format!("{:.2} us", v / 1e3)
-    } else {
-        format!("{v:.0} ns")
-    }
-}
-
-fn size(b: u64) -> String {
-    if b >= 1024 {
-        format!("{} KiB", b / 1024)
-    } else {
-        format!("{b} B")
-    }
-}
 
 impl Report {
     fn latency(&self, t: &str, size: u64) -> Option<&LatencyRow> {

@@ -186,15 +186,7 @@ impl Link {
 impl Drop for Link {
     fn drop(&mut self) {
         let _ = self.command("exit");
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(2));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        comesg_bench::report::reap(&mut self.child, Duration::from_secs(5));
     }
 }
 

@@ -41,7 +41,8 @@ pub struct Report {
     pub machine: String,
 }
 
-fn human_ns(ns: f64) -> String {
+/// A duration in nanoseconds as ns, us or ms.
+pub fn human_ns(ns: f64) -> String {
     if ns >= 1e6 {
         format!("{:.2} ms", ns / 1e6)
     } else if ns >= 1e3 {
@@ -51,7 +52,8 @@ fn human_ns(ns: f64) -> String {
     }
 }
 
-fn human_size(b: u64) -> String {
+/// A message size as B, KiB or MiB.
+pub fn human_size(b: u64) -> String {
     match b {
         b if b >= 1 << 20 && b % (1 << 20) == 0 => format!("{} MiB", b >> 20),
         b if b >= 1 << 10 && b % (1 << 10) == 0 => format!("{} KiB", b >> 10),
@@ -171,6 +173,20 @@ pub fn machine_line(cpus: Option<(usize, usize)>, n: usize) -> String {
         None => "processes not pinned".into(),
     };
     format!("{model}, {n} cpus, {pin}")
+}
+
+/// Waits up to `grace` for `child` to exit (after it was asked to), then
+/// kills it; either way it is reaped.
+pub fn reap(child: &mut std::process::Child, grace: std::time::Duration) {
+    let deadline = std::time::Instant::now() + grace;
+    while std::time::Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 /// Median and 99th percentile of samples (sorted in place).

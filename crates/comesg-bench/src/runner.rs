@@ -71,15 +71,7 @@ impl Peer {
 impl Drop for Peer {
     fn drop(&mut self) {
         let _ = self.command(CMD_EXIT, 0, 0);
-        let deadline = Instant::now() + Duration::from_secs(2);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(2));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        crate::report::reap(&mut self.child, Duration::from_secs(2));
     }
 }
 

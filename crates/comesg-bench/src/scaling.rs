@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use comesg::{ChannelOptions, Connection, Rights};
 use serde::Serialize;
 
-use crate::report::percentiles;
+use crate::report::{human_ns, percentiles};
 
 /// Senders (and as many receivers) on the anycast channel.
 pub const PAIRS: [u32; 4] = [1, 2, 4, 8];
@@ -547,14 +547,6 @@ pub fn run(cfg: &ScalingConfig) -> io::Result<ScalingReport> {
     }
     let _ = std::fs::remove_dir_all(&dir);
     result.map(|()| report)
-}
-
-fn human_ns(ns: f64) -> String {
-    if ns >= 1e3 {
-        format!("{:.2} us", ns / 1e3)
-    } else {
-        format!("{ns:.0} ns")
-    }
 }
 
 impl ScalingReport {

@@ -1,0 +1,168 @@
+//! The comutex: a cross-process mutex that survives a dead owner, with
+//! `pthread_mutex`-like calls (a lock that finds its owner dead succeeds
+//! with `-EOWNERDEAD`).
+
+use std::ffi::c_char;
+
+use comesg::{Comutex, ComutexGuard, ComutexOptions, LockError};
+
+use crate::args::{self, obj, obj_mut, out, str_arg, wait, Wait};
+use crate::error::{guard, Failure};
+use crate::{comesg_conn, COMESG_EXCLUSIVE, COMESG_PERSISTENT};
+
+/// A comutex handle. Lock and unlock it from the same thread.
+pub struct comesg_mutex {
+    // Declared first: dropped (unlocked) before the comutex it borrows.
+    held: Option<ComutexGuard<'static>>,
+    // Boxed so that it never moves while `held` borrows it.
+    m: Box<Comutex>,
+}
+
+impl comesg_mutex {
+    fn new(m: Comutex) -> comesg_mutex {
+        comesg_mutex { held: None, m: Box::new(m) }
+    }
+}
+
+/// Creates the comutex `path` (`flags`: `COMESG_EXCLUSIVE`,
+/// `COMESG_PERSISTENT`); a process needs read and write permission to lock.
+///
+/// # Safety
+/// `conn` is a live connection, `path` a NUL-terminated string, `out`
+/// writable storage for one pointer.
+#[no_mangle]
+pub unsafe extern "C" fn comesg_mutex_create(
+    conn: *const comesg_conn,
+    path: *const c_char,
+    mode: u32,
+    flags: u32,
+    out: *mut *mut comesg_mutex,
+) -> i32 {
+    guard(
+        |e| e,
+        || {
+            // SAFETY: the caller's contract.
+            let (c, p) = unsafe { (obj(conn, "conn")?, str_arg(path, "path")?) };
+            if flags & !(COMESG_EXCLUSIVE | COMESG_PERSISTENT) != 0 {
+                return Err(Failure::new(libc::EINVAL, format!("unknown flags {flags:#x}")));
+            }
+            let opts = ComutexOptions {
+                mode,
+                exclusive: flags & COMESG_EXCLUSIVE != 0,
+                persistent: flags & COMESG_PERSISTENT != 0,
+            };
+            let m = c.conn.create_comutex(p, opts)?;
+            // SAFETY: the caller's contract.
+            unsafe { self::out(out, comesg_mutex::new(m)) }
+        },
+    )
+}
+
+/// Opens the comutex `path`.
+///
+/// # Safety
+/// As for `comesg_mutex_create`.
+#[no_mangle]
+pub unsafe extern "C" fn comesg_mutex_open(
+    conn: *const comesg_conn,
+    path: *const c_char,
+    out: *mut *mut comesg_mutex,
+) -> i32 {
+    guard(
+        |e| e,
+        || {
+            // SAFETY: the caller's contract.
+            let (c, p) = unsafe { (obj(conn, "conn")?, str_arg(path, "path")?) };
+            let m = c.conn.open_comutex(p)?;
+            // SAFETY: the caller's contract.
+            unsafe { self::out(out, comesg_mutex::new(m)) }
+        },
+    )
+}
+
+/// Locks, waiting up to `timeout_ms`. Returns 0 when locked; `-EOWNERDEAD`
+/// when locked but the previous owner died holding it (repair the state,
+/// then `comesg_mutex_consistent`); `-EBUSY` (timeout 0) or `-ETIMEDOUT`
+/// when not locked; `-EDEADLK` if this handle already holds it.
+///
+/// # Safety
+/// `m` is a live comutex handle that no other thread uses during the call.
+#[no_mangle]
+pub unsafe extern "C" fn comesg_mutex_lock(m: *mut comesg_mutex, timeout_ms: i64) -> i32 {
+    guard(
+        |e| e,
+        || {
+            // SAFETY: the caller's contract.
+            let h = unsafe { obj_mut(m, "the comutex")? };
+            if h.held.is_some() {
+                return Err(Failure::new(libc::EDEADLK, "this handle already holds the comutex"));
+            }
+            // SAFETY: the guard borrows the boxed comutex, which stays at its
+            // address until the handle is freed, and the handle's drop order
+            // drops the guard first; the 'static lifetime never escapes.
+            let mx: &'static Comutex = unsafe { &*(&*h.m as *const Comutex) };
+            let r = match wait(timeout_ms) {
+                Wait::Forever => mx.lock(),
+                Wait::Never => mx.try_lock(),
+                Wait::For(d) => mx.lock_timeout(d),
+            };
+            match r {
+                Ok(g) => {
+                    h.held = Some(g);
+                    Ok(0)
+                }
+                Err(LockError::OwnerDied(g)) => {
+                    h.held = Some(g);
+                    Err(Failure::new(libc::EOWNERDEAD, "locked; the previous owner died holding the comutex"))
+                }
+                Err(e) => Err(e.into()),
+            }
+        },
+    )
+}
+
+/// After `-EOWNERDEAD`: declares the protected state consistent again.
+///
+/// # Safety
+/// `m` is a live comutex handle, locked by the calling thread.
+#[no_mangle]
+pub unsafe extern "C" fn comesg_mutex_consistent(m: *mut comesg_mutex) -> i32 {
+    guard(
+        |e| e,
+        || {
+            // SAFETY: the caller's contract.
+            let h = unsafe { obj_mut(m, "the comutex")? };
+            let g = h.held.as_ref().ok_or_else(|| Failure::new(libc::EPERM, "the comutex is not locked"))?;
+            g.mark_consistent()?;
+            Ok(0)
+        },
+    )
+}
+
+/// Unlocks (`-EPERM` if this handle does not hold it).
+///
+/// # Safety
+/// `m` is a live comutex handle, locked by the calling thread.
+#[no_mangle]
+pub unsafe extern "C" fn comesg_mutex_unlock(m: *mut comesg_mutex) -> i32 {
+    guard(
+        |e| e,
+        || {
+            // SAFETY: the caller's contract.
+            let h = unsafe { obj_mut(m, "the comutex")? };
+            let g = h.held.take().ok_or_else(|| Failure::new(libc::EPERM, "the comutex is not locked"))?;
+            g.unlock()?;
+            Ok(0)
+        },
+    )
+}
+
+/// Closes a comutex handle, unlocking it if held (NULL is ignored).
+///
+/// # Safety
+/// `m` is NULL or a comutex handle, not used after.
+#[no_mangle]
+pub unsafe extern "C" fn comesg_mutex_close(m: *mut comesg_mutex) {
+    // SAFETY: forwarded contract.
+    unsafe { args::free(m) }
+}

@@ -104,3 +104,46 @@ fn tokio_server_and_client() {
     let want: Vec<String> = (0..8).map(|i| format!("sensor {i}: 100 readings, sum {}", 5050 * (i + 1))).collect();
     assert_eq!(lines, want);
 }
+
+/// Compiles `c/sensor.c` with gcc against `libcomesg_c.so` (built beside
+/// this test as a dependency); None if there is no gcc.
+fn build_sensor(dir: &std::path::Path) -> Option<PathBuf> {
+    let deps = std::env::current_exe().unwrap().parent().unwrap().to_path_buf();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = dir.join("sensor");
+    let gcc = Command::new("gcc")
+        .args(["-Wall", "-Wextra", "-Werror", "-O2", "-o"])
+        .arg(&out)
+        .arg(root.join("c/sensor.c"))
+        .arg("-I")
+        .arg(root.join("../crates/comesg-c/include"))
+        .arg("-L")
+        .arg(&deps)
+        .arg(format!("-Wl,-rpath,{}", deps.display()))
+        .arg("-lcomesg_c")
+        .output();
+    match gcc {
+        Ok(o) => {
+            assert!(o.status.success(), "gcc: {}", String::from_utf8_lossy(&o.stderr));
+            Some(out)
+        }
+        Err(e) => {
+            eprintln!("SKIP: no gcc ({e})");
+            None
+        }
+    }
+}
+
+#[test]
+fn c_sensor_and_rust_partner() {
+    let (_k, socket) = kernel("c");
+    let Some(sensor) = build_sensor(socket.parent().unwrap()) else { return };
+    let mut partner = Proc::start(env!("CARGO_BIN_EXE_c-partner"), &socket);
+    assert_eq!(partner.first_line(), "waiting for readings");
+    let sensor = Proc::start(sensor.to_str().unwrap(), &socket);
+    assert_eq!(sensor.finish(Duration::from_secs(60)), vec!["partner says: 5 readings, average 22.00"]);
+    assert_eq!(
+        partner.finish(Duration::from_secs(60)),
+        vec!["reading 21.5", "reading 22.0", "reading 22.5", "reading 23.0", "reading 21.0", "the sensor said bye"]
+    );
+}

@@ -15,7 +15,12 @@ struct Proc {
 
 impl Proc {
     fn start(exe: &str, socket: &PathBuf) -> Proc {
+        Proc::start_args(exe, &[], socket)
+    }
+
+    fn start_args(exe: &str, args: &[&str], socket: &PathBuf) -> Proc {
         let mut child = Command::new(exe)
+            .args(args)
             .env("COMESG_SOCKET", socket)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -146,4 +151,87 @@ fn c_sensor_and_rust_partner() {
         partner.finish(Duration::from_secs(60)),
         vec!["reading 21.5", "reading 22.0", "reading 22.5", "reading 23.0", "reading 21.0", "the sensor said bye"]
     );
+}
+
+#[test]
+fn channel_producer_and_workers() {
+    let (_k, socket) = kernel("channel");
+    let mut a = Proc::start_args(env!("CARGO_BIN_EXE_channel-worker"), &["A"], &socket);
+    assert_eq!(a.first_line(), "A ready");
+    let mut b = Proc::start_args(env!("CARGO_BIN_EXE_channel-worker"), &["B"], &socket);
+    assert_eq!(b.first_line(), "B ready");
+    let producer = Proc::start_args(env!("CARGO_BIN_EXE_channel-producer"), &["20", "2"], &socket);
+    assert_eq!(producer.finish(Duration::from_secs(60)), vec!["sent 20 jobs"]);
+    let mut jobs = Vec::new();
+    for (name, w) in [("A", a), ("B", b)] {
+        let lines = w.finish(Duration::from_secs(60));
+        let (last, done) = lines.split_last().unwrap();
+        assert_eq!(last, &format!("{name} did {} jobs", done.len()));
+        for l in done {
+            let n = l.strip_prefix(&format!("{name} job ")).unwrap_or_else(|| panic!("{l}"));
+            jobs.push(n.parse::<u32>().unwrap());
+        }
+    }
+    jobs.sort_unstable();
+    assert_eq!(jobs, (1..=20).collect::<Vec<_>>(), "every job done exactly once");
+}
+
+#[test]
+fn carrier_camera_and_viewer() {
+    let (_k, socket) = kernel("carrier");
+    let mut viewer = Proc::start(env!("CARGO_BIN_EXE_carrier-viewer"), &socket);
+    assert_eq!(viewer.first_line(), "viewer ready");
+    let camera = Proc::start(env!("CARGO_BIN_EXE_carrier-camera"), &socket);
+    assert_eq!(
+        camera.finish(Duration::from_secs(60)),
+        vec!["viewer saw frame 1", "viewer saw frame 2", "viewer saw frame 3"]
+    );
+    assert_eq!(
+        viewer.finish(Duration::from_secs(60)),
+        (1..=3).map(|i| format!("frame {i}: 1048576 bytes, intact: yes")).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn pipe_streams_a_file() {
+    let (_k, socket) = kernel("pipe");
+    let dir = socket.parent().unwrap().to_path_buf();
+    let (input, output) = (dir.join("original.bin"), dir.join("copy.bin"));
+    // 5 MB that is not all one byte, so a misplaced piece would show.
+    let data: Vec<u8> = (0..5_000_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    std::fs::write(&input, &data).unwrap();
+    let mut save = Proc::start_args(env!("CARGO_BIN_EXE_pipe-save"), &[output.to_str().unwrap()], &socket);
+    assert!(save.first_line().starts_with("saving to "));
+    let cat = Proc::start_args(env!("CARGO_BIN_EXE_pipe-cat"), &[input.to_str().unwrap()], &socket);
+    assert_eq!(cat.finish(Duration::from_secs(60)), vec!["sent 5000000 bytes"]);
+    let lines = save.finish(Duration::from_secs(60));
+    assert!(lines[0].starts_with("saved 5000000 bytes, checksum "), "{lines:?}");
+    assert!(std::fs::read(&output).unwrap() == data, "the copy differs from the original");
+}
+
+#[test]
+fn comutex_counter() {
+    let (_k, socket) = kernel("comutex");
+    let mut keeper = Proc::start_args(env!("CARGO_BIN_EXE_counter-keeper"), &["30000"], &socket);
+    assert_eq!(keeper.first_line(), "counter ready");
+    let adders: Vec<Proc> =
+        (0..3).map(|_| Proc::start_args(env!("CARGO_BIN_EXE_counter-add"), &["10000"], &socket)).collect();
+    for a in adders {
+        assert_eq!(a.finish(Duration::from_secs(120)), vec!["added 10000"]);
+    }
+    assert_eq!(keeper.finish(Duration::from_secs(60)), vec!["counter reached 30000"]);
+}
+
+#[test]
+fn service_worker_pool() {
+    let (_k, socket) = kernel("service");
+    let mut provider = Proc::start_args(env!("CARGO_BIN_EXE_service-provider"), &["4", "40"], &socket);
+    assert_eq!(provider.first_line(), "serving with 4 workers");
+    let clients: Vec<Proc> =
+        (0..2).map(|_| Proc::start_args(env!("CARGO_BIN_EXE_service-client"), &["20"], &socket)).collect();
+    for c in clients {
+        assert_eq!(c.finish(Duration::from_secs(60)), vec!["20 of 20 answers right"]);
+    }
+    let lines = provider.finish(Duration::from_secs(60));
+    assert!(lines.len() == 1 && lines[0].starts_with("served 40 calls on "), "{lines:?}");
 }

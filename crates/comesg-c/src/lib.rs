@@ -14,6 +14,7 @@
 //! - no panic ever unwinds into C: it becomes `-EIO`.
 #![allow(unsafe_code)]
 #![allow(non_camel_case_types)]
+#![deny(missing_docs)]
 
 mod args;
 mod error;

@@ -25,18 +25,24 @@ pub fn lock_path(socket: &Path) -> PathBuf {
     PathBuf::from(s)
 }
 
-/// Creates the socket's directory (mode 0700) if it is missing, and refuses a
-/// directory that another user owns or others can write, since whoever
-/// controls the directory controls which socket clients reach.
-pub fn prepare_dir(socket: &Path) -> io::Result<()> {
-    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+/// Creates the socket's directory if it is missing (mode 0700, or 0755 for
+/// a kernel `shared` by every user, which also opens up a directory of ours
+/// that is 0700), and refuses a directory that another user owns or others
+/// can write, since whoever controls the directory controls which socket
+/// clients reach.
+pub fn prepare_dir(socket: &Path, shared: bool) -> io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
     let Some(dir) = socket.parent().filter(|d| !d.as_os_str().is_empty()) else {
         return Ok(());
     };
+    let mode = if shared { 0o755 } else { 0o700 };
     if !dir.exists() {
-        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+        std::fs::DirBuilder::new().recursive(true).mode(mode).create(dir)?;
     }
     let md = std::fs::metadata(dir)?;
+    if shared && md.uid() == comesg_sys::process::uid() && md.mode() & 0o055 != 0o055 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode((md.mode() & 0o7777) | 0o055))?;
+    }
     let me = comesg_sys::process::uid();
     let sticky = md.mode() & 0o1000 != 0;
     if md.uid() != me && md.uid() != 0 {

@@ -32,12 +32,18 @@ pub struct KernelConfig {
     pub idle_exit: Option<Duration>,
     /// Resource bounds.
     pub limits: Limits,
+    /// Serve every user of the machine: the socket's directory is made
+    /// searchable (0755) and the socket connectable (0666) by all; who may
+    /// do what is then up to the names' owners and modes, and each user
+    /// gets a private namespace `/user/UID`.
+    pub shared: bool,
 }
 
 impl KernelConfig {
-    /// A configuration for `socket` with default limits and no idle exit.
+    /// A configuration for `socket` with default limits, no idle exit, and
+    /// only this user served.
     pub fn new(socket: impl Into<PathBuf>) -> KernelConfig {
-        KernelConfig { socket: socket.into(), idle_exit: None, limits: Limits::default() }
+        KernelConfig { socket: socket.into(), idle_exit: None, limits: Limits::default(), shared: false }
     }
 }
 
@@ -101,13 +107,17 @@ impl Kernel {
     pub fn bind(config: KernelConfig) -> Result<Kernel, StartError> {
         let path = config.socket.clone();
         let io = |source| StartError::Io { path: path.clone(), source };
-        paths::prepare_dir(&path).map_err(io)?;
+        paths::prepare_dir(&path, config.shared).map_err(io)?;
         let lock = LockFile::try_lock(&paths::lock_path(&path))
             .map_err(io)?
             .ok_or_else(|| StartError::AlreadyRunning(path.clone()))?;
         // We hold the lock, so a socket file left here is a dead kernel's.
         let _ = std::fs::remove_file(&path);
         let listener = seqpacket::listen(&path, 1024).map_err(io)?;
+        if config.shared {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).map_err(io)?;
+        }
         let _ = comesg_sys::process::raise_nofile_limit();
         let poller = Poller::new().map_err(io)?;
         let waker = Waker::new().map_err(io)?;

@@ -123,6 +123,7 @@ impl State {
             return Err(KernelError::Limit(format!("{} clients", self.limits.max_clients)));
         }
         self.clients.insert(id, Client { cred, greeted: false, handles: BTreeMap::new(), next_handle: 0 });
+        self.names.ensure_home(cred.uid, cred.gid);
         Ok(())
     }
 

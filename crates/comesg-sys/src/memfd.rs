@@ -81,6 +81,16 @@ pub fn reopen_read_only(fd: impl AsFd) -> io::Result<OwnedFd> {
     Ok(fs::open(path.as_str(), OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())?)
 }
 
+/// Opens a new read-write file description of the file behind `fd`
+/// through `/proc/self/fd`: what an attacker holding a read-only fd tries.
+/// [`create_segment`]'s mode 0400 makes it fail for any process without
+/// `CAP_DAC_OVERRIDE`.
+pub fn reopen_read_write(fd: impl AsFd) -> io::Result<OwnedFd> {
+    use rustix::fd::AsRawFd;
+    let path = format!("/proc/self/fd/{}", fd.as_fd().as_raw_fd());
+    Ok(fs::open(path.as_str(), OFlags::RDWR | OFlags::CLOEXEC, Mode::empty())?)
+}
+
 /// Size in bytes of the file behind `fd`.
 pub fn size(fd: impl AsFd) -> io::Result<u64> {
     Ok(fs::fstat(fd)?.st_size as u64)

@@ -11,7 +11,7 @@ use crate::Error;
 /// if another kernel wins the race for the socket's lock, this one exits.
 pub(crate) fn spawn_kernel(exe: &Path, socket: &Path, idle_exit: Duration, log: &Path) -> Result<(), Error> {
     use std::os::unix::process::CommandExt;
-    comesg_kernel::paths::prepare_dir(socket)?;
+    comesg_kernel::paths::prepare_dir(socket, false)?;
     let log = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
     let mut child = Command::new(exe)
         .arg("kernel")

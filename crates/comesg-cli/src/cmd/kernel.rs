@@ -19,6 +19,11 @@ pub struct Args {
     /// Log filter (tracing's EnvFilter syntax); also $COMESG_LOG.
     #[arg(long, default_value = "info")]
     log: String,
+    /// Serve every user of this machine (the socket becomes connectable by
+    /// all; names' owners and modes decide the rest; each user gets a
+    /// private namespace /user/UID). Run it as a dedicated user or root.
+    #[arg(long)]
+    shared: bool,
 }
 
 pub fn run(a: Args) -> Outcome {
@@ -35,6 +40,7 @@ pub fn run(a: Args) -> Outcome {
     }
     let mut config = KernelConfig::new(a.socket.path());
     config.idle_exit = a.idle_exit.filter(|s| *s > 0.0).map(Duration::from_secs_f64);
+    config.shared = a.shared;
     match Kernel::bind(config) {
         Ok(k) => {
             k.run()?;

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use comesg::{RecvError, Rights};
+use comesg_sys::mapping::{Access, Mapping};
 
 use super::port::AnyPort;
 use super::Outcome;
@@ -52,6 +53,15 @@ enum Role {
         slot_size: u32,
         #[arg(long, default_value_t = 16)]
         slots: u32,
+        #[command(flatten)]
+        socket: SocketArg,
+    },
+    /// Play the attacker: open PATH with RECV through the raw protocol,
+    /// keep every fd the kernel grants, and try to gain write access to
+    /// each read-only segment (reopen through /proc/self/fd, map writable,
+    /// mprotect). Prints one line per attempt: "... denied" or "... ALLOWED".
+    Escalate {
+        path: String,
         #[command(flatten)]
         socket: SocketArg,
     },
@@ -391,6 +401,30 @@ pub fn run(a: Args) -> Outcome {
                 w.store(0xdead_beef, std::sync::atomic::Ordering::Relaxed);
             }
             println!("wrote");
+            Ok(ExitCode::SUCCESS)
+        }
+        Role::Escalate { path, socket } => {
+            let conn = socket.connect()?;
+            let name = comesg::Name::try_from(path.clone()).map_err(|e| comesg::Error::Protocol(e.to_string()))?;
+            let (reply, fds) = conn.request(comesg_proto::Request::Open { name, rights: Rights::RECV })?;
+            if let comesg_proto::Reply::Error(e) = reply {
+                return Err(comesg::Error::Kernel(e).into());
+            }
+            for (i, fd) in fds.iter().enumerate() {
+                let len = comesg_sys::memfd::size(fd)? as usize;
+                if len == 0 || comesg_sys::memfd::is_writable(fd)? {
+                    continue; // a bell, or a segment this right may write
+                }
+                let verdict = |r: std::io::Result<()>| match r {
+                    Ok(()) => "ALLOWED".to_string(),
+                    Err(e) => format!("denied ({e})"),
+                };
+                let reopen = verdict(comesg_sys::memfd::reopen_read_write(fd).map(drop));
+                let map = verdict(Mapping::map(fd, len, Access::ReadWrite).map(drop));
+                let protect = verdict(Mapping::map(fd, len, Access::ReadOnly).and_then(|m| m.try_make_writable()));
+                println!("fd {i} read-only, {len} bytes: reopen rw {reopen}; map rw {map}; mprotect rw {protect}");
+            }
+            println!("done");
             Ok(ExitCode::SUCCESS)
         }
         Role::Count { path, count, socket } => {

@@ -40,11 +40,21 @@ impl KernelProc {
 
     /// A kernel started with extra environment variables.
     pub fn start_with_env(tag: &str, env: &[(&str, &str)]) -> KernelProc {
+        KernelProc::spawn(tag, env, &[])
+    }
+
+    /// A kernel started with extra arguments (`--shared`).
+    pub fn start_with_args(tag: &str, args: &[&str]) -> KernelProc {
+        KernelProc::spawn(tag, &[], args)
+    }
+
+    fn spawn(tag: &str, env: &[(&str, &str)], args: &[&str]) -> KernelProc {
         let dir = unique_dir(tag);
         let socket = dir.join("kernel.sock");
         let child = Command::new(exe())
             .args(["kernel", "--log", "warn", "--socket"])
             .arg(&socket)
+            .args(args)
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .spawn()
@@ -80,6 +90,13 @@ impl KernelProc {
         c.args(args).arg("--socket").arg(&self.socket);
         c.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
         c
+    }
+
+    /// Runs `PREFIX.. comesg ARGS --socket S` to completion (e.g. under
+    /// `setpriv` as another user).
+    pub fn cli_as(&self, prefix: &[&std::ffi::OsStr], args: &[&str]) -> Output {
+        let child = self.command(prefix, args).spawn().unwrap();
+        wait_output(child, Duration::from_secs(60))
     }
 
     /// Runs `comesg ARGS --socket S` to completion (with a watchdog).

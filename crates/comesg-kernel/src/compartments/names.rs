@@ -38,6 +38,14 @@ pub struct Node {
 /// Mode of namespaces created implicitly on the way to a new object.
 pub const IMPLICIT_NAMESPACE_MODE: u32 = 0o755;
 
+/// The namespace that holds every user's private namespace.
+pub const USERS: &str = "/user";
+/// Mode of [`USERS`]: anyone may pass through it, nobody but its owner may
+/// list it (so users cannot even see which other users have a namespace).
+pub const USERS_MODE: u32 = 0o711;
+/// Mode of a user's private namespace `/user/UID`.
+pub const HOME_MODE: u32 = 0o700;
+
 /// The namespace tree.
 #[derive(Debug)]
 pub struct Names {
@@ -54,6 +62,22 @@ impl Names {
         let mut nodes = BTreeMap::new();
         nodes.insert(Name::root(), Node { kind: NodeKind::Namespace, uid, gid, mode });
         Names { nodes }
+    }
+
+    /// Makes sure user `uid` has its private namespace `/user/UID` (owned by
+    /// it, mode 0700), creating `/user` (owned by the tree's root owner,
+    /// mode 0711) first if needed. A name there that is not a namespace is
+    /// left alone.
+    pub fn ensure_home(&mut self, uid: u32, gid: u32) {
+        let Ok(users) = Name::root().join(&USERS[1..]) else { return };
+        if !self.nodes.contains_key(&users) {
+            let root = &self.nodes[&Name::root()];
+            let node = Node { kind: NodeKind::Namespace, uid: root.uid, gid: root.gid, mode: USERS_MODE };
+            self.nodes.insert(users.clone(), node);
+        }
+        if let Ok(home) = users.join(&uid.to_string()) {
+            self.nodes.entry(home).or_insert(Node { kind: NodeKind::Namespace, uid, gid, mode: HOME_MODE });
+        }
     }
 
     /// The node at `name`, if any, without permission checks.

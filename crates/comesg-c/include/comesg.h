@@ -35,7 +35,8 @@ typedef struct comesg_channel comesg_channel;
 // A connection to the microkernel.
 typedef struct comesg_conn comesg_conn;
 
-// A comutex handle. Lock and unlock it from the same thread.
+// A comutex handle. It belongs to one thread at a time: give each thread
+// its own handle, and unlock and close it from the thread that locked it.
 typedef struct comesg_mutex comesg_mutex;
 
 // A COPIPE handle.
@@ -132,7 +133,9 @@ int32_t comesg_mutex_consistent(struct comesg_mutex *m);
 // `m` is a live comutex handle, locked by the calling thread.
 int32_t comesg_mutex_unlock(struct comesg_mutex *m);
 
-// Closes a comutex handle, unlocking it if held (NULL is ignored).
+// Closes a comutex handle, unlocking it if held (NULL is ignored). Close
+// a locked handle from the thread that locked it: from another thread the
+// lock stays held until the locking thread exits.
 //
 // # Safety
 // `m` is NULL or a comutex handle, not used after.
@@ -191,7 +194,8 @@ int64_t comesg_channel_recv(const struct comesg_channel *ch,
 void comesg_channel_close(struct comesg_channel *ch);
 
 // Creates the COPIPE `path` with a `buffer`-byte transfer buffer (the
-// largest message).
+// largest message). The handle may send; receivers open the pipe with
+// `COMESG_RECV`.
 //
 // # Safety
 // As for `comesg_channel_create`.
@@ -212,7 +216,9 @@ int32_t comesg_pipe_open(const struct comesg_conn *conn,
                          struct comesg_pipe **out);
 
 // Sends `len` bytes, copied once straight into the receiver's buffer;
-// returns when a receiver has them (`-EPIPE`: no receiver is left).
+// returns when a receiver has them (`-EPIPE`: no receiver is left;
+// `-ECONNABORTED`: the receiver died before taking them, nothing was
+// delivered, another receiver may take a retry).
 //
 // # Safety
 // As for `comesg_channel_send`.
@@ -238,6 +244,7 @@ void comesg_pipe_close(struct comesg_pipe *p);
 
 // Creates the COCARRIER `path`: messages of up to `max_message` bytes,
 // copied once into an `arena`-byte region that receivers map read-only.
+// The handle may send; receivers open the carrier with `COMESG_RECV`.
 //
 // # Safety
 // As for `comesg_channel_create`.
@@ -292,8 +299,13 @@ int32_t comesg_service_open(const struct comesg_conn *conn,
                             struct comesg_service **out);
 
 // Calls the service with `req_len` bytes and copies the response into
-// `resp`; returns the response's length (larger than `resp_cap` if it did
-// not fit: the rest is dropped). `-EPIPE`: the provider is gone.
+// `resp` (which may be the same buffer as `req`); returns the response's
+// length (larger than `resp_cap` if it did not fit: the rest is dropped).
+// `timeout_ms` bounds the whole call, including waiting for a free call
+// slot when this process has every slot in flight; a call always waits,
+// so 0 is refused with `-EINVAL`. Errors: `-EPIPE` the provider is gone,
+// `-EREMOTEIO` its handler failed on this request, `-EMSGSIZE` the request
+// is too long, `-ETIMEDOUT` (the call may still run).
 //
 // # Safety
 // `s` is a live service handle; `req` points to `req_len` readable bytes,
@@ -329,7 +341,7 @@ int32_t comesg_serve(const struct comesg_conn *conn,
                      struct comesg_provider **out);
 
 // Stops serving: the workers finish their calls and exit, the name goes
-// dead. Frees the provider (NULL is ignored).
+// dead. Frees the provider (NULL is ignored). Not from inside a handler.
 //
 // # Safety
 // `p` is NULL or a provider from `comesg_serve`, not used after.

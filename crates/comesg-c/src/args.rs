@@ -86,6 +86,15 @@ pub unsafe fn bytes_mut<'a>(p: *mut c_void, cap: usize) -> Result<&'a mut [u8], 
     Ok(unsafe { std::slice::from_raw_parts_mut(p.cast::<u8>(), cap) })
 }
 
+/// Refuses a NULL out-pointer: checked before a call has any effect.
+pub fn check_out<T>(dst: *mut *mut T) -> Result<(), Failure> {
+    if dst.is_null() {
+        Err(null("the out-pointer"))
+    } else {
+        Ok(())
+    }
+}
+
 /// Stores a new object through an out-pointer; returns 0.
 ///
 /// # Safety

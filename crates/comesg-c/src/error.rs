@@ -37,14 +37,15 @@ pub fn guard<T>(on_error: impl FnOnce(i32) -> T, f: impl FnOnce() -> Result<T, F
         Err(_) => Failure::new(libc::EIO, "internal error: comesg panicked (this is a bug)"),
     };
     let msg = CString::new(failure.message.replace('\0', " ")).unwrap_or_default();
-    LAST.with(|l| *l.borrow_mut() = msg);
+    // During thread teardown the slot may be gone: the code still returns.
+    let _ = LAST.try_with(|l| *l.borrow_mut() = msg);
     on_error(failure.code)
 }
 
 /// The calling thread's last error message (valid until its next failing
 /// call).
 pub fn last_error() -> *const c_char {
-    LAST.with(|l| l.borrow().as_ptr())
+    LAST.try_with(|l| l.borrow().as_ptr()).unwrap_or(c"(no error record: the thread is exiting)".as_ptr())
 }
 
 fn kernel_errno(e: &KernelError) -> i32 {
@@ -67,7 +68,7 @@ fn kernel_errno(e: &KernelError) -> i32 {
 impl From<Error> for Failure {
     fn from(e: Error) -> Failure {
         let errno = match &e {
-            Error::Connect { .. } => libc::ECONNREFUSED,
+            Error::Connect { source, .. } => source.raw_os_error().unwrap_or(libc::ECONNREFUSED),
             Error::KernelGone => libc::ENOTCONN,
             Error::Kernel(k) => kernel_errno(k),
             Error::WrongKind { .. } | Error::TypeMismatch { .. } => libc::EPROTOTYPE,
@@ -85,8 +86,9 @@ impl From<SendError> for Failure {
             SendError::TimedOut => libc::ETIMEDOUT,
             SendError::TooLong { .. } => libc::EMSGSIZE,
             SendError::NoRight => libc::EPERM,
-            SendError::Closed | SendError::ReceiverDied => libc::EPIPE,
-            SendError::Control(_) => libc::ENOTCONN,
+            SendError::Closed => libc::EPIPE,
+            // Not delivered, but another receiver may take it: retry.
+            SendError::ReceiverDied => libc::ECONNABORTED,
             _ => libc::EIO,
         };
         Failure::new(errno, e.to_string())

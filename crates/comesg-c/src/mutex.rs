@@ -10,17 +10,31 @@ use crate::args::{self, obj, obj_mut, out, str_arg, wait, Wait};
 use crate::error::{guard, Failure};
 use crate::{comesg_conn, COMESG_EXCLUSIVE, COMESG_PERSISTENT};
 
-/// A comutex handle. Lock and unlock it from the same thread.
+/// A comutex handle. It belongs to one thread at a time: give each thread
+/// its own handle, and unlock and close it from the thread that locked it.
 pub struct comesg_mutex {
     // Declared first: dropped (unlocked) before the comutex it borrows.
     held: Option<ComutexGuard<'static>>,
+    // The thread that locked through this handle.
+    owner: Option<std::thread::ThreadId>,
     // Boxed so that it never moves while `held` borrows it.
     m: Box<Comutex>,
 }
 
 impl comesg_mutex {
     fn new(m: Comutex) -> comesg_mutex {
-        comesg_mutex { held: None, m: Box::new(m) }
+        comesg_mutex { held: None, owner: None, m: Box::new(m) }
+    }
+
+    /// Refuses a thread other than the one that locked (the lock stays as
+    /// it is).
+    fn check_owner(&self) -> Result<(), Failure> {
+        match self.owner {
+            Some(t) if t != std::thread::current().id() => {
+                Err(Failure::new(libc::EPERM, "another thread locked the comutex through this handle"))
+            }
+            _ => Ok(()),
+        }
     }
 }
 
@@ -41,6 +55,7 @@ pub unsafe extern "C" fn comesg_mutex_create(
     guard(
         |e| e,
         || {
+            args::check_out(out)?;
             // SAFETY: the caller's contract.
             let (c, p) = unsafe { (obj(conn, "conn")?, str_arg(path, "path")?) };
             if flags & !(COMESG_EXCLUSIVE | COMESG_PERSISTENT) != 0 {
@@ -71,6 +86,7 @@ pub unsafe extern "C" fn comesg_mutex_open(
     guard(
         |e| e,
         || {
+            args::check_out(out)?;
             // SAFETY: the caller's contract.
             let (c, p) = unsafe { (obj(conn, "conn")?, str_arg(path, "path")?) };
             let m = c.conn.open_comutex(p)?;
@@ -94,6 +110,7 @@ pub unsafe extern "C" fn comesg_mutex_lock(m: *mut comesg_mutex, timeout_ms: i64
         || {
             // SAFETY: the caller's contract.
             let h = unsafe { obj_mut(m, "the comutex")? };
+            h.check_owner()?;
             if h.held.is_some() {
                 return Err(Failure::new(libc::EDEADLK, "this handle already holds the comutex"));
             }
@@ -109,10 +126,12 @@ pub unsafe extern "C" fn comesg_mutex_lock(m: *mut comesg_mutex, timeout_ms: i64
             match r {
                 Ok(g) => {
                     h.held = Some(g);
+                    h.owner = Some(std::thread::current().id());
                     Ok(0)
                 }
                 Err(LockError::OwnerDied(g)) => {
                     h.held = Some(g);
+                    h.owner = Some(std::thread::current().id());
                     Err(Failure::new(libc::EOWNERDEAD, "locked; the previous owner died holding the comutex"))
                 }
                 Err(e) => Err(e.into()),
@@ -132,6 +151,7 @@ pub unsafe extern "C" fn comesg_mutex_consistent(m: *mut comesg_mutex) -> i32 {
         || {
             // SAFETY: the caller's contract.
             let h = unsafe { obj_mut(m, "the comutex")? };
+            h.check_owner()?;
             let g = h.held.as_ref().ok_or_else(|| Failure::new(libc::EPERM, "the comutex is not locked"))?;
             g.mark_consistent()?;
             Ok(0)
@@ -150,14 +170,18 @@ pub unsafe extern "C" fn comesg_mutex_unlock(m: *mut comesg_mutex) -> i32 {
         || {
             // SAFETY: the caller's contract.
             let h = unsafe { obj_mut(m, "the comutex")? };
+            h.check_owner()?;
             let g = h.held.take().ok_or_else(|| Failure::new(libc::EPERM, "the comutex is not locked"))?;
+            h.owner = None;
             g.unlock()?;
             Ok(0)
         },
     )
 }
 
-/// Closes a comutex handle, unlocking it if held (NULL is ignored).
+/// Closes a comutex handle, unlocking it if held (NULL is ignored). Close
+/// a locked handle from the thread that locked it: from another thread the
+/// lock stays held until the locking thread exits.
 ///
 /// # Safety
 /// `m` is NULL or a comutex handle, not used after.

@@ -134,6 +134,7 @@ unsafe fn open_with<T>(
     guard(
         |e| e,
         || {
+            args::check_out(dst)?;
             // SAFETY: the caller's contract.
             let (c, p) = unsafe { (obj(conn, "conn")?, str_arg(path, "path")?) };
             let t = make(&c.conn, p)?;
@@ -240,7 +241,8 @@ pub struct comesg_pipe {
 }
 
 /// Creates the COPIPE `path` with a `buffer`-byte transfer buffer (the
-/// largest message).
+/// largest message). The handle may send; receivers open the pipe with
+/// `COMESG_RECV`.
 ///
 /// # Safety
 /// As for `comesg_channel_create`.
@@ -279,7 +281,9 @@ pub unsafe extern "C" fn comesg_pipe_open(
 }
 
 /// Sends `len` bytes, copied once straight into the receiver's buffer;
-/// returns when a receiver has them (`-EPIPE`: no receiver is left).
+/// returns when a receiver has them (`-EPIPE`: no receiver is left;
+/// `-ECONNABORTED`: the receiver died before taking them, nothing was
+/// delivered, another receiver may take a retry).
 ///
 /// # Safety
 /// As for `comesg_channel_send`.
@@ -321,6 +325,7 @@ pub struct comesg_carrier {
 
 /// Creates the COCARRIER `path`: messages of up to `max_message` bytes,
 /// copied once into an `arena`-byte region that receivers map read-only.
+/// The handle may send; receivers open the carrier with `COMESG_RECV`.
 ///
 /// # Safety
 /// As for `comesg_channel_create`.

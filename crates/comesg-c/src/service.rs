@@ -4,7 +4,9 @@
 use std::ffi::{c_char, c_void};
 use std::sync::Arc;
 
-use comesg::{Provider, ServiceClient, ServiceOptions};
+use std::time::{Duration, Instant};
+
+use comesg::{CallError, Provider, ServiceClient, ServiceOptions};
 
 use crate::args::{self, bytes, bytes_mut, obj, out, str_arg, wait, Wait};
 use crate::comesg_conn;
@@ -48,6 +50,7 @@ pub unsafe extern "C" fn comesg_service_open(
     guard(
         |e| e,
         || {
+            args::check_out(out)?;
             // SAFETY: the caller's contract.
             let (c, p) = unsafe { (obj(conn, "conn")?, str_arg(path, "path")?) };
             let client = c.conn.service(p)?;
@@ -58,8 +61,13 @@ pub unsafe extern "C" fn comesg_service_open(
 }
 
 /// Calls the service with `req_len` bytes and copies the response into
-/// `resp`; returns the response's length (larger than `resp_cap` if it did
-/// not fit: the rest is dropped). `-EPIPE`: the provider is gone.
+/// `resp` (which may be the same buffer as `req`); returns the response's
+/// length (larger than `resp_cap` if it did not fit: the rest is dropped).
+/// `timeout_ms` bounds the whole call, including waiting for a free call
+/// slot when this process has every slot in flight; a call always waits,
+/// so 0 is refused with `-EINVAL`. Errors: `-EPIPE` the provider is gone,
+/// `-EREMOTEIO` its handler failed on this request, `-EMSGSIZE` the request
+/// is too long, `-ETIMEDOUT` (the call may still run).
 ///
 /// # Safety
 /// `s` is a live service handle; `req` points to `req_len` readable bytes,
@@ -74,17 +82,44 @@ pub unsafe extern "C" fn comesg_service_call(
     timeout_ms: i64,
 ) -> i64 {
     guard(i64::from, || {
-        // SAFETY: the caller's contract.
-        let (s, rq, out) = unsafe { (obj(s, "the service")?, bytes(req, req_len)?, bytes_mut(resp, resp_cap)?) };
-        let r = match wait(timeout_ms) {
-            Wait::Forever => s.client.call(rq)?,
-            Wait::Never => s.client.call_timeout(rq, std::time::Duration::ZERO)?,
-            Wait::For(d) => s.client.call_timeout(rq, d)?,
+        let deadline = match wait(timeout_ms) {
+            Wait::Never => return Err(Failure::new(libc::EINVAL, "a call always waits: give a timeout, or -1")),
+            Wait::Forever => None,
+            Wait::For(d) => Some(Instant::now() + d),
         };
+        // SAFETY: the caller's contract; the request slice is dropped before
+        // the response slice (which may cover the same bytes) is made.
+        let s = unsafe { obj(s, "the service")? };
+        let r = {
+            // SAFETY: as above.
+            let rq = unsafe { bytes(req, req_len)? };
+            call(&s.client, rq, deadline)?
+        };
+        // SAFETY: as above.
+        let out = unsafe { bytes_mut(resp, resp_cap)? };
         let n = r.len().min(out.len());
         out[..n].copy_from_slice(&r[..n]);
         Ok(args::len(r.len()))
     })
+}
+
+/// One call, waiting (with a growing pause) while every call slot of this
+/// process is in flight, until `deadline`.
+fn call(client: &ServiceClient, req: &[u8], deadline: Option<Instant>) -> Result<Vec<u8>, Failure> {
+    let mut nap = Duration::from_micros(20);
+    loop {
+        let r = match deadline {
+            None => client.call(req),
+            Some(d) => client.call_timeout(req, d.saturating_duration_since(Instant::now())),
+        };
+        match r {
+            Err(CallError::Busy(_)) if deadline.is_none_or(|d| Instant::now() + nap < d) => {
+                std::thread::sleep(nap);
+                nap = (nap * 2).min(Duration::from_millis(2));
+            }
+            r => return Ok(r?),
+        }
+    }
 }
 
 /// Closes a service handle (NULL is ignored).
@@ -154,6 +189,7 @@ pub unsafe extern "C" fn comesg_serve(
     guard(
         |e| e,
         || {
+            args::check_out(out)?;
             // SAFETY: the caller's contract.
             let (c, p) = unsafe { (obj(conn, "conn")?, str_arg(path, "path")?) };
             let f = handler.ok_or_else(|| crate::error::null("handler"))?;
@@ -167,7 +203,7 @@ pub unsafe extern "C" fn comesg_serve(
 }
 
 /// Stops serving: the workers finish their calls and exit, the name goes
-/// dead. Frees the provider (NULL is ignored).
+/// dead. Frees the provider (NULL is ignored). Not from inside a handler.
 ///
 /// # Safety
 /// `p` is NULL or a provider from `comesg_serve`, not used after.

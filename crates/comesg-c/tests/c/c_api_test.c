@@ -6,6 +6,7 @@
  */
 #include <ctype.h>
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -66,6 +67,14 @@ static int64_t reverse(void *ctx, const void *req, size_t len, void *resp, size_
     return (int64_t)len;
 }
 
+static int unlock_elsewhere_rc;
+
+/* Another thread may not unlock what this one locked; the lock stays. */
+static void *unlock_elsewhere(void *m) {
+    unlock_elsewhere_rc = comesg_mutex_unlock((comesg_mutex *)m);
+    return NULL;
+}
+
 int main(int argc, char **argv) {
     CHECK(argc == 4, "usage: c_api_test SOCKET BASE ROUNDS");
     base = argv[2];
@@ -93,10 +102,17 @@ int main(int argc, char **argv) {
         CHECK(comesg_channel_send(from_c, buf, (size_t)n, 5000) == 0, "send back %d", i);
     }
     CHECK(comesg_channel_recv(to_c, buf, sizeof buf, 0) == -EAGAIN, "empty channel, no wait");
+    CHECK(comesg_channel_send(from_c, "truncate", 8, 0) == 0, "send to self");
+    comesg_channel *own = NULL;
+    CHECK(comesg_channel_open(conn, path("from_c"), COMESG_RECV, &own) == 0, "open from_c to receive");
     CHECK(comesg_channel_send(to_c, "x", 1, 0) == -EPERM, "send on a RECV-only handle");
     char big[1000] = {0};
     CHECK(comesg_channel_send(from_c, big, sizeof big, 0) == -EMSGSIZE, "message over the slot size");
     say("channel ok");
+    expect_line("take yours");
+    n = comesg_channel_recv(own, buf, 3, 5000);
+    CHECK(n == 8 && memcmp(buf, "tru", 3) == 0, "a short buffer gets the start and the full length (%lld)", (long long)n);
+    comesg_channel_close(own);
 
     /* Round trips with a Rust echo thread, each timed. */
     comesg_channel *ping = NULL, *pong = NULL;
@@ -125,6 +141,10 @@ int main(int argc, char **argv) {
     CHECK(n == 5 && memcmp(buf, "HELLO", 5) == 0, "call answered %lld", (long long)n);
     n = comesg_service_call(upper, "hello", 5, buf, 2, 5000);
     CHECK(n == 5 && memcmp(buf, "HE", 2) == 0, "a short buffer gets the start and the full length");
+    memcpy(buf, "same buffer", 11);
+    n = comesg_service_call(upper, buf, 11, buf, sizeof buf, 5000);
+    CHECK(n == 11 && memcmp(buf, "SAME BUFFER", 11) == 0, "request and response in one buffer");
+    CHECK(comesg_service_call(upper, "x", 1, buf, sizeof buf, 0) == -EINVAL, "a call with timeout 0");
     say("call ok");
 
     /* COPIPE: the Rust side sends once this program waits. */
@@ -148,7 +168,10 @@ int main(int argc, char **argv) {
     /* Providing a service that the Rust process calls. */
     comesg_provider *prov = NULL;
     CHECK(comesg_serve(conn, path("reverse"), 2, 256, reverse, NULL, &prov) == 0, "serve");
-    CHECK(comesg_serve(conn, path("reverse2"), 1, 256, NULL, NULL, &prov) == -EINVAL, "serve without a handler");
+    comesg_provider *none_prov = NULL;
+    CHECK(comesg_serve(conn, path("reverse2"), 1, 256, NULL, NULL, &none_prov) == -EINVAL, "serve without a handler");
+    CHECK(none_prov == NULL, "a failed call leaves the out-pointer alone");
+    CHECK(comesg_serve(conn, path("reverse3"), 1, 256, reverse, NULL, NULL) == -EINVAL, "serve without an out-pointer");
     say("serving");
     expect_line("stop");
     CHECK(comesg_provider_stop(prov) == 0, "stop serving");
@@ -159,6 +182,12 @@ int main(int argc, char **argv) {
     CHECK(comesg_mutex_unlock(m) == -EPERM, "unlock before lock");
     CHECK(comesg_mutex_lock(m, 5000) == 0, "lock");
     CHECK(comesg_mutex_lock(m, 0) == -EDEADLK, "lock twice");
+    pthread_t other;
+    int other_rc = 0;
+    CHECK(pthread_create(&other, NULL, unlock_elsewhere, m) == 0, "start a thread");
+    CHECK(pthread_join(other, NULL) == 0, "join the thread");
+    other_rc = unlock_elsewhere_rc;
+    CHECK(other_rc == -EPERM, "unlock from another thread: %d", other_rc);
     say("locked");
     expect_line("unlock");
     CHECK(comesg_mutex_unlock(m) == 0, "unlock");

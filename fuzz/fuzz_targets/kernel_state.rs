@@ -57,6 +57,7 @@ fuzz_target!(|data: &[u8]| {
         match decode_request(frame) {
             Ok(f) if small(&f.request) => {
                 let _ = s.handle(id, f.request);
+                assert!(s.accounting_holds(), "per-user accounting drifted");
             }
             Ok(_) => {}
             Err(_) => {
@@ -71,4 +72,5 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     assert_eq!(s.clients(), 0);
+    assert!(s.accounting_holds(), "per-user accounting drifted");
 });

@@ -10,6 +10,7 @@
 mod util;
 
 use std::ffi::OsStr;
+use std::io::{BufRead, BufReader};
 use std::process::Command;
 use std::sync::OnceLock;
 
@@ -141,4 +142,73 @@ fn a_read_only_fd_cannot_be_turned_into_write_access() {
         assert!(attacked >= 1, "B received no read-only segment of the {kind} to attack: {out}");
         assert!(!out.contains("ALLOWED"), "B gained write access to the {kind}: {out}");
     }
+}
+
+/// `comesg __peer ARGS --socket S` as `who`, with its stdout piped.
+fn peer_as(
+    k: &KernelProc,
+    who: (u32, u32),
+    args: &[&str],
+) -> (std::process::Child, BufReader<std::process::ChildStdout>) {
+    let prefix = as_user(who);
+    let mut child = Command::new(&prefix[0])
+        .args(&prefix[1..])
+        .arg(util::exe())
+        .arg("__peer")
+        .args(args)
+        .arg("--socket")
+        .arg(&k.socket)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = BufReader::new(child.stdout.take().unwrap());
+    (child, out)
+}
+
+#[test]
+fn one_user_at_its_limits_does_not_stop_the_others() {
+    let Some([a, b]) = users() else { return };
+    let k = KernelProc::start_with_args(
+        "users-limits",
+        &["--shared", "--max-objects-per-user", "3", "--max-connections-per-user", "50"],
+    );
+    let home_a = format!("/user/{}", a.0);
+    for i in 0..3 {
+        let o = run_as(&k, a, &["create", &format!("{home_a}/o{i}"), "--kind", "channel"]);
+        assert!(o.status.success(), "{}", all(&o));
+    }
+    let o = run_as(&k, a, &["create", &format!("{home_a}/o3"), "--kind", "channel"]);
+    assert!(!o.status.success(), "a fourth object is refused");
+    assert!(all(&o).contains("already holds 3 objects, the most one user may"), "a clear error: {}", all(&o));
+
+    // A opens connections until refused, then floods the kernel with pings
+    // from eight of them.
+    let (mut flood, mut out) = peer_as(&k, a, &["connect-many", "--count", "500"]);
+    let line = |out: &mut BufReader<_>| {
+        let mut l = String::new();
+        out.read_line(&mut l).unwrap();
+        l.trim().to_string()
+    };
+    assert_eq!(line(&mut out), "connected 50");
+    let refused = line(&mut out);
+    assert!(refused.contains("already holds 50 connections"), "{refused}");
+    assert_eq!(line(&mut out), "ready");
+
+    // B, meanwhile, is served: it creates, sends, receives and lists.
+    let q = format!("/user/{}/q", b.0);
+    for args in [
+        vec!["create", q.as_str(), "--kind", "channel"],
+        vec!["send", q.as_str(), "served"],
+        vec!["recv", q.as_str(), "--count", "1", "--timeout", "10"],
+        vec!["ls", &format!("/user/{}", b.0)[..]],
+    ] {
+        let o = run_as(&k, b, &args);
+        assert!(o.status.success(), "B {args:?} while A floods: {}", all(&o));
+    }
+    let _ = flood.kill();
+    let _ = flood.wait();
+    // A's connections are gone with its process: it may connect again.
+    let o = run_as(&k, a, &["ls", &home_a]);
+    assert!(o.status.success(), "{}", all(&o));
 }

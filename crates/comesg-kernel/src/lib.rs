@@ -18,6 +18,7 @@ pub mod paths;
 mod server;
 pub mod state;
 
+pub use compartments::quota::UserLimits;
 pub use paths::default_socket_path;
 pub use server::{Kernel, KernelConfig, KernelHandle, StartError};
 pub use state::{Limits, State};

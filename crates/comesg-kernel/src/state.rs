@@ -17,6 +17,7 @@ use crate::compartments::events::Watches;
 use crate::compartments::ipc::{Body, ClientId, Object, ObjectId, Ports, Released};
 use crate::compartments::names::{Names, NodeKind};
 use crate::compartments::pipe::PipeObject;
+use crate::compartments::quota::{Quotas, UserLimits};
 use crate::compartments::service::ServiceObject;
 use crate::compartments::transfer::{Carried, InFlight, IN_FLIGHT};
 use crate::compartments::{allowed, Cred, Perm};
@@ -37,6 +38,8 @@ pub struct Limits {
     pub max_holders_per_channel: u32,
     /// Entries per listing page.
     pub list_page: usize,
+    /// What each user may hold at once.
+    pub per_user: UserLimits,
     /// Holders shown per entry in a listing.
     pub list_holders: usize,
 }
@@ -50,6 +53,7 @@ impl Default for Limits {
             max_holders_per_channel: 4096,
             list_page: 64,
             list_holders: 32,
+            per_user: UserLimits::default(),
         }
     }
 }
@@ -102,6 +106,7 @@ pub struct State {
     limits: Limits,
     in_flight: InFlight,
     watches: Watches,
+    quotas: Quotas,
 }
 
 impl State {
@@ -114,6 +119,7 @@ impl State {
             limits,
             in_flight: InFlight::default(),
             watches: Watches::default(),
+            quotas: Quotas::new(limits.per_user),
         }
     }
 
@@ -122,6 +128,7 @@ impl State {
         if self.clients.len() >= self.limits.max_clients {
             return Err(KernelError::Limit(format!("{} clients", self.limits.max_clients)));
         }
+        self.quotas.connect(cred.uid)?;
         self.clients.insert(id, Client { cred, greeted: false, handles: BTreeMap::new(), next_handle: 0 });
         self.names.ensure_home(cred.uid, cred.gid);
         Ok(())
@@ -133,6 +140,7 @@ impl State {
             return Departure::default();
         };
         self.watches.client_gone(id);
+        self.quotas.disconnect(client.cred.uid, client.handles.len());
         let mut d = Departure { handles: client.handles.len(), ..Departure::default() };
         let mut by_object: BTreeMap<ObjectId, Vec<HandleId>> = BTreeMap::new();
         for (handle, obj) in client.handles {
@@ -154,6 +162,7 @@ impl State {
     /// one still hold it).
     fn after_release(&mut self, obj: ObjectId, r: Released) {
         if r.destroyed.is_some() {
+            self.quotas.object_destroyed(obj);
             // A destroyed carrier's messages give back what they carried.
             for c in self.in_flight.take_all(obj) {
                 self.release(IN_FLIGHT, c.handle, c.obj);
@@ -167,10 +176,47 @@ impl State {
             if let Some(name) = self.ports.get(obj).and_then(|o| o.name.clone()) {
                 self.names.mark_dead(&name, obj);
             }
-            if self.ports.unname(obj) {
+            if self.unname(obj) {
                 self.watches.destroyed(obj);
             }
         }
+    }
+
+    /// Takes `obj`'s name away; an object nobody holds is destroyed then
+    /// (returns true), and its creator's quota gets its share back.
+    fn unname(&mut self, obj: ObjectId) -> bool {
+        let gone = self.ports.unname(obj);
+        if gone {
+            self.quotas.object_destroyed(obj);
+        }
+        gone
+    }
+
+    /// Whether the per-user accounting matches the tables it summarizes:
+    /// each user's connections and handles, and a creator for every live
+    /// object (and for nothing else). For tests and the fuzzer.
+    pub fn accounting_holds(&self) -> bool {
+        let mut want: HashMap<u32, (usize, usize, usize)> = HashMap::new();
+        for c in self.clients.values() {
+            let w = want.entry(c.cred.uid).or_default();
+            w.0 += 1;
+            w.1 += c.handles.len();
+        }
+        let mut counted = 0;
+        for obj in self.ports.ids() {
+            match self.quotas.owner(obj) {
+                Some(uid) => want.entry(uid).or_default().2 += 1,
+                None => return false,
+            }
+            counted += 1;
+        }
+        let have: usize = self.quotas.users().map(|(_, u)| u.objects).sum();
+        counted == have
+            && self.quotas.users().all(|(uid, u)| {
+                let w = want.get(&uid).copied().unwrap_or_default();
+                (u.connections, u.handles, u.objects) == w
+            })
+            && want.iter().all(|(uid, w)| *w == (0, 0, 0) || self.quotas.usage(*uid) != Default::default())
     }
 
     /// Whether no client is connected and no object exists.
@@ -332,6 +378,7 @@ impl State {
                 if self.ports.len() >= self.limits.max_objects {
                     return Err(KernelError::Limit(format!("{} objects", self.limits.max_objects)));
                 }
+                self.quotas.check_object(cred.uid, 0)?;
                 self.check_handle_limit(id)?;
                 let body = match spec {
                     PortSpec::Channel(ch) => {
@@ -353,7 +400,11 @@ impl State {
                     PortSpec::Pipe(p) => Body::Pipe(Box::new(PipeObject::create(&name, p)?)),
                     PortSpec::Carrier(c) => Body::Carrier(Box::new(CarrierObject::create(&name, c)?)),
                 };
+                // Its segments exist now: dropping `body` here frees them.
+                let memory = body.memory();
+                self.quotas.check_object(cred.uid, memory)?;
                 let obj = self.ports.insert(Object::new(name.clone(), cred.uid, cred.gid, mode, persistent, body));
+                self.quotas.object_created(cred.uid, obj, memory);
                 self.names.bind(name, obj, cred, mode);
                 // The creator gets the rights it asked for, whatever the mode
                 // (as open(2) with O_CREAT does).
@@ -362,7 +413,7 @@ impl State {
                     if let Some(n) = self.ports.get(obj).and_then(|o| o.name.clone()) {
                         self.names.mark_dead(&n, obj);
                     }
-                    self.ports.unname(obj);
+                    self.unname(obj);
                 }
                 out
             }
@@ -374,7 +425,7 @@ impl State {
             Some(c) if c.handles.len() >= self.limits.max_handles_per_client => {
                 Err(KernelError::Limit(format!("{} handles per connection", self.limits.max_handles_per_client)))
             }
-            Some(_) => Ok(()),
+            Some(c) => self.quotas.check_handle(c.cred.uid),
             None => Err(KernelError::Internal("unknown client".into())),
         }
     }
@@ -442,6 +493,7 @@ impl State {
         };
         if let Some(c) = self.clients.get_mut(&id) {
             c.handles.insert(handle, obj);
+            self.quotas.handle_granted(c.cred.uid);
         }
         Ok(Outcome { reply: Reply::Port(grant), fds, close: false })
     }
@@ -449,6 +501,8 @@ impl State {
     fn close(&mut self, id: ClientId, handle: HandleId) -> Result<Outcome, KernelError> {
         let client = self.clients.get_mut(&id).ok_or_else(|| KernelError::Internal("unknown client".into()))?;
         let obj = client.handles.remove(&handle).ok_or(KernelError::NoSuchHandle(handle))?;
+        let uid = client.cred.uid;
+        self.quotas.handle_closed(uid);
         self.release(id, handle, obj);
         Ok(Outcome::reply(Reply::Done))
     }
@@ -666,7 +720,7 @@ impl State {
     fn unlink(&mut self, cred: Cred, name: &Name) -> Result<Outcome, KernelError> {
         if let Some(obj) = self.names.unlink(name, cred)? {
             self.watches.emit(obj, EventKind::Unlinked);
-            if self.ports.unname(obj) {
+            if self.unname(obj) {
                 self.watches.destroyed(obj);
             }
         }
@@ -801,6 +855,42 @@ mod tests {
             Reply::Listing(l) => l.entries[0].kind,
             r => panic!("{r:?}"),
         }
+    }
+
+    #[test]
+    fn each_user_is_held_to_its_quota_and_others_go_on() {
+        let per_user = UserLimits { connections: 2, objects: 2, handles: 3, memory: 1 << 30 };
+        let mut s = State::new(0, 0, Limits { per_user, ..Limits::default() });
+        let a = greeted(&mut s, 1, ME);
+        let _a2 = greeted(&mut s, 2, ME);
+        assert!(matches!(s.connect(ClientId(3), ME), Err(KernelError::Limit(_))), "a third connection");
+        let b = greeted(&mut s, 4, OTHER);
+        let home = |c: Cred| format!("/user/{}", c.uid);
+        let h1 = handle_of(s.handle(a, create(&format!("{}/x", home(ME)), false)));
+        handle_of(s.handle(a, create(&format!("{}/y", home(ME)), true)));
+        let third = s.handle(a, create(&format!("{}/z", home(ME)), false));
+        assert!(matches!(third.reply, Reply::Error(KernelError::Limit(_))), "{:?}", third.reply);
+        assert!(third.fds.is_empty());
+        // The other user is not affected.
+        handle_of(s.handle(b, create(&format!("{}/x", home(OTHER)), false)));
+        assert!(s.accounting_holds());
+        // Closing the non-persistent one destroys it and gives its share back.
+        assert_eq!(s.handle(a, Request::Close { handle: h1 }).reply, Reply::Done);
+        handle_of(s.handle(a, create(&format!("{}/z", home(ME)), false)));
+        // Handles: two held; one more open is allowed, then none.
+        let open = |name: &str| Request::Open { name: n(name), rights: Rights::RECV };
+        handle_of(s.handle(a, open(&format!("{}/y", home(ME)))));
+        let over = s.handle(a, open(&format!("{}/y", home(ME))));
+        assert!(matches!(over.reply, Reply::Error(KernelError::Limit(_))), "{:?}", over.reply);
+        assert!(s.accounting_holds());
+        s.disconnect(a);
+        s.disconnect(b);
+        assert!(s.accounting_holds());
+        // The persistent object stays counted against its creator.
+        assert_eq!(s.quotas.usage(ME.uid).objects, 1);
+        assert_eq!(s.handle(_a2, Request::Unlink { name: n(&format!("{}/y", home(ME))) }).reply, Reply::Done);
+        assert_eq!(s.quotas.usage(ME.uid).objects, 0);
+        assert!(s.accounting_holds());
     }
 
     #[test]

@@ -45,7 +45,9 @@ mod watch;
 pub use bytemuck;
 pub use channel::{Channel, RecvSlot, SendLoan};
 pub use cocarrier::{Attachable, Building, CarrierMessage, Cocarrier, CocarrierOptions, Handle};
-pub use comesg_kernel::{default_socket_path, Kernel, KernelConfig, KernelHandle, StartError as KernelStartError};
+pub use comesg_kernel::{
+    default_socket_path, Kernel, KernelConfig, KernelHandle, Limits, StartError as KernelStartError, UserLimits,
+};
 pub use comesg_proto::{
     CarrierSpec, Entry, EntryKind, HandleId, Holder, KernelError, MutexSpec, Name, PipeSpec, PortKind, Rights,
     ServiceSpec,

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use comesg::{Kernel, KernelConfig};
+use comesg::{Kernel, KernelConfig, UserLimits};
 
 use super::Outcome;
 use crate::SocketArg;
@@ -24,6 +24,18 @@ pub struct Args {
     /// private namespace /user/UID). Run it as a dedicated user or root.
     #[arg(long)]
     shared: bool,
+    /// Most connections one user may have open at once.
+    #[arg(long, default_value_t = UserLimits::default().connections)]
+    max_connections_per_user: usize,
+    /// Most live objects one user may have created.
+    #[arg(long, default_value_t = UserLimits::default().objects)]
+    max_objects_per_user: usize,
+    /// Most handles one user may hold over all its connections.
+    #[arg(long, default_value_t = UserLimits::default().handles)]
+    max_handles_per_user: usize,
+    /// Most MiB of shared memory in the objects one user created.
+    #[arg(long, default_value_t = UserLimits::default().memory >> 20)]
+    max_memory_per_user_mib: u64,
 }
 
 pub fn run(a: Args) -> Outcome {
@@ -41,6 +53,12 @@ pub fn run(a: Args) -> Outcome {
     let mut config = KernelConfig::new(a.socket.path());
     config.idle_exit = a.idle_exit.filter(|s| *s > 0.0).map(Duration::from_secs_f64);
     config.shared = a.shared;
+    config.limits.per_user = UserLimits {
+        connections: a.max_connections_per_user,
+        objects: a.max_objects_per_user,
+        handles: a.max_handles_per_user,
+        memory: a.max_memory_per_user_mib.saturating_mul(1 << 20),
+    };
     match Kernel::bind(config) {
         Ok(k) => {
             k.run()?;

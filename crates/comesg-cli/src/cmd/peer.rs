@@ -65,6 +65,15 @@ enum Role {
         #[command(flatten)]
         socket: SocketArg,
     },
+    /// Open up to COUNT connections (stopping at the first refusal), print
+    /// "connected K" and "refused: ERROR|none", then "ready", then flood
+    /// the kernel with pings from eight threads until killed.
+    ConnectMany {
+        #[arg(long)]
+        count: usize,
+        #[command(flatten)]
+        socket: SocketArg,
+    },
     /// Claim a slot for sending (a zero-copy loan) and die holding it.
     HoldSendClaim {
         path: String,
@@ -402,6 +411,26 @@ pub fn run(a: Args) -> Outcome {
             }
             println!("wrote");
             Ok(ExitCode::SUCCESS)
+        }
+        Role::ConnectMany { count, socket } => {
+            let mut held = Vec::new();
+            let mut refused = None;
+            for _ in 0..count {
+                match comesg::Connection::connect(&socket.path()) {
+                    Ok(c) => held.push(c),
+                    Err(e) => {
+                        refused = Some(e.to_string());
+                        break;
+                    }
+                }
+            }
+            println!("connected {}", held.len());
+            println!("refused: {}", refused.as_deref().unwrap_or("none"));
+            ready();
+            let flooders: Vec<_> =
+                held.iter().take(8).cloned().map(|c| std::thread::spawn(move || while c.ping().is_ok() {})).collect();
+            drop(flooders);
+            park()
         }
         Role::Escalate { path, socket } => {
             let conn = socket.connect()?;

@@ -190,6 +190,12 @@ impl CarrierObject {
         self.spec
     }
 
+    /// Bytes of shared memory it holds (its segments' sizes; pages are
+    /// allocated on first touch, so this is what it may come to use).
+    pub fn memory(&self) -> u64 {
+        memfd::size(&self.arena_ro).unwrap_or(0)
+    }
+
     /// The carrier's bell.
     pub fn bell(&self) -> &Bell {
         &self.bell

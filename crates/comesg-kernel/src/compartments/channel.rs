@@ -126,6 +126,12 @@ impl ChannelObject {
         self.spec
     }
 
+    /// Bytes of shared memory it holds (its segments' sizes; pages are
+    /// allocated on first touch, so this is what it may come to use).
+    pub fn memory(&self) -> u64 {
+        memfd::size(&self.sender_rw).unwrap_or(0) + memfd::size(&self.receiver_rw).unwrap_or(0)
+    }
+
     /// The channel's bell (every holder gets it; pollers watch it).
     pub fn bell(&self) -> &Bell {
         &self.bell

@@ -42,6 +42,12 @@ impl MutexObject {
         self.spec
     }
 
+    /// Bytes of shared memory it holds (its segments' sizes; pages are
+    /// allocated on first touch, so this is what it may come to use).
+    pub fn memory(&self) -> u64 {
+        memfd::size(&self.fd).unwrap_or(0)
+    }
+
     /// Checks that a handle asks for what a comutex handle is: the right to
     /// lock, which is the right to read and write the guarded value.
     pub fn check_rights(rights: Rights) -> Result<(), KernelError> {

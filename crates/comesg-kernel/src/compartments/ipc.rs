@@ -60,6 +60,17 @@ impl Body {
             Body::Carrier(c) => c.bell(),
         }
     }
+
+    /// Bytes of shared memory the object holds.
+    pub fn memory(&self) -> u64 {
+        match self {
+            Body::Channel(ch) => ch.memory(),
+            Body::Mutex(m) => m.memory(),
+            Body::Service(s) => s.memory(),
+            Body::Pipe(p) => p.memory(),
+            Body::Carrier(c) => c.memory(),
+        }
+    }
 }
 
 /// A port object.
@@ -140,6 +151,11 @@ pub struct Ports {
 }
 
 impl Ports {
+    /// Every live object's id.
+    pub fn ids(&self) -> impl Iterator<Item = ObjectId> + '_ {
+        self.objects.keys().copied()
+    }
+
     /// Adds an object.
     pub fn insert(&mut self, obj: Object) -> ObjectId {
         self.next += 1;

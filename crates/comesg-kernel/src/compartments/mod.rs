@@ -22,6 +22,7 @@ pub mod events;
 pub mod ipc;
 pub mod names;
 pub mod pipe;
+pub mod quota;
 pub mod service;
 pub mod transfer;
 

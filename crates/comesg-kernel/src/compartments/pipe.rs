@@ -74,6 +74,12 @@ impl PipeObject {
         self.spec
     }
 
+    /// Bytes of shared memory it holds (its segments' sizes; pages are
+    /// allocated on first touch, so this is what it may come to use).
+    pub fn memory(&self) -> u64 {
+        memfd::size(&self.control).unwrap_or(0) + memfd::size(&self.data_rw).unwrap_or(0)
+    }
+
     /// The pipe's bell.
     pub fn bell(&self) -> &Bell {
         &self.bell

@@ -74,6 +74,18 @@ enum Role {
         #[command(flatten)]
         socket: SocketArg,
     },
+    /// Play a hostile holder: open the channel PATH with both rights and
+    /// write random words at random places of both its segments (indices,
+    /// slot stamps, holder records, data) for SECONDS, then print "done".
+    Scribble {
+        path: String,
+        #[arg(long)]
+        seconds: f64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        #[command(flatten)]
+        socket: SocketArg,
+    },
     /// Claim a slot for sending (a zero-copy loan) and die holding it.
     HoldSendClaim {
         path: String,
@@ -410,6 +422,42 @@ pub fn run(a: Args) -> Outcome {
                 w.store(0xdead_beef, std::sync::atomic::Ordering::Relaxed);
             }
             println!("wrote");
+            Ok(ExitCode::SUCCESS)
+        }
+        Role::Scribble { path, seconds, seed, socket } => {
+            let ch = socket.connect()?.open_channel(&path, Rights::ALL)?;
+            let (s, r) = ch.segments();
+            let segs = [s.words(), r.words()];
+            ready();
+            // xorshift64*: reproducible from the seed.
+            let mut x = seed.max(1);
+            let mut next = move || {
+                x ^= x >> 12;
+                x ^= x << 25;
+                x ^= x >> 27;
+                x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+            };
+            let end = std::time::Instant::now() + Duration::from_secs_f64(seconds);
+            let mut writes = 0u64;
+            while std::time::Instant::now() < end {
+                for _ in 0..1000 {
+                    let seg = segs[(next() & 1) as usize];
+                    let at = (next() % seg.len().max(1) as u64) as usize;
+                    // Small values and all-ones as well as noise: they hit
+                    // the edge cases of indices and counts.
+                    let v = match next() % 4 {
+                        0 => next() % 64,
+                        1 => u64::MAX,
+                        _ => next(),
+                    };
+                    if let Some(w) = seg.get(at) {
+                        w.store(v, std::sync::atomic::Ordering::Relaxed);
+                        writes += 1;
+                    }
+                }
+                std::thread::yield_now();
+            }
+            println!("done {writes}");
             Ok(ExitCode::SUCCESS)
         }
         Role::ConnectMany { count, socket } => {

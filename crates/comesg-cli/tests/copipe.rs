@@ -112,9 +112,24 @@ fn the_cli_creates_sends_and_receives_on_a_pipe() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
+    // A pipe's send waits for a receiver: send once the receiver holds it,
+    // so that a receiver that failed to start shows as such, not as a hang.
+    let pid = recv.id();
+    let mut recv = Some(recv);
+    let attached = |k: &KernelProc| {
+        k.connect().list("/it/p/cli").unwrap().pop().is_some_and(|e| e.holders.iter().any(|h| h.pid == pid))
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !attached(&k) {
+        if std::time::Instant::now() > deadline {
+            let out = util::wait_output(recv.take().unwrap(), Duration::from_secs(5));
+            panic!("the receiver never held the pipe: {out:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let sent = k.cli(&["send", "/it/p/cli", "one", "two"]);
     assert!(sent.status.success(), "{sent:?}");
-    let got = util::wait_output(recv, Duration::from_secs(60));
+    let got = util::wait_output(recv.take().unwrap(), Duration::from_secs(60));
     assert_eq!(text(&got), "one\ntwo\n");
     assert!(text(&k.cli(&["ls", "/it/p"])).contains("pipe"));
 }

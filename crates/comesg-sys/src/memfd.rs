@@ -4,8 +4,11 @@
 //! A segment is created by the microkernel, sized, then sealed against
 //! growing and shrinking (so no holder can truncate it under another's
 //! mapping and cause `SIGBUS`), and its mode is set to owner-read-only so that
-//! a read-only fd cannot be reopened writable through `/proc/self/fd` by an
-//! unprivileged process. The kernel keeps the one writable open file
+//! a read-only fd cannot be reopened writable through `/proc/self/fd` by a
+//! process of another user (without `CAP_DAC_OVERRIDE`). A process of the
+//! microkernel's own user owns the file and could `fchmod` it first: between
+//! processes of one user, rights guard against mistakes, not attacks
+//! (DESIGN §7); a `--shared` kernel run as its own user separates users. The kernel keeps the one writable open file
 //! description and hands out duplicates of it (writers) or read-only reopens
 //! (readers).
 //!
@@ -83,12 +86,19 @@ pub fn reopen_read_only(fd: impl AsFd) -> io::Result<OwnedFd> {
 
 /// Opens a new read-write file description of the file behind `fd`
 /// through `/proc/self/fd`: what an attacker holding a read-only fd tries.
-/// [`create_segment`]'s mode 0400 makes it fail for any process without
-/// `CAP_DAC_OVERRIDE`.
+/// [`create_segment`]'s mode 0400 makes it fail for a process of another
+/// user without `CAP_DAC_OVERRIDE`.
 pub fn reopen_read_write(fd: impl AsFd) -> io::Result<OwnedFd> {
     use rustix::fd::AsRawFd;
     let path = format!("/proc/self/fd/{}", fd.as_fd().as_raw_fd());
     Ok(fs::open(path.as_str(), OFlags::RDWR | OFlags::CLOEXEC, Mode::empty())?)
+}
+
+/// Makes the file behind `fd` owner-writable again (`fchmod` works through
+/// a read-only fd, for the file's owner): the attacker's step before
+/// [`reopen_read_write`]. Fails for any user but the owner (and root).
+pub fn chmod_writable(fd: impl AsFd) -> io::Result<()> {
+    Ok(fs::fchmod(fd, Mode::RUSR | Mode::WUSR)?)
 }
 
 /// Size in bytes of the file behind `fd`.

@@ -497,9 +497,12 @@ pub fn run(a: Args) -> Outcome {
                     Err(e) => format!("denied ({e})"),
                 };
                 let reopen = verdict(comesg_sys::memfd::reopen_read_write(fd).map(drop));
+                let chmod = verdict(comesg_sys::memfd::chmod_writable(fd));
                 let map = verdict(Mapping::map(fd, len, Access::ReadWrite).map(drop));
                 let protect = verdict(Mapping::map(fd, len, Access::ReadOnly).and_then(|m| m.try_make_writable()));
-                println!("fd {i} read-only, {len} bytes: reopen rw {reopen}; map rw {map}; mprotect rw {protect}");
+                println!(
+                    "fd {i} read-only, {len} bytes: reopen rw {reopen}; chmod {chmod}; map rw {map}; mprotect rw {protect}"
+                );
             }
             println!("done");
             Ok(ExitCode::SUCCESS)

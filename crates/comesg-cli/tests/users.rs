@@ -144,12 +144,18 @@ fn a_read_only_fd_cannot_be_turned_into_write_access() {
     }
 }
 
+/// A process killed (and reaped) when dropped, even if the test fails.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// `comesg __peer ARGS --socket S` as `who`, with its stdout piped.
-fn peer_as(
-    k: &KernelProc,
-    who: (u32, u32),
-    args: &[&str],
-) -> (std::process::Child, BufReader<std::process::ChildStdout>) {
+fn peer_as(k: &KernelProc, who: (u32, u32), args: &[&str]) -> (Killed, BufReader<std::process::ChildStdout>) {
     let prefix = as_user(who);
     let mut child = Command::new(&prefix[0])
         .args(&prefix[1..])
@@ -163,7 +169,7 @@ fn peer_as(
         .spawn()
         .unwrap();
     let out = BufReader::new(child.stdout.take().unwrap());
-    (child, out)
+    (Killed(child), out)
 }
 
 #[test]
@@ -184,7 +190,7 @@ fn one_user_at_its_limits_does_not_stop_the_others() {
 
     // A opens connections until refused, then floods the kernel with pings
     // from eight of them.
-    let (mut flood, mut out) = peer_as(&k, a, &["connect-many", "--count", "500"]);
+    let (flood, mut out) = peer_as(&k, a, &["connect-many", "--count", "500"]);
     let line = |out: &mut BufReader<_>| {
         let mut l = String::new();
         out.read_line(&mut l).unwrap();
@@ -206,8 +212,7 @@ fn one_user_at_its_limits_does_not_stop_the_others() {
         let o = run_as(&k, b, &args);
         assert!(o.status.success(), "B {args:?} while A floods: {}", all(&o));
     }
-    let _ = flood.kill();
-    let _ = flood.wait();
+    drop(flood);
     // A's connections are gone with its process: it may connect again.
     let o = run_as(&k, a, &["ls", &home_a]);
     assert!(o.status.success(), "{}", all(&o));

@@ -86,7 +86,14 @@ pub struct Kernel {
     conns: HashMap<ClientId, Conn>,
     next_client: u64,
     buf: Vec<u8>,
+    /// Accepting is paused until then (out of fds): the listener is out of
+    /// the epoll set meanwhile, or its pending connections would wake the
+    /// loop for ever.
+    accept_paused: Option<Instant>,
 }
+
+/// How long accepting pauses after `accept` failed (out of fds, most likely).
+const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 
 impl std::fmt::Debug for Kernel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -135,6 +142,7 @@ impl Kernel {
             conns: HashMap::new(),
             next_client: 0,
             buf: vec![0; MAX_FRAME],
+            accept_paused: None,
         })
     }
 
@@ -169,9 +177,22 @@ impl Kernel {
                     None
                 }
             };
+            let timeout = match self.accept_paused {
+                Some(until) => {
+                    let left = until.saturating_duration_since(Instant::now());
+                    Some(timeout.map_or(left, |t| t.min(left)))
+                }
+                None => timeout,
+            };
             ready.clear();
             if let Err(e) = self.poller.wait(&mut ready, timeout) {
                 break Err(e);
+            }
+            if self.accept_paused.is_some_and(|until| Instant::now() >= until)
+                && self.poller.add(self.listener.as_fd(), LISTENER).is_ok()
+            {
+                self.accept_paused = None;
+                self.accept();
             }
             if ready.iter().any(|r| r.token == WAKER) {
                 tracing::info!("stopped");
@@ -258,8 +279,11 @@ impl Kernel {
                 Ok(Some(fd)) => fd,
                 Ok(None) => return,
                 Err(e) => {
-                    // Out of fds, most likely: let the backlog wait.
-                    tracing::warn!("accept: {e}");
+                    // Out of fds, most likely: let the backlog wait, without
+                    // the listener waking the loop meanwhile.
+                    tracing::warn!("accept: {e}; pausing new connections for {ACCEPT_PAUSE:?}");
+                    self.poller.remove(self.listener.as_fd());
+                    self.accept_paused = Some(Instant::now() + ACCEPT_PAUSE);
                     return;
                 }
             };

@@ -192,8 +192,18 @@ impl CarrierObject {
 
     /// Bytes of shared memory it holds (its segments' sizes; pages are
     /// allocated on first touch, so this is what it may come to use).
+    ///
+    /// Counts the arena, and the delivery and release rings of every
+    /// receiver the carrier may have (`spec.receivers`), made or not yet:
+    /// charged to the creator, who chose both.
     pub fn memory(&self) -> u64 {
-        memfd::size(&self.arena_ro).unwrap_or(0)
+        let release_slots = self.spec.queue.saturating_mul(2).clamp(16, 1 << 20);
+        let ring = |slot_size: usize, slots: u32| {
+            let g = Geometry { slot_size: slot_size as u32, slots, max_holders: 2 };
+            (g.sender_segment_len() + g.receiver_segment_len()) as u64
+        };
+        let per_receiver = ring(DESCRIPTOR, self.spec.queue) + ring(RELEASE, release_slots);
+        memfd::size(&self.arena_ro).unwrap_or(0) + u64::from(self.spec.receivers) * per_receiver
     }
 
     /// The carrier's bell.

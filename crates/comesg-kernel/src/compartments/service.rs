@@ -78,10 +78,10 @@ impl ServiceObject {
         self.spec
     }
 
-    /// Bytes of shared memory it holds (its shared header's size; each caller's call segment comes on top; pages are
+    /// Bytes of shared memory it holds (its header and request channel; each caller's call segment comes on top; pages are
     /// allocated on first touch, so this is what it may come to use).
     pub fn memory(&self) -> u64 {
-        memfd::size(&self.header_rw).unwrap_or(0)
+        memfd::size(&self.header_rw).unwrap_or(0) + self.requests.memory()
     }
 
     /// The service's bell: its request channel's.

@@ -4,7 +4,7 @@
 //! entries are a range of keys. A node is a namespace, a live object, or a
 //! dead name (its object was destroyed; creating it again succeeds).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use comesg_proto::{KernelError, Name};
 
@@ -50,7 +50,17 @@ pub const HOME_MODE: u32 = 0o700;
 #[derive(Debug)]
 pub struct Names {
     nodes: BTreeMap<Name, Node>,
+    /// Per owner, its names in the order they died (some since revived or
+    /// unlinked): the oldest dead names are forgotten past
+    /// [`DEAD_NAMES_PER_USER`].
+    deaths: HashMap<u32, VecDeque<Name>>,
 }
+
+/// Dead names kept per owner. A dead name tells a client that the object
+/// it looks for existed and is gone (a provider to wait for, say); past
+/// this many, the oldest are removed, so that a program creating names
+/// that are each used once does not grow the kernel for ever.
+pub const DEAD_NAMES_PER_USER: usize = 1024;
 
 fn denied(name: &Name, perm: Perm) -> KernelError {
     KernelError::PermissionDenied { name: name.clone(), need: perm.describe().into() }
@@ -61,7 +71,7 @@ impl Names {
     pub fn new(uid: u32, gid: u32, mode: u32) -> Names {
         let mut nodes = BTreeMap::new();
         nodes.insert(Name::root(), Node { kind: NodeKind::Namespace, uid, gid, mode });
-        Names { nodes }
+        Names { nodes, deaths: HashMap::new() }
     }
 
     /// Makes sure user `uid` has its private namespace `/user/UID` (owned by
@@ -182,9 +192,20 @@ impl Names {
 
     /// Turns the name of a destroyed object into a dead name.
     pub fn mark_dead(&mut self, name: &Name, id: ObjectId) {
-        if let Some(n) = self.nodes.get_mut(name) {
-            if n.kind == NodeKind::Object(id) {
-                n.kind = NodeKind::Dead;
+        let Some(n) = self.nodes.get_mut(name) else { return };
+        if n.kind != NodeKind::Object(id) {
+            return;
+        }
+        n.kind = NodeKind::Dead;
+        let deaths = self.deaths.entry(n.uid).or_default();
+        deaths.push_back(name.clone());
+        while deaths.len() > DEAD_NAMES_PER_USER {
+            // An entry may be stale (revived or unlinked since): only a name
+            // still dead is removed.
+            if let Some(old) = deaths.pop_front() {
+                if self.nodes.get(&old).is_some_and(|n| n.kind == NodeKind::Dead) {
+                    self.nodes.remove(&old);
+                }
             }
         }
     }
@@ -294,6 +315,34 @@ mod tests {
         assert_eq!(t.unlink(&n("/private"), ME), Err(KernelError::NotEmpty(n("/private"))));
         assert_eq!(t.unlink(&n("/private/x"), ME), Ok(Some(ObjectId(1))));
         assert_eq!(t.unlink(&n("/private"), ME), Ok(None));
+    }
+
+    #[test]
+    fn only_the_latest_dead_names_are_kept_per_user() {
+        let mut t = Names::new(0, 0, 0o777);
+        let total = DEAD_NAMES_PER_USER + 10;
+        let die = |t: &mut Names, name: &str, who: Cred, id: u64| {
+            let name = n(name);
+            t.prepare_create(&name, who).unwrap();
+            t.bind(name.clone(), ObjectId(id), who, 0o600);
+            t.mark_dead(&name, ObjectId(id));
+        };
+        for i in 0..total {
+            die(&mut t, &format!("/d{i}"), ME, i as u64);
+        }
+        assert!(t.get(&n("/d0")).is_none() && t.get(&n("/d9")).is_none(), "the oldest are forgotten");
+        assert_eq!(t.get(&n("/d10")).map(|x| x.kind), Some(NodeKind::Dead));
+        assert_eq!(t.get(&n(&format!("/d{}", total - 1))).map(|x| x.kind), Some(NodeKind::Dead));
+        // A name revived since it died is not removed by its old entry.
+        let again = n("/d10");
+        t.bind(again.clone(), ObjectId(9999), ME, 0o600);
+        for i in 0..20u64 {
+            die(&mut t, &format!("/e{i}"), OTHER, 100_000 + i);
+            die(&mut t, &format!("/f{i}"), ME, 200_000 + i);
+        }
+        assert_eq!(t.get(&again).map(|x| x.kind), Some(NodeKind::Object(ObjectId(9999))));
+        // Another user's dead names count on their own.
+        assert_eq!(t.get(&n("/e0")).map(|x| x.kind), Some(NodeKind::Dead));
     }
 
     #[test]

@@ -237,3 +237,15 @@ fn service_worker_pool() {
     let lines = provider.finish(Duration::from_secs(60));
     assert!(lines.len() == 1 && lines[0].starts_with("served 40 calls on "), "{lines:?}");
 }
+
+#[test]
+fn shared_pose() {
+    let (_k, socket) = kernel("shared");
+    let mut reader = Proc::start(env!("CARGO_BIN_EXE_pose-reader"), &socket);
+    assert_eq!(reader.first_line(), "reader ready");
+    let writer = Proc::start(env!("CARGO_BIN_EXE_pose-writer"), &socket);
+    assert_eq!(writer.finish(Duration::from_secs(60)), vec!["published 100 poses"]);
+    let lines = reader.finish(Duration::from_secs(60));
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].starts_with("saw pose 100; 0 torn of "), "{lines:?}");
+}

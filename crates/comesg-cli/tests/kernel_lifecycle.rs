@@ -123,3 +123,45 @@ fn ports_already_open_keep_working_after_the_kernel_dies() {
     let lines = out.join().unwrap();
     assert_eq!(lines.last().map(String::as_str), Some("done 100"), "{lines:?}");
 }
+
+#[test]
+fn the_process_connection_finds_a_restarted_kernel_and_old_handles_say_so() {
+    let mut k = util::KernelProc::start("shared-restart");
+    let conn = comesg::Connection::shared_at(&k.socket).unwrap();
+    assert!(conn.same_as(&comesg::Connection::shared_at(&k.socket).unwrap()), "one cached connection per process");
+    let opts = comesg::ChannelOptions { slot_size: 64, slots: 8, ..Default::default() };
+    let old = conn.create_channel("/it/restart/q", opts).unwrap();
+
+    k.restart();
+
+    // What needs the kernel fails clearly on the old handle and connection...
+    assert!(matches!(old.stats(), Err(comesg::Error::KernelGone)), "{:?}", old.stats());
+    assert!(!conn.is_live());
+    // ...its data path still works...
+    old.send(b"still here").unwrap();
+    let mut buf = [0u8; 64];
+    let n = old.recv(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"still here");
+    // ...and the next call through the process's connection reaches the
+    // new kernel, which knows nothing of the old names.
+    let again = comesg::Connection::shared_at(&k.socket).unwrap();
+    assert!(!again.same_as(&conn) && again.is_live());
+    again.ping().unwrap();
+    let new = again.create_channel("/it/restart/q", opts).unwrap();
+    new.send(b"new kernel").unwrap();
+    let n = new.recv(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"new kernel");
+}
+
+#[test]
+fn a_forked_child_gets_its_own_connection() {
+    let k = util::KernelProc::start("fork");
+    let mut p = k.peer(&["fork-check"]);
+    let lines = p.collect();
+    assert!(p.wait(Duration::from_secs(30)).success());
+    let lines = lines.join().unwrap();
+    assert!(lines.iter().any(|l| l.starts_with("child, inherited connection: refused")), "{lines:?}");
+    assert!(lines.contains(&"child, own connection: works".to_string()), "{lines:?}");
+    assert!(lines.contains(&"child exit 0".to_string()), "{lines:?}");
+    assert!(lines.contains(&"parent ok, same connection: true".to_string()), "{lines:?}");
+}

@@ -99,3 +99,31 @@ pub fn set_not_dumpable() -> io::Result<()> {
         Err(io::Error::last_os_error())
     }
 }
+
+/// Runs `child` in a forked copy of this process and returns its exit
+/// code (or 128 + the signal that ended it). For tests of what a forked
+/// child inherits; call it only from a single-threaded process, since the
+/// child runs arbitrary code (allocation, sockets) after `fork`.
+pub fn in_forked_child(child: impl FnOnce() -> i32) -> io::Result<i32> {
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    // SAFETY: the caller promises a single-threaded process, so no lock is
+    // held by another thread across the fork; the child leaves with
+    // `_exit`, never returning into the parent's stack.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if pid == 0 {
+        let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(child)).unwrap_or(101);
+        let _ = std::io::stdout().flush();
+        // SAFETY: ends the child at once, skipping the parent's atexit work.
+        unsafe { libc::_exit(code) };
+    }
+    let mut status = 0;
+    // SAFETY: waits for the child just made; `status` is a valid out-pointer.
+    if unsafe { libc::waitpid(pid, &mut status, 0) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(if libc::WIFEXITED(status) { libc::WEXITSTATUS(status) } else { 128 + libc::WTERMSIG(status) })
+}

@@ -32,7 +32,14 @@ struct Inner {
     owner_pid: u32,
     socket: PathBuf,
     services: Mutex<std::collections::HashMap<String, std::sync::Weak<ServiceClient>>>,
+    /// The kernel closed this connection (it exited or was killed): set by
+    /// the first request that found out.
+    gone: std::sync::atomic::AtomicBool,
 }
+
+/// Each process's cached connections, by socket path: see
+/// [`Connection::shared`].
+static SHARED: Mutex<Option<std::collections::HashMap<PathBuf, Connection>>> = Mutex::new(None);
 
 /// A connection to the comesg microkernel. Cheap to clone (shared); every
 /// handle opened through it keeps it alive.
@@ -137,6 +144,7 @@ impl Connection {
                 owner_pid: comesg_sys::process::pid(),
                 socket: socket.to_owned(),
                 services: Mutex::new(std::collections::HashMap::new()),
+                gone: std::sync::atomic::AtomicBool::new(false),
             }),
         };
         let client = std::env::args().next().unwrap_or_default();
@@ -149,6 +157,48 @@ impl Connection {
             }
             (other, _) => Err(Error::Protocol(format!("expected Welcome, got {other:?}"))),
         }
+    }
+
+    /// This process's connection to the kernel at the default socket (see
+    /// [`Connection::shared_at`]).
+    pub fn shared() -> Result<Connection, Error> {
+        Connection::shared_at(&comesg_kernel::default_socket_path())
+    }
+
+    /// This process's connection to the kernel at `socket`: made on first
+    /// use and cached, so every part of a program shares one; made again,
+    /// transparently, when the cached one cannot serve any more:
+    /// - after `fork`: the child never talks over its parent's connection
+    ///   (the kernel knows a connection by the process that made it);
+    /// - after the kernel died: the next call reaches the kernel that runs
+    ///   there now (a restarted one).
+    ///
+    /// Handles opened through the old connection keep their data path (a
+    /// channel still moves messages while its peers live), but what needs
+    /// the kernel fails on them with [`Error::KernelGone`]: open them again
+    /// through the new connection. [`Connection::is_live`] tells which.
+    ///
+    /// ```no_run
+    /// let conn = comesg::Connection::shared()?;
+    /// let ch = conn.open_channel("/app/q", comesg::Rights::SEND)?;
+    /// # Ok::<(), comesg::Error>(())
+    /// ```
+    pub fn shared_at(socket: &Path) -> Result<Connection, Error> {
+        let mut all = SHARED.lock().unwrap_or_else(|p| p.into_inner());
+        let all = all.get_or_insert_with(Default::default);
+        if let Some(c) = all.get(socket).filter(|c| c.is_live()) {
+            return Ok(c.clone());
+        }
+        let c = Connection::connect(socket)?;
+        all.insert(socket.to_owned(), c.clone());
+        Ok(c)
+    }
+
+    /// Whether this connection can still serve requests: made by this
+    /// process (not inherited through `fork`), and its kernel has not been
+    /// found gone.
+    pub fn is_live(&self) -> bool {
+        comesg_sys::process::pid() == self.inner.owner_pid && !self.inner.gone.load(Ordering::Relaxed)
     }
 
     /// Connects to the kernel at `socket`, starting one in the background
@@ -227,6 +277,9 @@ impl Connection {
             seqpacket::set_timeouts(fd.as_fd(), None).map_err(gone)?;
         }
         let r = Self::exchange(&self.inner, &fd, id, &bytes, send_fds);
+        if matches!(r, Err(Error::KernelGone)) {
+            self.inner.gone.store(true, Ordering::Relaxed);
+        }
         if !timeout {
             let _ = seqpacket::set_timeouts(fd.as_fd(), Some(REPLY_TIMEOUT));
         }

@@ -86,6 +86,13 @@ enum Role {
         #[command(flatten)]
         socket: SocketArg,
     },
+    /// Fork after using the process's shared connection; the child must
+    /// get a connection of its own and never talk over the parent's. Prints
+    /// one line per check, then "child exit CODE" and "parent ok".
+    ForkCheck {
+        #[command(flatten)]
+        socket: SocketArg,
+    },
     /// Claim a slot for sending (a zero-copy loan) and die holding it.
     HoldSendClaim {
         path: String,
@@ -458,6 +465,37 @@ pub fn run(a: Args) -> Outcome {
                 std::thread::yield_now();
             }
             println!("done {writes}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Role::ForkCheck { socket } => {
+            let path = socket.path();
+            let conn = comesg::Connection::shared_at(&path)?;
+            conn.ping()?;
+            ready();
+            let code = comesg_sys::process::in_forked_child(|| {
+                // The inherited connection refuses to talk for the child...
+                let inherited = match conn.ping() {
+                    Err(e) => format!("refused ({e})"),
+                    Ok(()) => "ANSWERED".into(),
+                };
+                println!("child, inherited connection: {inherited}");
+                // ...and the process's connection is a new one of its own.
+                let ok = match comesg::Connection::shared_at(&path) {
+                    Ok(c) if !c.same_as(&conn) => c.ping().is_ok(),
+                    _ => false,
+                };
+                println!("child, own connection: {}", if ok { "works" } else { "FAILED" });
+                if ok && !conn.is_live() {
+                    0
+                } else {
+                    1
+                }
+            })?;
+            println!("child exit {code}");
+            // The parent's connection is undisturbed.
+            conn.ping()?;
+            let same = comesg::Connection::shared_at(&path)?.same_as(&conn);
+            println!("parent ok, same connection: {same}");
             Ok(ExitCode::SUCCESS)
         }
         Role::ConnectMany { count, socket } => {

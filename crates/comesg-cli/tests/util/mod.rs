@@ -64,6 +64,19 @@ impl KernelProc {
         k
     }
 
+    /// Kills the kernel and starts a new one on the same socket.
+    pub fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = Command::new(exe())
+            .args(["kernel", "--log", "warn", "--socket"])
+            .arg(&self.socket)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("restart kernel");
+        self.wait_ready();
+    }
+
     fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(10);
         while comesg::Connection::connect(&self.socket).is_err() {

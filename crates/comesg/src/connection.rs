@@ -293,11 +293,17 @@ impl Connection {
         bytes: &[u8],
         send_fds: &[comesg_sys::BorrowedFd<'_>],
     ) -> Result<(Reply, Vec<OwnedFd>), Error> {
-        seqpacket::send(fd.as_fd(), bytes, send_fds).map_err(gone)?;
-        comesg_shm::fault::point("control.request.sent");
         let mut buf = vec![0u8; MAX_FRAME];
+        if let Err(e) = seqpacket::send(fd.as_fd(), bytes, send_fds) {
+            return Err(parting(fd, &mut buf, gone(e)));
+        }
+        comesg_shm::fault::point("control.request.sent");
         loop {
-            let rec = seqpacket::recv(fd.as_fd(), &mut buf).map_err(gone)?.ok_or(Error::KernelGone)?;
+            let rec = match seqpacket::recv(fd.as_fd(), &mut buf) {
+                Ok(Some(rec)) => rec,
+                Ok(None) => return Err(parting(fd, &mut buf, Error::KernelGone)),
+                Err(e) => return Err(parting(fd, &mut buf, gone(e))),
+            };
             if rec.truncated {
                 return Err(Error::Protocol("reply larger than a frame".into()));
             }
@@ -527,6 +533,28 @@ impl Connection {
             (other, _) => Err(Error::Protocol(format!("expected Pong, got {other:?}"))),
         }
     }
+}
+
+/// A kernel that refuses a connection (a limit) says why, then closes it;
+/// the closing may reach us first (a failed send, a reset), with the reason
+/// still waiting to be read: return that reason rather than `e`.
+fn parting(fd: &OwnedFd, buf: &mut [u8], e: Error) -> Error {
+    if !matches!(e, Error::KernelGone) {
+        return e;
+    }
+    // A reset is reported once, before the queued frames.
+    for _ in 0..2 {
+        match seqpacket::recv(fd.as_fd(), buf) {
+            Ok(Some(rec)) => {
+                if let Ok(ReplyFrame { id: 0, reply: Reply::Error(k) }) = decode_reply(&buf[..rec.len]) {
+                    return Error::Kernel(k);
+                }
+            }
+            Ok(None) => break,
+            Err(_) => {}
+        }
+    }
+    e
 }
 
 fn gone(e: std::io::Error) -> Error {

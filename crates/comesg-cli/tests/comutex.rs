@@ -136,3 +136,44 @@ fn uncontended_lock_and_unlock_make_no_system_call() {
     // 200,000 more lock/unlock pairs; startup varies by a few calls.
     assert!(many < few + 50, "{few} calls for 10 pairs, {many} for 200,010");
 }
+
+/// Library state tied to a thread is released when the thread ends: a
+/// thread that unwinds while holding a comutex unlocks it on the way out; a
+/// thread that ends while the lock is still held (its guard leaked) is
+/// reported dead to the next locker, as a dead process is.
+#[test]
+fn a_thread_that_ends_holding_the_lock_releases_or_reports_it() {
+    let k = KernelProc::start("mutex-thread");
+    let conn = k.connect();
+    let m = conn.create_comutex("/it/mx/thread", ComutexOptions::default()).unwrap();
+
+    let unwound = std::thread::spawn({
+        let conn = conn.clone();
+        move || {
+            let m = conn.open_comutex("/it/mx/thread").unwrap();
+            let _g = m.lock().unwrap();
+            panic!("unwinding with the lock held");
+        }
+    })
+    .join();
+    assert!(unwound.is_err());
+    drop(m.lock_timeout(Duration::from_secs(5)).expect("the unwinding thread unlocked"));
+
+    std::thread::spawn({
+        let conn = conn.clone();
+        move || {
+            let m = conn.open_comutex("/it/mx/thread").unwrap();
+            std::mem::forget(m.lock().unwrap());
+            // The handle goes too; the lock stays held by this thread.
+            std::mem::forget(m);
+        }
+    })
+    .join()
+    .unwrap();
+    match m.lock_timeout(Duration::from_secs(5)) {
+        Err(LockError::OwnerDied(g)) => g.mark_consistent().unwrap(),
+        Ok(_) => panic!("the lock of an ended thread was free without a report"),
+        Err(e) => panic!("{}", e.map(|_| ())),
+    }
+    drop(m.lock_timeout(Duration::from_secs(5)).expect("usable again after mark_consistent"));
+}

@@ -4,7 +4,8 @@
 use std::ffi::{c_char, c_void, CStr};
 use std::time::Duration;
 
-use crate::error::{null, Failure};
+use crate::error::{guard, null, Failure};
+use crate::{comesg_conn, COMESG_EXCLUSIVE, COMESG_PERSISTENT};
 
 /// How long a call may wait.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,4 +126,35 @@ pub unsafe fn free<T>(p: *mut T) {
 /// A length as the `int64_t` the C API returns.
 pub fn len(n: usize) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// A `flags` argument of a create: (exclusive, persistent).
+pub fn flags(f: u32) -> Result<(bool, bool), Failure> {
+    if f & !(COMESG_EXCLUSIVE | COMESG_PERSISTENT) != 0 {
+        return Err(Failure::new(libc::EINVAL, format!("unknown flags {f:#x}")));
+    }
+    Ok((f & COMESG_EXCLUSIVE != 0, f & COMESG_PERSISTENT != 0))
+}
+
+/// Opens `path` through `conn` and stores the port made by `make`.
+///
+/// # Safety
+/// As for the `_create` and `_open` functions.
+pub unsafe fn open_with<T>(
+    conn: *const comesg_conn,
+    path: *const c_char,
+    dst: *mut *mut T,
+    make: impl FnOnce(&comesg::Connection, &str) -> Result<T, Failure>,
+) -> i32 {
+    guard(
+        |e| e,
+        || {
+            check_out(dst)?;
+            // SAFETY: the caller's contract.
+            let (c, p) = unsafe { (obj(conn, "conn")?, str_arg(path, "path")?) };
+            let t = make(&c.conn, p)?;
+            // SAFETY: the caller's contract.
+            unsafe { out(dst, t) }
+        },
+    )
 }

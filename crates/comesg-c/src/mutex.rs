@@ -6,9 +6,9 @@ use std::ffi::c_char;
 
 use comesg::{Comutex, ComutexGuard, ComutexOptions, LockError};
 
-use crate::args::{self, obj, obj_mut, out, str_arg, wait, Wait};
+use crate::args::{self, obj_mut, wait, Wait};
+use crate::comesg_conn;
 use crate::error::{guard, Failure};
-use crate::{comesg_conn, COMESG_EXCLUSIVE, COMESG_PERSISTENT};
 
 /// A comutex handle. It belongs to one thread at a time: give each thread
 /// its own handle, and unlock and close it from the thread that locked it.
@@ -52,25 +52,14 @@ pub unsafe extern "C" fn comesg_mutex_create(
     flags: u32,
     out: *mut *mut comesg_mutex,
 ) -> i32 {
-    guard(
-        |e| e,
-        || {
-            args::check_out(out)?;
-            // SAFETY: the caller's contract.
-            let (c, p) = unsafe { (obj(conn, "conn")?, str_arg(path, "path")?) };
-            if flags & !(COMESG_EXCLUSIVE | COMESG_PERSISTENT) != 0 {
-                return Err(Failure::new(libc::EINVAL, format!("unknown flags {flags:#x}")));
-            }
-            let opts = ComutexOptions {
-                mode,
-                exclusive: flags & COMESG_EXCLUSIVE != 0,
-                persistent: flags & COMESG_PERSISTENT != 0,
-            };
-            let m = c.conn.create_comutex(p, opts)?;
-            // SAFETY: the caller's contract.
-            unsafe { self::out(out, comesg_mutex::new(m)) }
-        },
-    )
+    // SAFETY: forwarded contract.
+    unsafe {
+        args::open_with(conn, path, out, |c, p| {
+            let (exclusive, persistent) = args::flags(flags)?;
+            let opts = ComutexOptions { mode, exclusive, persistent };
+            Ok(comesg_mutex::new(c.create_comutex(p, opts)?))
+        })
+    }
 }
 
 /// Opens the comutex `path`.
@@ -83,17 +72,8 @@ pub unsafe extern "C" fn comesg_mutex_open(
     path: *const c_char,
     out: *mut *mut comesg_mutex,
 ) -> i32 {
-    guard(
-        |e| e,
-        || {
-            args::check_out(out)?;
-            // SAFETY: the caller's contract.
-            let (c, p) = unsafe { (obj(conn, "conn")?, str_arg(path, "path")?) };
-            let m = c.conn.open_comutex(p)?;
-            // SAFETY: the caller's contract.
-            unsafe { self::out(out, comesg_mutex::new(m)) }
-        },
-    )
+    // SAFETY: forwarded contract.
+    unsafe { args::open_with(conn, path, out, |c, p| Ok(comesg_mutex::new(c.open_comutex(p)?))) }
 }
 
 /// Locks, waiting up to `timeout_ms`. Returns 0 when locked; `-EOWNERDEAD`

@@ -7,9 +7,9 @@ use comesg::{
     Channel, ChannelOptions, Cocarrier, CocarrierOptions, Copipe, CopipeOptions, RecvError, Rights, SendError,
 };
 
-use crate::args::{self, bytes, bytes_mut, obj, out, str_arg, wait, Wait};
+use crate::args::{self, bytes, bytes_mut, obj, wait, Wait};
+use crate::comesg_conn;
 use crate::error::{guard, Failure};
-use crate::{comesg_conn, COMESG_EXCLUSIVE, COMESG_PERSISTENT};
 
 /// What the C API needs of a port.
 trait Port {
@@ -114,36 +114,6 @@ fn rights(bits: u32) -> Result<Rights, Failure> {
     }
 }
 
-fn flags(f: u32) -> Result<(bool, bool), Failure> {
-    if f & !(COMESG_EXCLUSIVE | COMESG_PERSISTENT) != 0 {
-        return Err(Failure::new(libc::EINVAL, format!("unknown flags {f:#x}")));
-    }
-    Ok((f & COMESG_EXCLUSIVE != 0, f & COMESG_PERSISTENT != 0))
-}
-
-/// Opens `path` through `conn` and stores the port made by `make`.
-///
-/// # Safety
-/// As for the `_create` and `_open` functions.
-unsafe fn open_with<T>(
-    conn: *const comesg_conn,
-    path: *const c_char,
-    dst: *mut *mut T,
-    make: impl FnOnce(&comesg::Connection, &str) -> Result<T, Failure>,
-) -> i32 {
-    guard(
-        |e| e,
-        || {
-            args::check_out(dst)?;
-            // SAFETY: the caller's contract.
-            let (c, p) = unsafe { (obj(conn, "conn")?, str_arg(path, "path")?) };
-            let t = make(&c.conn, p)?;
-            // SAFETY: the caller's contract.
-            unsafe { out(dst, t) }
-        },
-    )
-}
-
 /// A COCHANNEL handle.
 pub struct comesg_channel {
     port: Channel,
@@ -168,8 +138,8 @@ pub unsafe extern "C" fn comesg_channel_create(
 ) -> i32 {
     // SAFETY: forwarded contract.
     unsafe {
-        open_with(conn, path, out, |c, p| {
-            let (exclusive, persistent) = self::flags(flags)?;
+        args::open_with(conn, path, out, |c, p| {
+            let (exclusive, persistent) = args::flags(flags)?;
             let opts = ChannelOptions { slot_size, slots, mode, exclusive, persistent, ..Default::default() };
             Ok(comesg_channel { port: c.create_channel(p, opts)? })
         })
@@ -189,7 +159,9 @@ pub unsafe extern "C" fn comesg_channel_open(
     out: *mut *mut comesg_channel,
 ) -> i32 {
     // SAFETY: forwarded contract.
-    unsafe { open_with(conn, path, out, |c, p| Ok(comesg_channel { port: c.open_channel(p, self::rights(rights)?)? })) }
+    unsafe {
+        args::open_with(conn, path, out, |c, p| Ok(comesg_channel { port: c.open_channel(p, self::rights(rights)?)? }))
+    }
 }
 
 /// Sends `len` bytes (at most the slot size), waiting while the channel is
@@ -257,8 +229,8 @@ pub unsafe extern "C" fn comesg_pipe_create(
 ) -> i32 {
     // SAFETY: forwarded contract.
     unsafe {
-        open_with(conn, path, out, |c, p| {
-            let (exclusive, persistent) = self::flags(flags)?;
+        args::open_with(conn, path, out, |c, p| {
+            let (exclusive, persistent) = args::flags(flags)?;
             let opts = CopipeOptions { buffer, mode, exclusive, persistent, ..Default::default() };
             Ok(comesg_pipe { port: c.create_copipe(p, opts)? })
         })
@@ -277,7 +249,9 @@ pub unsafe extern "C" fn comesg_pipe_open(
     out: *mut *mut comesg_pipe,
 ) -> i32 {
     // SAFETY: forwarded contract.
-    unsafe { open_with(conn, path, out, |c, p| Ok(comesg_pipe { port: c.open_copipe(p, self::rights(rights)?)? })) }
+    unsafe {
+        args::open_with(conn, path, out, |c, p| Ok(comesg_pipe { port: c.open_copipe(p, self::rights(rights)?)? }))
+    }
 }
 
 /// Sends `len` bytes, copied once straight into the receiver's buffer;
@@ -341,8 +315,8 @@ pub unsafe extern "C" fn comesg_carrier_create(
 ) -> i32 {
     // SAFETY: forwarded contract.
     unsafe {
-        open_with(conn, path, out, |c, p| {
-            let (exclusive, persistent) = self::flags(flags)?;
+        args::open_with(conn, path, out, |c, p| {
+            let (exclusive, persistent) = args::flags(flags)?;
             let opts = CocarrierOptions { max_message, arena, mode, exclusive, persistent, ..Default::default() };
             Ok(comesg_carrier { port: c.create_cocarrier(p, opts)? })
         })
@@ -362,7 +336,9 @@ pub unsafe extern "C" fn comesg_carrier_open(
 ) -> i32 {
     // SAFETY: forwarded contract.
     unsafe {
-        open_with(conn, path, out, |c, p| Ok(comesg_carrier { port: c.open_cocarrier(p, self::rights(rights)?)? }))
+        args::open_with(conn, path, out, |c, p| {
+            Ok(comesg_carrier { port: c.open_cocarrier(p, self::rights(rights)?)? })
+        })
     }
 }
 

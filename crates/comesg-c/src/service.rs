@@ -47,17 +47,8 @@ pub unsafe extern "C" fn comesg_service_open(
     path: *const c_char,
     out: *mut *mut comesg_service,
 ) -> i32 {
-    guard(
-        |e| e,
-        || {
-            args::check_out(out)?;
-            // SAFETY: the caller's contract.
-            let (c, p) = unsafe { (obj(conn, "conn")?, str_arg(path, "path")?) };
-            let client = c.conn.service(p)?;
-            // SAFETY: the caller's contract.
-            unsafe { self::out(out, comesg_service { client }) }
-        },
-    )
+    // SAFETY: forwarded contract.
+    unsafe { args::open_with(conn, path, out, |c, p| Ok(comesg_service { client: c.service(p)? })) }
 }
 
 /// Calls the service with `req_len` bytes and copies the response into

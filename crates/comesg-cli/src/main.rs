@@ -49,6 +49,14 @@ enum Command {
     Bench(cmd::bench::Args),
     /// A one-minute guided tour: processes talking through every port kind.
     Tour(cmd::tour::Args),
+    /// Export ports and services to other hosts and import theirs, over
+    /// Zenoh (runs `comesg-bridge`, built with `cargo build -p comesg-bridge`).
+    #[command(disable_help_flag = true)]
+    Bridge {
+        /// Arguments for comesg-bridge (`comesg bridge --help` lists them).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
+    },
     /// Helper processes for benchmarks and tests.
     #[command(name = "__peer", hide = true)]
     Peer(cmd::peer::Args),
@@ -68,6 +76,7 @@ fn main() -> ExitCode {
         Command::Serve(a) => cmd::call::serve(a),
         Command::Bench(a) => cmd::bench::run(a),
         Command::Tour(a) => cmd::tour::run(a),
+        Command::Bridge { args } => cmd::bridge::run(args),
         Command::Peer(a) => cmd::peer::run(a),
     };
     match result {

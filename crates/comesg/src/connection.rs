@@ -458,6 +458,27 @@ impl Connection {
         opts: ServiceOptions,
         handler: impl Fn(&Call<'_>) -> Vec<u8> + Send + Sync + 'static,
     ) -> Result<Provider, Error> {
+        self.serve_fallible(path, opts, move |call| Some(handler(call)))
+    }
+
+    /// [`Connection::serve`] with a handler that may fail a call: `None`
+    /// answers it with [`CallError::HandlerFailed`](crate::CallError::HandlerFailed),
+    /// as a panic would, but without unwinding. A forwarder whose far side
+    /// did not answer uses it.
+    ///
+    /// ```no_run
+    /// let conn = comesg::Connection::connect_default()?;
+    /// let svc = conn.serve_fallible("/app/parse", Default::default(), |call| {
+    ///     std::str::from_utf8(call.request).ok().map(|s| s.trim().as_bytes().to_vec())
+    /// })?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn serve_fallible(
+        &self,
+        path: &str,
+        opts: ServiceOptions,
+        handler: impl Fn(&Call<'_>) -> Option<Vec<u8>> + Send + Sync + 'static,
+    ) -> Result<Provider, Error> {
         let spec = ServiceSpec {
             workers: opts.workers,
             slot_size: opts.slot_size,

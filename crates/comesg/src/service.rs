@@ -107,7 +107,7 @@ fn service_spec(name: &Name, g: &PortGrant) -> Result<ServiceSpec, Error> {
     }
 }
 
-type Handler = dyn Fn(&Call<'_>) -> Vec<u8> + Send + Sync;
+type Handler = dyn Fn(&Call<'_>) -> Option<Vec<u8>> + Send + Sync;
 
 struct Shared {
     ring: Ring,
@@ -253,8 +253,8 @@ impl Shared {
         let Some(req) = seg.claim(t.slot) else { return };
         let call = Call { request: &req, worker: w, caller: t.caller };
         match catch_unwind(AssertUnwindSafe(|| (self.handler)(&call))) {
-            Ok(resp) => seg.complete(t.slot, w, &resp, Some(&self.bell)),
-            Err(_) => seg.complete(t.slot, w | FAILED, &[], Some(&self.bell)),
+            Ok(Some(resp)) => seg.complete(t.slot, w, &resp, Some(&self.bell)),
+            Ok(None) | Err(_) => seg.complete(t.slot, w | FAILED, &[], Some(&self.bell)),
         }
         self.header.count_call(w);
     }

@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod bench;
+pub mod bridge;
 pub mod call;
 pub mod create;
 pub mod kernel;

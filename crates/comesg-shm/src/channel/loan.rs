@@ -81,6 +81,17 @@ impl<'a> RecvSlot<'a> {
             None => Ok(()),
         }
     }
+
+    /// Gives the message up without finishing it: the slot stays claimed by
+    /// this holder until its handle closes (or its process dies), when the
+    /// microkernel frees it and counts the message lost. A forwarder that
+    /// keeps a message claimed until its far side confirms delivery uses
+    /// this when the far side is gone, so nothing is delivered twice and
+    /// the loss shows in the port's statistics.
+    #[inline]
+    pub fn abandon(mut self) {
+        self.claim = None;
+    }
 }
 
 impl Deref for RecvSlot<'_> {

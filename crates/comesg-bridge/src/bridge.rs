@@ -1,0 +1,672 @@
+//! The bridge: one client of the local microkernel and one Zenoh peer,
+//! exporting local names and importing other hosts' exports.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use comesg::{Channel, ChannelOptions, Connection, Provider, Rights, ServiceOptions};
+use zenoh::query::Query;
+use zenoh::sample::{Sample, SampleKind};
+use zenoh::{Session, Wait};
+
+use crate::export::{scan, ExportSpec, Exported};
+use crate::link::{Injector, Route, Taker};
+use crate::net::Outbox;
+use crate::wire::{self, Body, Dir, ExportKind, ExportMeta, Frame};
+
+/// What a bridge does.
+#[derive(Debug, Clone)]
+pub struct BridgeConfig {
+    /// This host's name, as other hosts see it.
+    pub host: String,
+    /// Names to offer to other hosts.
+    pub exports: Vec<ExportSpec>,
+    /// Whether to make other hosts' exports reachable here.
+    pub import: bool,
+    /// Where imports appear: `MOUNT/HOST/path`.
+    pub mount: String,
+    /// Group and other bits for imported names (the bridge's own user always
+    /// has read and write); narrowed further by what the exporter allows.
+    pub import_mode: u32,
+    /// How long an imported service call waits for the far provider.
+    pub call_timeout: Duration,
+    /// How often the export prefixes are looked at again.
+    pub scan_every: Duration,
+}
+
+/// Locks a mutex, whatever a panicking thread left in it (the maps hold no
+/// invariant a half-done update could break).
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The exporting side of one (importer, port) pair.
+#[derive(Default)]
+struct ExportLink {
+    /// Messages from the importer's senders into the port.
+    injector: Option<Injector>,
+    /// Messages from the port to the importer's receivers.
+    taker: Option<Taker>,
+}
+
+/// A channel imported from another host.
+struct ChannelImport {
+    local: String,
+    meta: ExportMeta,
+    /// The bridge's own handle: keeps the mirror alive while the exporter is.
+    mirror: Channel,
+    /// Takes what local senders send, for the exporter (when no local
+    /// receiver is there to take it).
+    up: Option<Taker>,
+    /// Sends what the exporter forwards into the mirror.
+    down: Option<Injector>,
+    demand: AtomicBool,
+}
+
+enum Import {
+    Channel(Arc<ChannelImport>),
+    /// Kept for its workers: dropping it unregisters the local name.
+    Service {
+        _provider: Provider,
+    },
+}
+
+struct Inner {
+    conn: Connection,
+    outbox: Outbox,
+    cfg: BridgeConfig,
+    pid: u32,
+    next_stream: AtomicU64,
+    exported: Mutex<HashMap<String, Exported>>,
+    links: Mutex<HashMap<(String, String), ExportLink>>,
+    /// Exports other hosts announce (host, path), whether imported yet or not.
+    announced: Mutex<HashSet<(String, String)>>,
+    imports: Mutex<HashMap<(String, String), Import>>,
+    stop: AtomicBool,
+}
+
+/// A running bridge. Dropping it withdraws its exports and imports.
+pub struct Bridge {
+    inner: Arc<Inner>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    _keep: Vec<Box<dyn std::any::Any + Send>>,
+}
+
+/// Why a bridge could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The host name cannot be a key chunk and a name component.
+    #[error("bad host name {0:?}: use letters, digits, '.', '_' and '-'")]
+    BadHost(String),
+    /// The mount point is not a name.
+    #[error("bad mount point {0:?}: {1}")]
+    BadMount(String, String),
+    /// Zenoh refused.
+    #[error("zenoh: {0}")]
+    Net(String),
+    /// A thread could not be started.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl Bridge {
+    /// Starts a bridge on an open kernel connection and Zenoh session.
+    pub fn start(conn: Connection, session: Session, cfg: BridgeConfig) -> Result<Bridge, StartError> {
+        if !wire::valid_host(&cfg.host) {
+            return Err(StartError::BadHost(cfg.host));
+        }
+        comesg_proto::Name::try_from(format!("{}/{}", cfg.mount.trim_end_matches('/'), cfg.host))
+            .map_err(|e| StartError::BadMount(cfg.mount.clone(), e.to_string()))?;
+        let net = |e: zenoh::Error| StartError::Net(e.to_string());
+        let seed = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+        let inner = Arc::new(Inner {
+            conn,
+            outbox: Outbox::new(session.clone(), cfg.host.clone()),
+            pid: std::process::id(),
+            // Streams of a restarted bridge must not repeat old ones.
+            next_stream: AtomicU64::new(seed ^ (u64::from(std::process::id()) << 40)),
+            cfg,
+            exported: Mutex::default(),
+            links: Mutex::default(),
+            announced: Mutex::default(),
+            imports: Mutex::default(),
+            stop: AtomicBool::new(false),
+        });
+        let me = inner.cfg.host.clone();
+        let mut keep: Vec<Box<dyn std::any::Any + Send>> = Vec::new();
+        keep.push(Box::new(session.liveliness().declare_token(wire::alive(&me)).wait().map_err(net)?));
+
+        let i = inner.clone();
+        let sub = session
+            .declare_subscriber(wire::inbox(&me))
+            .callback(move |s: Sample| i.on_frame(&s.payload().to_bytes()))
+            .wait()
+            .map_err(net)?;
+        keep.push(Box::new(sub));
+
+        let i = inner.clone();
+        let peers = session
+            .liveliness()
+            .declare_subscriber(wire::ALL_ALIVE)
+            .callback(move |s: Sample| {
+                if s.kind() == SampleKind::Delete {
+                    if let Some(host) = s.key_expr().as_str().split('/').nth(1) {
+                        i.peer_gone(host);
+                    }
+                }
+            })
+            .wait()
+            .map_err(net)?;
+        keep.push(Box::new(peers));
+
+        let i = inner.clone();
+        let meta = session
+            .declare_queryable(format!("comesg/{me}/meta/**"))
+            .callback(move |q: Query| i.on_meta(&q))
+            .wait()
+            .map_err(net)?;
+        keep.push(Box::new(meta));
+
+        let mut threads = Vec::new();
+        // Service calls block; a few threads run them, fed by the queryable.
+        let (calls_tx, calls_rx) = std::sync::mpsc::sync_channel::<Query>(1024);
+        let calls_rx = Arc::new(Mutex::new(calls_rx));
+        for n in 0..4 {
+            let i = inner.clone();
+            let rx = calls_rx.clone();
+            threads.push(std::thread::Builder::new().name(format!("calls {n}")).spawn(move || loop {
+                let q = match lock(&rx).recv_timeout(Duration::from_millis(100)) {
+                    Ok(q) => q,
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) if !i.stop.load(Relaxed) => continue,
+                    Err(_) => return,
+                };
+                i.on_call(&q);
+            })?);
+        }
+        let calls = session
+            .declare_queryable(format!("comesg/{me}/call/**"))
+            .callback(move |q: Query| {
+                if let Err(std::sync::mpsc::TrySendError::Full(q)) = calls_tx.try_send(q) {
+                    let _ = q.reply_err("the bridge has too many calls waiting").wait();
+                }
+            })
+            .wait()
+            .map_err(net)?;
+        keep.push(Box::new(calls));
+
+        if !inner.cfg.exports.is_empty() {
+            let i = inner.clone();
+            threads.push(std::thread::Builder::new().name("exports".into()).spawn(move || i.scan_loop())?);
+        }
+        if inner.cfg.import {
+            let i = inner.clone();
+            let imports = session
+                .liveliness()
+                .declare_subscriber(wire::ALL_EXPORTS)
+                .history(true)
+                .callback(move |s: Sample| i.on_export_token(&s))
+                .wait()
+                .map_err(net)?;
+            keep.push(Box::new(imports));
+            let i = inner.clone();
+            threads.push(std::thread::Builder::new().name("demand".into()).spawn(move || i.demand_loop())?);
+        }
+        Ok(Bridge { inner, threads, _keep: keep })
+    }
+
+    /// Names this bridge offers now.
+    pub fn exported(&self) -> Vec<String> {
+        lock(&self.inner.exported).keys().cloned().collect()
+    }
+}
+
+impl Drop for Bridge {
+    fn drop(&mut self) {
+        self.inner.stop.store(true, Relaxed);
+        self._keep.clear();
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+        lock(&self.inner.imports).clear();
+        lock(&self.inner.links).clear();
+        lock(&self.inner.exported).clear();
+    }
+}
+
+impl Inner {
+    fn stream(&self) -> u64 {
+        self.next_stream.fetch_add(1, Relaxed)
+    }
+
+    fn exported_meta(&self, port: &str) -> Option<ExportMeta> {
+        lock(&self.exported).get(port).map(|e| e.meta)
+    }
+
+    // ---- frames -------------------------------------------------------
+
+    fn on_frame(&self, bytes: &[u8]) {
+        let frame = match Frame::decode(bytes) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!("rejected a frame from the network: {e}");
+                return;
+            }
+        };
+        if !wire::valid_host(&frame.from) || frame.from == self.cfg.host {
+            tracing::warn!("rejected a frame claiming to come from {:?}", frame.from);
+            return;
+        }
+        let from = frame.from;
+        match frame.body {
+            Body::Msg { port, dir: Dir::Up, stream, seq, bytes } => self.msg_up(&from, &port, stream, seq, bytes),
+            Body::Msg { port, dir: Dir::Down, stream, seq, bytes } => self.msg_down(&from, &port, stream, seq, bytes),
+            Body::Demand { port, on } => self.demand(&from, &port, on),
+            Body::Ack { port, dir: Dir::Down, stream, upto } => {
+                if let Some(t) = lock(&self.links).get(&(from.clone(), port.clone())).and_then(|l| l.taker.as_ref()) {
+                    t.ack(stream, upto);
+                }
+            }
+            Body::Ack { port, dir: Dir::Up, stream, upto } => {
+                if let Some(Import::Channel(c)) = lock(&self.imports).get(&(from.clone(), port.clone())) {
+                    if let Some(t) = &c.up {
+                        t.ack(stream, upto);
+                    }
+                }
+            }
+        }
+    }
+
+    /// A message from an importer's senders, for an exported channel.
+    fn msg_up(&self, from: &str, port: &str, stream: u64, seq: u64, bytes: Vec<u8>) {
+        let Some(meta) = self.exported_meta(port) else {
+            tracing::warn!("rejected a message from {from} for {port:?}, which is not exported");
+            return;
+        };
+        let ExportKind::Channel { slot_size, .. } = meta.kind else {
+            tracing::warn!("rejected a message from {from} for {port}, which is not a channel");
+            return;
+        };
+        if !meta.rights.contains(Rights::SEND) {
+            tracing::warn!("rejected a message from {from} for {port}: exported without send");
+            return;
+        }
+        if bytes.len() > slot_size as usize {
+            tracing::warn!("rejected a {}-byte message from {from} for {port} ({slot_size}-byte slots)", bytes.len());
+            return;
+        }
+        let mut links = lock(&self.links);
+        let link = links.entry((from.to_string(), port.to_string())).or_default();
+        if link.injector.is_none() {
+            let route = Route { peer: from.to_string(), port: port.to_string(), dir: Dir::Up };
+            match Injector::spawn(&self.conn, port, route, self.outbox.clone()) {
+                Ok(i) => link.injector = Some(i),
+                Err(e) => {
+                    tracing::warn!("{port}: cannot send for {from}: {e}");
+                    return;
+                }
+            }
+        }
+        if let Some(i) = &link.injector {
+            i.push(stream, seq, bytes);
+        }
+    }
+
+    /// A message from an exported channel, for this host's mirror of it.
+    fn msg_down(&self, from: &str, port: &str, stream: u64, seq: u64, bytes: Vec<u8>) {
+        let imports = lock(&self.imports);
+        let Some(Import::Channel(c)) = imports.get(&(from.to_string(), port.to_string())) else {
+            tracing::warn!("rejected a message from {from} for {port:?}, which is not imported from there");
+            return;
+        };
+        let (ExportKind::Channel { slot_size, .. }, Some(down)) = (c.meta.kind, &c.down) else { return };
+        if bytes.len() > slot_size as usize {
+            tracing::warn!("rejected a {}-byte message from {from} for {port} ({slot_size}-byte slots)", bytes.len());
+            return;
+        }
+        down.push(stream, seq, bytes);
+    }
+
+    /// An importer wants messages from an exported channel (or not).
+    fn demand(&self, from: &str, port: &str, on: bool) {
+        let key = (from.to_string(), port.to_string());
+        if !on {
+            if let Some(t) = lock(&self.links).get(&key).and_then(|l| l.taker.as_ref()) {
+                t.set_active(false);
+            }
+            return;
+        }
+        let Some(meta) = self.exported_meta(port) else {
+            tracing::warn!("refused {from} messages from {port:?}, which is not exported");
+            return;
+        };
+        if !matches!(meta.kind, ExportKind::Channel { .. }) || !meta.rights.contains(Rights::RECV) {
+            tracing::warn!("refused {from} messages from {port}: not a channel exported with recv");
+            return;
+        }
+        let mut links = lock(&self.links);
+        let link = links.entry(key).or_default();
+        if link.taker.is_none() {
+            let route = Route { peer: from.to_string(), port: port.to_string(), dir: Dir::Down };
+            match Taker::spawn(&self.conn, port, route, self.stream(), self.outbox.clone()) {
+                Ok(t) => link.taker = Some(t),
+                Err(e) => {
+                    tracing::warn!("{port}: cannot receive for {from}: {e}");
+                    return;
+                }
+            }
+        }
+        if let Some(t) = &link.taker {
+            t.set_active(true);
+        }
+    }
+
+    /// Another host's bridge has gone: what was on its way to or from it is
+    /// lost (and counted), and its exports are no longer reachable here.
+    fn peer_gone(&self, host: &str) {
+        if host == self.cfg.host {
+            return;
+        }
+        tracing::info!("the bridge of {host} has gone");
+        let gone: Vec<ExportLink> = {
+            let mut links = lock(&self.links);
+            let keys: Vec<_> = links.keys().filter(|(h, _)| h == host).cloned().collect();
+            keys.into_iter().filter_map(|k| links.remove(&k)).collect()
+        };
+        drop(gone);
+        lock(&self.announced).retain(|(h, _)| h != host);
+        let gone: Vec<Import> = {
+            let mut imports = lock(&self.imports);
+            let keys: Vec<_> = imports.keys().filter(|(h, _)| h == host).cloned().collect();
+            keys.into_iter().filter_map(|k| imports.remove(&k)).collect()
+        };
+        drop(gone);
+        self.outbox.forget(host);
+    }
+
+    // ---- exporting ----------------------------------------------------
+
+    fn scan_loop(&self) {
+        while !self.stop.load(Relaxed) {
+            let now = scan(&self.conn, &self.cfg.exports);
+            let mut gone = Vec::new();
+            {
+                let mut exported = lock(&self.exported);
+                exported.retain(|path, e| {
+                    let keep = now.get(path) == Some(&e.meta);
+                    if !keep {
+                        gone.push(path.clone());
+                    }
+                    keep
+                });
+                for (path, meta) in now {
+                    if exported.contains_key(&path) {
+                        continue;
+                    }
+                    let key = wire::export_token(&self.cfg.host, &path);
+                    match self.outbox.session().liveliness().declare_token(key).wait() {
+                        Ok(token) => {
+                            tracing::info!("exporting {path}");
+                            exported.insert(path, Exported { meta, _token: token });
+                        }
+                        Err(e) => tracing::warn!("cannot export {path}: {e}"),
+                    }
+                }
+            }
+            if !gone.is_empty() {
+                let mut links = lock(&self.links);
+                let dropped: Vec<ExportLink> = {
+                    let keys: Vec<_> = links.keys().filter(|(_, p)| gone.contains(p)).cloned().collect();
+                    keys.into_iter().filter_map(|k| links.remove(&k)).collect()
+                };
+                drop(links);
+                drop(dropped);
+                for p in gone {
+                    tracing::info!("no longer exporting {p}");
+                }
+            }
+            std::thread::sleep(self.cfg.scan_every);
+        }
+    }
+
+    fn on_meta(&self, q: &Query) {
+        let key = q.key_expr().as_str().to_string();
+        let meta = wire::parse_key(&key, "meta").and_then(|(_, path)| self.exported_meta(&path));
+        let _ = match meta {
+            Some(m) => q.reply(q.key_expr().clone(), m.encode()).wait(),
+            None => q.reply_err("not exported").wait(),
+        };
+    }
+
+    fn on_call(&self, q: &Query) {
+        let key = q.key_expr().as_str().to_string();
+        let Some((_, path)) = wire::parse_key(&key, "call") else {
+            let _ = q.reply_err("bad call key").wait();
+            return;
+        };
+        let result = match self.exported_meta(&path) {
+            Some(ExportMeta { kind: ExportKind::Service(_), rights }) if rights.contains(Rights::SEND) => {
+                let req = q.payload().map(|p| p.to_bytes().into_owned()).unwrap_or_default();
+                self.conn
+                    .service(&path)
+                    .map_err(|e| e.to_string())
+                    .and_then(|s| s.call_timeout(&req, self.cfg.call_timeout).map_err(|e| e.to_string()))
+            }
+            Some(_) => Err(format!("{path} is not a service exported for calling")),
+            None => Err(format!("{path} is not exported")),
+        };
+        let _ = match result {
+            Ok(resp) => q.reply(q.key_expr().clone(), resp).wait(),
+            Err(e) => q.reply_err(e).wait(),
+        };
+    }
+
+    // ---- importing ----------------------------------------------------
+
+    fn on_export_token(self: &Arc<Self>, s: &Sample) {
+        let key = s.key_expr().as_str().to_string();
+        let Some((host, path)) = wire::parse_key(&key, "export") else { return };
+        if host == self.cfg.host {
+            return;
+        }
+        let id = (host.to_string(), path);
+        match s.kind() {
+            SampleKind::Put => {
+                lock(&self.announced).insert(id.clone());
+                // Asking what it is blocks; not on Zenoh's thread.
+                let i = self.clone();
+                let _ = std::thread::Builder::new().name("import".into()).spawn(move || i.import(id));
+            }
+            SampleKind::Delete => {
+                lock(&self.announced).remove(&id);
+                if let Some(gone) = lock(&self.imports).remove(&id) {
+                    tracing::info!("{}{} is no longer reachable", id.0, id.1);
+                    drop(gone);
+                }
+            }
+        }
+    }
+
+    fn local_name(&self, host: &str, path: &str) -> String {
+        format!("{}/{host}{path}", self.cfg.mount.trim_end_matches('/'))
+    }
+
+    fn import(self: &Arc<Self>, id: (String, String)) {
+        let (host, path) = (&id.0, &id.1);
+        let meta = match self.ask_meta(host, path) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!("cannot import {path} from {host}: {e}");
+                return;
+            }
+        };
+        let local = self.local_name(host, path);
+        let imported = match meta.kind {
+            ExportKind::Channel { slot_size, slots } => self.import_channel(&id, &local, meta, slot_size, slots),
+            ExportKind::Service(spec) => self.import_service(&id, &local, spec, meta.rights),
+        };
+        let imported = match imported {
+            Ok(i) => i,
+            Err(e) => {
+                tracing::warn!("cannot import {path} from {host} as {local}: {e}");
+                return;
+            }
+        };
+        // Withdrawn while we asked: forget it again.
+        if !lock(&self.announced).contains(&id) {
+            return;
+        }
+        tracing::info!("imported {path} from {host} as {local}");
+        lock(&self.imports).insert(id, imported);
+    }
+
+    fn ask_meta(&self, host: &str, path: &str) -> Result<ExportMeta, String> {
+        let replies = self
+            .outbox
+            .session()
+            .get(wire::meta(host, path))
+            .timeout(Duration::from_secs(5))
+            .wait()
+            .map_err(|e| e.to_string())?;
+        let reply = replies.recv().map_err(|_| "no answer".to_string())?;
+        match reply.result() {
+            Ok(sample) => ExportMeta::decode(&sample.payload().to_bytes()).map_err(|e| e.to_string()),
+            Err(e) => Err(String::from_utf8_lossy(&e.payload().to_bytes()).into_owned()),
+        }
+    }
+
+    /// Group and other bits for an import exported with `rights`.
+    fn mode_for(&self, rights: Rights) -> u32 {
+        let mut allowed = 0;
+        if rights.contains(Rights::RECV) {
+            allowed |= 0o044;
+        }
+        if rights.contains(Rights::SEND) {
+            allowed |= 0o022;
+        }
+        0o600 | (self.cfg.import_mode & allowed)
+    }
+
+    fn import_channel(
+        &self,
+        id: &(String, String),
+        local: &str,
+        meta: ExportMeta,
+        slot_size: u32,
+        slots: u32,
+    ) -> Result<Import, comesg::Error> {
+        let opts = ChannelOptions {
+            slot_size,
+            slots,
+            rights: Rights::ALL,
+            mode: self.mode_for(meta.rights),
+            persistent: false,
+            exclusive: false,
+        };
+        let mirror = self.conn.create_channel(local, opts)?;
+        if mirror.slot_size() != slot_size as usize || mirror.slots() != slots as usize {
+            return Err(comesg::Error::Protocol(format!(
+                "{local} exists here with {} slots of {} bytes, the export has {slots} of {slot_size}",
+                mirror.slots(),
+                mirror.slot_size()
+            )));
+        }
+        let (host, path) = (id.0.clone(), id.1.clone());
+        let down = if meta.rights.contains(Rights::RECV) {
+            let route = Route { peer: host.clone(), port: path.clone(), dir: Dir::Down };
+            Some(Injector::spawn(&self.conn, local, route, self.outbox.clone())?)
+        } else {
+            None
+        };
+        let up = if meta.rights.contains(Rights::SEND) {
+            let route = Route { peer: host, port: path, dir: Dir::Up };
+            let t = Taker::spawn(&self.conn, local, route, self.stream(), self.outbox.clone())?;
+            // Until the demand loop has looked, take for the exporter.
+            t.set_active(!meta.rights.contains(Rights::RECV));
+            Some(t)
+        } else {
+            None
+        };
+        Ok(Import::Channel(Arc::new(ChannelImport {
+            local: local.to_string(),
+            meta,
+            mirror,
+            up,
+            down,
+            demand: AtomicBool::new(false),
+        })))
+    }
+
+    fn import_service(
+        &self,
+        id: &(String, String),
+        local: &str,
+        spec: comesg_proto::ServiceSpec,
+        rights: Rights,
+    ) -> Result<Import, comesg::Error> {
+        if !rights.contains(Rights::SEND) {
+            return Err(comesg::Error::Protocol("exported without send: it cannot be called".into()));
+        }
+        let opts = ServiceOptions {
+            workers: spec.workers,
+            slot_size: spec.slot_size,
+            call_slots: spec.call_slots,
+            queue: spec.queue,
+            mode: self.mode_for(Rights::SEND),
+        };
+        let session = self.outbox.session().clone();
+        let key = wire::call(&id.0, &id.1);
+        let timeout = self.cfg.call_timeout;
+        let provider = self.conn.serve_fallible(local, opts, move |call| {
+            let replies = session.get(&key).payload(call.request.to_vec()).timeout(timeout).wait().ok()?;
+            let reply = replies.recv().ok()?;
+            match reply.result() {
+                Ok(sample) => Some(sample.payload().to_bytes().into_owned()),
+                Err(e) => {
+                    tracing::info!("{key}: {}", String::from_utf8_lossy(&e.payload().to_bytes()));
+                    None
+                }
+            }
+        })?;
+        Ok(Import::Service { _provider: provider })
+    }
+
+    /// Every 100 ms, for each imported channel: are there receivers here?
+    /// Then messages come down from the exporter and local senders' messages
+    /// stay here; otherwise local senders' messages go up to the exporter.
+    /// Never both, so no message goes back and forth.
+    fn demand_loop(&self) {
+        let mut tick = 0u64;
+        while !self.stop.load(Relaxed) {
+            std::thread::sleep(Duration::from_millis(100));
+            tick += 1;
+            let channels: Vec<(String, String, Arc<ChannelImport>)> = lock(&self.imports)
+                .iter()
+                .filter_map(|((h, p), i)| match i {
+                    Import::Channel(c) => Some((h.clone(), p.clone(), c.clone())),
+                    Import::Service { .. } => None,
+                })
+                .collect();
+            for (host, path, c) in channels {
+                let receivers = match c.mirror.stats() {
+                    Ok(e) => e.holders.iter().any(|h| h.pid != self.pid && h.rights.contains(Rights::RECV)),
+                    Err(e) => {
+                        tracing::debug!("{}: {e}", c.local);
+                        continue;
+                    }
+                };
+                let want = receivers && c.meta.rights.contains(Rights::RECV);
+                if let Some(up) = &c.up {
+                    up.set_active(!want);
+                }
+                let was = c.demand.swap(want, Relaxed);
+                if c.down.is_some() && (was != want || tick.is_multiple_of(10)) {
+                    if let Err(e) = self.outbox.send(&host, Body::Demand { port: path.clone(), on: want }) {
+                        tracing::debug!("{path}: demand to {host}: {e}");
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,240 @@
+//! What bridges say to each other: one frame type, encoded with postcard,
+//! and the Zenoh key expressions it travels on.
+//!
+//! Every frame is checked on arrival: a frame that does not decode, names a
+//! port the receiver does not know, or carries a message longer than the
+//! port's slots is dropped with a log line and changes nothing.
+
+use serde::{Deserialize, Serialize};
+
+/// Largest frame a bridge accepts (a 64 KiB message and its header fit
+/// many times over; anything larger is hostile or broken).
+pub const MAX_FRAME: usize = 16 << 20;
+
+/// Which way a message moves along a link between an exporting and an
+/// importing bridge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Dir {
+    /// From the importer's mirror to the exported port.
+    Up,
+    /// From the exported port to the importer's mirror.
+    Down,
+}
+
+/// One frame between bridges.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Frame {
+    /// The sending bridge's host name.
+    pub from: String,
+    /// What it says.
+    pub body: Body,
+}
+
+/// What a frame says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Body {
+    /// A message taken from a ring, on its way to the other side's ring.
+    Msg {
+        /// The exported port's path on the exporting host.
+        port: String,
+        /// Which way it moves.
+        dir: Dir,
+        /// The taker's stream: new for every taker, so that numbers from a
+        /// restarted bridge never match old ones.
+        stream: u64,
+        /// 1, 2, 3... within the stream.
+        seq: u64,
+        /// The message.
+        bytes: Vec<u8>,
+    },
+    /// Every message of `stream` up to `upto` is in the receiving ring: the
+    /// taker may finish them.
+    Ack {
+        /// The exported port's path.
+        port: String,
+        /// Which way the acknowledged messages moved.
+        dir: Dir,
+        /// The taker's stream.
+        stream: u64,
+        /// Highest sequence number delivered.
+        upto: u64,
+    },
+    /// The importer has receivers of its own (`on`) and wants messages from
+    /// the exported port, or no longer wants them.
+    Demand {
+        /// The exported port's path.
+        port: String,
+        /// Wanted or not.
+        on: bool,
+    },
+}
+
+/// A frame that could not be decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    /// Larger than [`MAX_FRAME`].
+    #[error("frame of {0} bytes exceeds the {MAX_FRAME}-byte limit")]
+    TooLarge(usize),
+    /// Not a frame.
+    #[error("malformed frame: {0}")]
+    Malformed(#[from] postcard::Error),
+    /// Decoded, but bytes were left over.
+    #[error("malformed frame: {0} trailing bytes")]
+    Trailing(usize),
+}
+
+impl Frame {
+    /// The frame's bytes on the wire.
+    pub fn encode(&self) -> Vec<u8> {
+        // Serializing plain owned data into a Vec cannot fail.
+        postcard::to_stdvec(self).unwrap_or_default()
+    }
+
+    /// Decodes a frame received from the network.
+    pub fn decode(bytes: &[u8]) -> Result<Frame, DecodeError> {
+        if bytes.len() > MAX_FRAME {
+            return Err(DecodeError::TooLarge(bytes.len()));
+        }
+        let (frame, rest) = postcard::take_from_bytes::<Frame>(bytes)?;
+        if !rest.is_empty() {
+            return Err(DecodeError::Trailing(rest.len()));
+        }
+        Ok(frame)
+    }
+}
+
+/// A host name a bridge can go by: one Zenoh key chunk, and one comesg name
+/// component.
+pub fn valid_host(host: &str) -> bool {
+    !host.is_empty()
+        && host.len() <= 64
+        && host != "."
+        && host != ".."
+        && host.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+}
+
+/// Where frames for `host` are published.
+pub fn inbox(host: &str) -> String {
+    format!("comesg/{host}/in")
+}
+
+/// The liveliness token that says `host`'s bridge runs.
+pub fn alive(host: &str) -> String {
+    format!("comesg/{host}/bridge")
+}
+
+/// Every bridge's liveliness token.
+pub const ALL_ALIVE: &str = "comesg/*/bridge";
+
+/// The liveliness token that says `host` exports `path` (a comesg name,
+/// which always starts with `/`).
+pub fn export_token(host: &str, path: &str) -> String {
+    format!("comesg/{host}/export{path}")
+}
+
+/// Every export token of every host.
+pub const ALL_EXPORTS: &str = "comesg/*/export/**";
+
+/// Where `host` answers what `path` is.
+pub fn meta(host: &str, path: &str) -> String {
+    format!("comesg/{host}/meta{path}")
+}
+
+/// Where `host` takes calls to the service `path`.
+pub fn call(host: &str, path: &str) -> String {
+    format!("comesg/{host}/call{path}")
+}
+
+/// Splits `comesg/HOST/WHAT/rest/of/path` into `HOST` and `/rest/of/path`,
+/// if the key is of kind `what`.
+pub fn parse_key<'a>(key: &'a str, what: &str) -> Option<(&'a str, String)> {
+    let rest = key.strip_prefix("comesg/")?;
+    let (host, rest) = rest.split_once('/')?;
+    let path = rest.strip_prefix(what)?;
+    if !valid_host(host) || !path.starts_with('/') {
+        return None;
+    }
+    Some((host, path.to_string()))
+}
+
+/// What an exported name is, as its exporter describes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ExportKind {
+    /// A COCHANNEL of this shape.
+    Channel {
+        /// Largest message.
+        slot_size: u32,
+        /// Ring slots.
+        slots: u32,
+    },
+    /// A coservice of this shape.
+    Service(comesg_proto::ServiceSpec),
+}
+
+/// The answer to a meta query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExportMeta {
+    /// Its kind and shape.
+    pub kind: ExportKind,
+    /// What other hosts may do with it (SEND, RECV).
+    pub rights: comesg_proto::Rights,
+}
+
+impl ExportMeta {
+    /// The bytes of the answer.
+    pub fn encode(&self) -> Vec<u8> {
+        postcard::to_stdvec(self).unwrap_or_default()
+    }
+
+    /// Reads an answer.
+    pub fn decode(bytes: &[u8]) -> Result<ExportMeta, DecodeError> {
+        if bytes.len() > 4096 {
+            return Err(DecodeError::TooLarge(bytes.len()));
+        }
+        let (m, rest) = postcard::take_from_bytes::<ExportMeta>(bytes)?;
+        if !rest.is_empty() {
+            return Err(DecodeError::Trailing(rest.len()));
+        }
+        Ok(m)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn keys_round_trip() {
+        let k = export_token("host-a", "/app/sensors/imu");
+        assert_eq!(parse_key(&k, "export"), Some(("host-a", "/app/sensors/imu".to_string())));
+        assert_eq!(parse_key("comesg/h/meta/x", "export"), None);
+        assert_eq!(parse_key("comesg/h*/export/x", "export"), None);
+        assert_eq!(parse_key("comesg/h/exportx", "export"), None);
+    }
+
+    #[test]
+    fn hosts() {
+        assert!(valid_host("node-1.lab"));
+        assert!(!valid_host(""));
+        assert!(!valid_host("a/b"));
+        assert!(!valid_host("*"));
+        assert!(!valid_host(".."));
+    }
+
+    proptest! {
+        #[test]
+        fn frames_round_trip(from in "[a-z]{1,8}", port in "/[a-z]{1,8}", stream: u64, seq: u64,
+                             bytes in proptest::collection::vec(any::<u8>(), 0..300), up: bool) {
+            let dir = if up { Dir::Up } else { Dir::Down };
+            let f = Frame { from, body: Body::Msg { port, dir, stream, seq, bytes } };
+            prop_assert_eq!(Frame::decode(&f.encode()).unwrap(), f);
+        }
+
+        #[test]
+        fn garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let _ = Frame::decode(&bytes);
+            let _ = ExportMeta::decode(&bytes);
+        }
+    }
+}

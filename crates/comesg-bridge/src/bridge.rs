@@ -84,6 +84,9 @@ struct Inner {
     /// Exports other hosts announce (host, path), whether imported yet or not.
     announced: Mutex<HashSet<(String, String)>>,
     imports: Mutex<HashMap<(String, String), Import>>,
+    /// Takes what must be dropped off Zenoh's threads: dropping a link or
+    /// an import joins threads that may be waiting on Zenoh themselves.
+    reaper: Mutex<std::sync::mpsc::Sender<Box<dyn std::any::Any + Send>>>,
     stop: AtomicBool,
 }
 
@@ -120,6 +123,7 @@ impl Bridge {
         comesg_proto::Name::try_from(format!("{}/{}", cfg.mount.trim_end_matches('/'), cfg.host))
             .map_err(|e| StartError::BadMount(cfg.mount.clone(), e.to_string()))?;
         let net = |e: zenoh::Error| StartError::Net(e.to_string());
+        let (reap_tx, reap_rx) = std::sync::mpsc::channel::<Box<dyn std::any::Any + Send>>();
         let seed = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
         let inner = Arc::new(Inner {
             conn,
@@ -132,8 +136,15 @@ impl Bridge {
             links: Mutex::default(),
             announced: Mutex::default(),
             imports: Mutex::default(),
+            reaper: Mutex::new(reap_tx),
             stop: AtomicBool::new(false),
         });
+        // Not joined: it ends when the last sender (in `inner`) is dropped.
+        std::thread::Builder::new().name("reaper".into()).spawn(move || {
+            while let Ok(gone) = reap_rx.recv() {
+                drop(gone);
+            }
+        })?;
         let me = inner.cfg.host.clone();
         let mut keep: Vec<Box<dyn std::any::Any + Send>> = Vec::new();
         keep.push(Box::new(session.liveliness().declare_token(wire::alive(&me)).wait().map_err(net)?));
@@ -236,6 +247,11 @@ impl Drop for Bridge {
 }
 
 impl Inner {
+    /// Drops `what` on the reaper thread.
+    fn reap(&self, what: impl std::any::Any + Send) {
+        let _ = lock(&self.reaper).send(Box::new(what));
+    }
+
     fn stream(&self) -> u64 {
         self.next_stream.fetch_add(1, Relaxed)
     }
@@ -374,14 +390,14 @@ impl Inner {
             let keys: Vec<_> = links.keys().filter(|(h, _)| h == host).cloned().collect();
             keys.into_iter().filter_map(|k| links.remove(&k)).collect()
         };
-        drop(gone);
+        self.reap(gone);
         lock(&self.announced).retain(|(h, _)| h != host);
         let gone: Vec<Import> = {
             let mut imports = lock(&self.imports);
             let keys: Vec<_> = imports.keys().filter(|(h, _)| h == host).cloned().collect();
             keys.into_iter().filter_map(|k| imports.remove(&k)).collect()
         };
-        drop(gone);
+        self.reap(gone);
         self.outbox.forget(host);
     }
 
@@ -482,7 +498,7 @@ impl Inner {
                 lock(&self.announced).remove(&id);
                 if let Some(gone) = lock(&self.imports).remove(&id) {
                     tracing::info!("{}{} is no longer reachable", id.0, id.1);
-                    drop(gone);
+                    self.reap(gone);
                 }
             }
         }

@@ -83,7 +83,11 @@ pub fn scan(conn: &Connection, specs: &[ExportSpec]) -> HashMap<String, ExportMe
                     EntryKind::Port(PortKind::Channel) => {
                         e.channel.map(|c| ExportKind::Channel { slot_size: c.slot_size, slots: c.slots })
                     }
-                    EntryKind::Port(PortKind::Service) => e.service.map(ExportKind::Service),
+                    // A service whose provider has gone is not offered,
+                    // even while callers still hold it.
+                    EntryKind::Port(PortKind::Service) if e.holders.iter().any(|h| h.rights.contains(Rights::RECV)) => {
+                        e.service.map(ExportKind::Service)
+                    }
                     _ => None,
                 };
                 let Some(kind) = kind else { continue };

@@ -1,0 +1,271 @@
+//! Two hosts (network namespaces joined by veth), each with its own
+//! microkernel and bridge: messages and calls cross between them exactly
+//! once, a killed bridge is noticed and recovered from, rights stay
+//! narrowed, and hostile frames are rejected.
+
+mod hosts;
+
+use std::collections::HashSet;
+use std::io::Read;
+use std::time::{Duration, Instant};
+
+use hosts::{collect, eventually, feed, text, wait_output, TwoHosts};
+
+const SETTLE: Duration = Duration::from_secs(20);
+
+/// Every line once, and the set of them.
+fn unique(lines: &[String]) -> HashSet<String> {
+    let set: HashSet<String> = lines.iter().cloned().collect();
+    assert_eq!(set.len(), lines.len(), "a message arrived twice");
+    set
+}
+
+fn create(host: &hosts::Host, path: &str, slots: &str) {
+    let o = host.cli(&["create", path, "--kind", "channel", "--slot-size", "64", "--slots", slots]);
+    assert!(o.status.success(), "{}", text(&o));
+}
+
+#[test]
+fn channel_messages_cross_both_ways_exactly_once() {
+    let Some(mut h) = TwoHosts::new("channel") else { return };
+    create(&h.a, "/app/ch", "64");
+    h.bridges(&["--export", "/app"], &[]);
+    h.b.wait_for_name("/net/ha/app/ch", SETTLE);
+
+    // Senders on hb, the receiver on ha.
+    let mut recv_a = h.a.spawn(&["recv", "/app/ch", "--timeout", "5"]);
+    let got_a = collect(&mut recv_a);
+    let per_sender = 1000;
+    let mut sent = HashSet::new();
+    let mut senders = Vec::new();
+    for s in 0..2 {
+        let mut c = h.b.spawn(&["send", "/net/ha/app/ch"]);
+        let lines: Vec<String> = (0..per_sender).map(|i| format!("b{s}-{i}")).collect();
+        sent.extend(lines.iter().cloned());
+        feed(&mut c, lines);
+        senders.push(c);
+    }
+    for c in senders {
+        let o = wait_output(c, Duration::from_secs(120));
+        assert!(o.status.success(), "sender: {}\n{}", text(&o), h.logs());
+    }
+    let _ = wait_output(recv_a, Duration::from_secs(120));
+    let got = got_a.join().unwrap();
+    let got = unique(&got);
+    assert_eq!(got, sent, "hb to ha: {} of {} arrived\n{}", got.len(), sent.len(), h.logs());
+
+    // The sender on ha, receivers on both hosts: each message once, somewhere.
+    let mut recv_a = h.a.spawn(&["recv", "/app/ch", "--timeout", "5"]);
+    let mut recv_b = h.b.spawn(&["recv", "/net/ha/app/ch", "--timeout", "5"]);
+    let (got_a, got_b) = (collect(&mut recv_a), collect(&mut recv_b));
+    // hb's bridge asks for messages once it sees its receiver.
+    std::thread::sleep(Duration::from_millis(1000));
+    let mut sender = h.a.spawn(&["send", "/app/ch"]);
+    let lines: Vec<String> = (0..3000).map(|i| format!("a-{i}")).collect();
+    let sent: HashSet<String> = lines.iter().cloned().collect();
+    feed(&mut sender, lines);
+    let o = wait_output(sender, Duration::from_secs(120));
+    assert!(o.status.success(), "sender: {}", text(&o));
+    let _ = wait_output(recv_a, Duration::from_secs(120));
+    let _ = wait_output(recv_b, Duration::from_secs(120));
+    let (got_a, got_b) = (got_a.join().unwrap(), got_b.join().unwrap());
+    eprintln!("receivers on ha got {}, on hb {}", got_a.len(), got_b.len());
+    let mut all = got_a.clone();
+    all.extend(got_b.iter().cloned());
+    let all = unique(&all);
+    assert_eq!(all, sent, "{} of {} arrived\n{}", all.len(), sent.len(), h.logs());
+    assert!(!got_b.is_empty(), "nothing crossed to hb's receiver\n{}", h.logs());
+    let e = h.a.stats("/app/ch");
+    assert_eq!(e.lost, 0, "{e:?}");
+    assert_eq!(e.depth, 0, "{e:?}");
+}
+
+#[test]
+fn a_service_is_called_across_hosts_and_its_death_is_seen() {
+    let Some(mut h) = TwoHosts::new("service") else { return };
+    h.bridges(&["--export", "/app"], &[]);
+    let mut provider = h.a.spawn(&["serve", "/app/upper", "--upper"]);
+    h.b.wait_for_name("/net/ha/app/upper", SETTLE);
+    let o = h.b.cli(&["call", "/net/ha/app/upper", "hello", "across"]);
+    assert!(o.status.success(), "{}\n{}", text(&o), h.logs());
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "HELLO\nACROSS\n");
+
+    // The provider dies: within seconds the import is gone too and a call
+    // says so, as it would for a local provider (a call caught in between
+    // fails as a failed handler; none hangs).
+    let _ = provider.kill();
+    let _ = provider.wait();
+    let start = Instant::now();
+    let mut last = String::new();
+    while !(last.contains("dead name") || last.contains("gone")) {
+        assert!(start.elapsed() < Duration::from_secs(10), "the import did not go: {last}\n{}", h.logs());
+        let o = h.b.cli(&["call", "/net/ha/app/upper", "again"]);
+        assert!(!o.status.success() || String::from_utf8_lossy(&o.stdout) == "AGAIN\n");
+        last = text(&o);
+    }
+    eprintln!("service death seen across hosts after {:?}: {}", start.elapsed(), last.trim());
+
+    // A new provider on ha: the same name works again on hb, unchanged.
+    let provider = h.a.spawn(&["serve", "/app/upper", "--upper"]);
+    h.a.adopt(provider);
+    eventually(SETTLE, "the import to come back", || {
+        let o = h.b.cli(&["call", "/net/ha/app/upper", "back"]);
+        o.status.success() && String::from_utf8_lossy(&o.stdout) == "BACK\n"
+    });
+}
+
+#[test]
+fn a_killed_bridge_is_noticed_loses_nothing_twice_and_traffic_resumes() {
+    let Some(mut h) = TwoHosts::new("kill") else { return };
+    create(&h.a, "/app/ch", "64");
+    h.bridges(&["--export", "/app"], &[]);
+    h.b.wait_for_name("/net/ha/app/ch", SETTLE);
+
+    let mut watch = h.b.spawn(&["watch", "/net/ha/app/ch"]);
+    let events = hosts::lines(&mut watch);
+    let mut recv_b = h.b.spawn(&["recv", "/net/ha/app/ch", "--timeout", "20"]);
+    let got_b = collect(&mut recv_b);
+    std::thread::sleep(Duration::from_millis(1000));
+    let total = 20_000;
+    let mut sender = h.a.spawn(&["send", "/app/ch"]);
+    let feeder = {
+        let mut stdin = sender.stdin.take().unwrap();
+        std::thread::spawn(move || {
+            use std::io::Write;
+            for i in 0..total {
+                if writeln!(stdin, "m-{i}").is_err() {
+                    break;
+                }
+            }
+        })
+    };
+    eventually(Duration::from_secs(60), "messages to cross", || h.b.stats("/net/ha/app/ch").received_msgs > 2000);
+    let bridge_pid = h.a.bridge_pid();
+    h.a.kill_bridge();
+    let killed = Instant::now();
+    // hb's bridge notices at once (the connection closes; a silent host
+    // would take the lease, 3 s), drops its handles on the mirror, and the
+    // watcher there sees the senders go, as for a local sender's death.
+    loop {
+        let left = Duration::from_secs(10).checked_sub(killed.elapsed()).unwrap_or_default();
+        match events.recv_timeout(left) {
+            Ok(e) if e.contains("no more senders") => break,
+            Ok(_) => {}
+            Err(_) => panic!("no event on hb within 10 s of the kill\n{}", h.logs()),
+        }
+    }
+    eprintln!("hb's watcher saw ha's bridge ({bridge_pid:?}) gone {:?} after the kill", killed.elapsed());
+    std::thread::sleep(Duration::from_millis(500));
+    h.a.restart_bridge();
+    feeder.join().unwrap();
+    let o = wait_output(sender, Duration::from_secs(180));
+    assert!(o.status.success(), "sender: {}", text(&o));
+    let _ = wait_output(recv_b, Duration::from_secs(180));
+    let got = got_b.join().unwrap();
+    let got = unique(&got);
+    let sent: HashSet<String> = (0..total).map(|i| format!("m-{i}")).collect();
+    assert!(got.is_subset(&sent));
+    let a = h.a.stats("/app/ch");
+    eprintln!("received on hb {}, lost at ha {}, left in ha's ring {}", got.len(), a.lost, a.depth);
+    assert_eq!(a.depth, 0, "traffic did not resume\n{}", h.logs());
+    // Lost messages are those the dead bridge had taken; the window bounds them.
+    assert!(a.lost <= 32, "{a:?}");
+    // A message is either received or counted lost (one whose
+    // acknowledgement died with the bridge may be both).
+    assert!(got.len() as u64 + a.lost >= total as u64, "{} + {} < {total}\n{}", got.len(), a.lost, h.logs());
+    let _ = watch.kill();
+    let _ = watch.wait();
+}
+
+#[test]
+fn rights_stay_narrow_and_hostile_frames_are_rejected() {
+    let Some(mut h) = TwoHosts::new("hostile") else { return };
+    create(&h.a, "/app/ch", "64");
+    create(&h.a, "/app/wo", "64");
+    create(&h.a, "/app/ro", "64");
+    h.bridges(&["--export", "/app", "--export", "/app/wo=send", "--export", "/app/ro=recv"], &["--import-mode", "066"]);
+    for p in ["/net/ha/app/ch", "/net/ha/app/wo", "/net/ha/app/ro"] {
+        h.b.wait_for_name(p, SETTLE);
+    }
+    // Modes on hb say what the export allows: wo only w, ro only r.
+    assert_eq!(h.b.stats("/net/ha/app/wo").mode & 0o077, 0o022);
+    assert_eq!(h.b.stats("/net/ha/app/ro").mode & 0o077, 0o044);
+
+    // A send-only export: a receiver on hb gets nothing of what ha sends.
+    let o = h.a.cli(&["send", "/app/wo", "secret"]);
+    assert!(o.status.success());
+    let o = h.b.cli(&["recv", "/net/ha/app/wo", "--timeout", "2"]);
+    assert!(!String::from_utf8_lossy(&o.stdout).contains("secret"), "{}", text(&o));
+    // A receive-only export: what hb sends stays on hb.
+    let o = h.b.cli(&["send", "/net/ha/app/ro", "intrusion"]);
+    assert!(o.status.success());
+    std::thread::sleep(Duration::from_millis(1000));
+    assert_eq!(h.a.stats("/app/ro").sent_msgs, 0);
+
+    // A hostile Zenoh peer on hb's network publishes into ha's inbox.
+    let helper = std::env::current_exe().unwrap();
+    let mut c =
+        h.b.command(&helper)
+            .args(["--exact", "hostile_peer", "--include-ignored", "--nocapture"])
+            .env("HOSTILE_CONNECT", format!("tcp/{}:7447", h.a.addr))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+    let st = hosts::wait_output(
+        std::mem::replace(&mut c, std::process::Command::new("true").spawn().unwrap()),
+        Duration::from_secs(60),
+    );
+    let _ = c.wait();
+    assert!(st.status.success(), "{}", text(&st));
+    std::thread::sleep(Duration::from_millis(1000));
+    let log = h.a.bridge_log();
+    for what in [
+        "rejected a frame from the network",
+        "which is not exported",
+        "rejected a 10000-byte message",
+        "exported without send",
+        "refused hb messages from /app/wo",
+        "claiming to come from",
+    ] {
+        assert!(log.contains(what), "no {what:?} in ha's log:\n{log}");
+    }
+    assert_eq!(h.a.stats("/app/ro").sent_msgs, 0);
+    assert_eq!(h.a.stats("/app/wo").received_msgs, 0, "the secret left ha");
+
+    // Both bridges and kernels still serve: an honest message crosses.
+    let mut r = h.a.spawn(&["recv", "/app/ch", "--count", "1", "--timeout", "20"]);
+    let o = h.b.cli(&["send", "/net/ha/app/ch", "still-here"]);
+    assert!(o.status.success());
+    let mut out = String::new();
+    r.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    let _ = r.wait();
+    assert_eq!(out, "still-here\n", "{}", h.logs());
+}
+
+/// Run by the test above inside hb's namespace: a Zenoh peer that speaks
+/// the bridges' key space with bad intent.
+#[test]
+#[ignore = "a helper, run inside a namespace by rights_stay_narrow_and_hostile_frames_are_rejected"]
+fn hostile_peer() {
+    use comesg_bridge::wire::{Body, Dir, Frame};
+    use zenoh::Wait;
+    let Ok(connect) = std::env::var("HOSTILE_CONNECT") else { return };
+    let net = comesg_bridge::NetConfig { connect: vec![connect], lease_ms: 3000, ..Default::default() };
+    let session = comesg_bridge::net::open(&net).expect("zenoh");
+    std::thread::sleep(Duration::from_millis(1500));
+    let inbox = comesg_bridge::wire::inbox("ha");
+    let put = |bytes: Vec<u8>| session.put(&inbox, bytes).wait().expect("put");
+    let frame = |from: &str, body: Body| Frame { from: from.into(), body }.encode();
+    put(b"\xff\xff\xff\xff garbage".to_vec());
+    put(vec![]);
+    put(frame("hb", Body::Msg { port: "/app/nope".into(), dir: Dir::Up, stream: 1, seq: 1, bytes: b"x".to_vec() }));
+    put(frame("hb", Body::Msg { port: "/app/ch".into(), dir: Dir::Up, stream: 2, seq: 1, bytes: vec![7; 10_000] }));
+    put(frame("hb", Body::Msg { port: "/app/ro".into(), dir: Dir::Up, stream: 3, seq: 1, bytes: b"x".to_vec() }));
+    put(frame("hb", Body::Demand { port: "/app/wo".into(), on: true }));
+    put(frame("ha", Body::Demand { port: "/app/ch".into(), on: true }));
+    put(frame("../x", Body::Demand { port: "/app/ch".into(), on: true }));
+    put(frame("hb", Body::Ack { port: "/app/ch".into(), dir: Dir::Down, stream: 9, upto: u64::MAX }));
+    std::thread::sleep(Duration::from_millis(500));
+    let _ = session.close().wait();
+}

@@ -42,6 +42,22 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Whether a frame's messages fit the port; the whole frame is rejected if
+/// one does not.
+fn fits(msgs: &[Vec<u8>], slot_size: u32, from: &str, port: &str) -> bool {
+    if msgs.len() > wire::MAX_BATCH {
+        tracing::warn!("rejected a frame of {} messages from {from} for {port}", msgs.len());
+        return false;
+    }
+    match msgs.iter().find(|m| m.len() > slot_size as usize) {
+        Some(m) => {
+            tracing::warn!("rejected a {}-byte message from {from} for {port} ({slot_size}-byte slots)", m.len());
+            false
+        }
+        None => true,
+    }
+}
+
 /// The exporting side of one (importer, port) pair.
 #[derive(Default)]
 struct ExportLink {
@@ -276,8 +292,8 @@ impl Inner {
         }
         let from = frame.from;
         match frame.body {
-            Body::Msg { port, dir: Dir::Up, stream, seq, bytes } => self.msg_up(&from, &port, stream, seq, bytes),
-            Body::Msg { port, dir: Dir::Down, stream, seq, bytes } => self.msg_down(&from, &port, stream, seq, bytes),
+            Body::Msg { port, dir: Dir::Up, stream, seq, msgs } => self.msg_up(&from, &port, stream, seq, msgs),
+            Body::Msg { port, dir: Dir::Down, stream, seq, msgs } => self.msg_down(&from, &port, stream, seq, msgs),
             Body::Demand { port, on } => self.demand(&from, &port, on),
             Body::Ack { port, dir: Dir::Down, stream, upto } => {
                 if let Some(t) = lock(&self.links).get(&(from.clone(), port.clone())).and_then(|l| l.taker.as_ref()) {
@@ -295,7 +311,7 @@ impl Inner {
     }
 
     /// A message from an importer's senders, for an exported channel.
-    fn msg_up(&self, from: &str, port: &str, stream: u64, seq: u64, bytes: Vec<u8>) {
+    fn msg_up(&self, from: &str, port: &str, stream: u64, seq: u64, msgs: Vec<Vec<u8>>) {
         let Some(meta) = self.exported_meta(port) else {
             tracing::warn!("rejected a message from {from} for {port:?}, which is not exported");
             return;
@@ -308,8 +324,7 @@ impl Inner {
             tracing::warn!("rejected a message from {from} for {port}: exported without send");
             return;
         }
-        if bytes.len() > slot_size as usize {
-            tracing::warn!("rejected a {}-byte message from {from} for {port} ({slot_size}-byte slots)", bytes.len());
+        if !fits(&msgs, slot_size, from, port) {
             return;
         }
         let mut links = lock(&self.links);
@@ -325,23 +340,22 @@ impl Inner {
             }
         }
         if let Some(i) = &link.injector {
-            i.push(stream, seq, bytes);
+            i.push(stream, seq, msgs);
         }
     }
 
     /// A message from an exported channel, for this host's mirror of it.
-    fn msg_down(&self, from: &str, port: &str, stream: u64, seq: u64, bytes: Vec<u8>) {
+    fn msg_down(&self, from: &str, port: &str, stream: u64, seq: u64, msgs: Vec<Vec<u8>>) {
         let imports = lock(&self.imports);
         let Some(Import::Channel(c)) = imports.get(&(from.to_string(), port.to_string())) else {
             tracing::warn!("rejected a message from {from} for {port:?}, which is not imported from there");
             return;
         };
         let (ExportKind::Channel { slot_size, .. }, Some(down)) = (c.meta.kind, &c.down) else { return };
-        if bytes.len() > slot_size as usize {
-            tracing::warn!("rejected a {}-byte message from {from} for {port} ({slot_size}-byte slots)", bytes.len());
+        if !fits(&msgs, slot_size, from, port) {
             return;
         }
-        down.push(stream, seq, bytes);
+        down.push(stream, seq, msgs);
     }
 
     /// An importer wants messages from an exported channel (or not).

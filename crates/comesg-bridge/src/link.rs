@@ -14,15 +14,16 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::mpsc::{self, Receiver};
 use std::sync::Arc;
+use std::sync::{Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use comesg::{Connection, RecvError, Rights, SendError};
 
 use crate::net::Outbox;
-use crate::wire::{Body, Dir};
+use crate::wire::{Body, Dir, BATCH_BYTES, MAX_BATCH};
 
 /// How long a waiting taker or injector sleeps before it looks at its stop
 /// flag again.
@@ -133,12 +134,26 @@ fn take(ch: comesg::Channel, sh: &TakerShared, acks: Receiver<(u64, u64)>, route
         }
         match ch.recv_in_place_timeout(TICK) {
             Ok(slot) => {
-                seq += 1;
-                let body = Body::Msg { port: route.port.clone(), dir: route.dir, stream, seq, bytes: slot.to_vec() };
-                if let Err(e) = outbox.send(&route.peer, body) {
-                    tracing::warn!("{} to {}: {e}; the message stays claimed and is lost", route.port, route.peer);
+                // Whatever else is ready goes in the same frame.
+                let mut bytes = slot.len();
+                let mut batch = vec![slot];
+                while inflight.len() + batch.len() < window && batch.len() < MAX_BATCH && bytes < BATCH_BYTES {
+                    match ch.try_recv_in_place() {
+                        Ok(s) => {
+                            bytes += s.len();
+                            batch.push(s);
+                        }
+                        Err(_) => break,
+                    }
                 }
-                inflight.push_back((seq, slot));
+                let first = seq + 1;
+                seq += batch.len() as u64;
+                let msgs = batch.iter().map(|s| s.to_vec()).collect();
+                let body = Body::Msg { port: route.port.clone(), dir: route.dir, stream, seq: first, msgs };
+                if let Err(e) = outbox.send(&route.peer, body) {
+                    tracing::warn!("{} to {}: {e}; the messages stay claimed and are lost", route.port, route.peer);
+                }
+                inflight.extend((first..).zip(batch));
             }
             Err(RecvError::TimedOut | RecvError::Empty) => {}
             Err(e) => {
@@ -167,126 +182,270 @@ struct Arrival {
     bytes: Vec<u8>,
 }
 
+/// What the network thread and the injector's own thread share.
+struct InjectState {
+    /// Highest sequence number accepted, per stream, with when it was last
+    /// used; a stream seen once is remembered (the most recent 64), so a
+    /// late or replayed frame of an old stream is never delivered again.
+    seen: HashMap<u64, (u64, u64)>,
+    clock: u64,
+    /// Messages that found the ring full, in order; while any wait, later
+    /// ones queue behind them.
+    queue: VecDeque<Arrival>,
+    /// The injector's thread holds a message it is sending.
+    busy: bool,
+    /// Delivered but not yet acknowledged: stream, highest, how many.
+    /// Acknowledged every quarter window, and by the injector's thread once
+    /// traffic pauses ([`ACK_DELAY`]), so that a steady stream costs one
+    /// acknowledgement per many messages.
+    pending: Option<(u64, u64, u64)>,
+}
+
+/// How long a delivered message waits for company before it is
+/// acknowledged on its own.
+const ACK_DELAY: Duration = Duration::from_millis(2);
+
+struct InjectShared {
+    ch: comesg::Channel,
+    state: Mutex<InjectState>,
+    wake: Condvar,
+    stop: AtomicBool,
+    route: Route,
+    outbox: Outbox,
+    /// Most messages queued: an honest taker never has more than a window
+    /// in flight; room for a few covers one that restarted with a new stream.
+    cap: usize,
+    /// Acknowledge after this many deliveries.
+    ack_every: u64,
+}
+
+impl InjectShared {
+    fn state(&self) -> MutexGuard<'_, InjectState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn ack(&self, stream: u64, upto: u64) {
+        let body = Body::Ack { port: self.route.port.clone(), dir: self.route.dir, stream, upto };
+        if let Err(e) = self.outbox.send(&self.route.peer, body) {
+            tracing::warn!("{}: ack to {}: {e}", self.route.port, self.route.peer);
+        }
+    }
+}
+
+impl InjectState {
+    /// Notes `seq` of `stream` delivered; returns an acknowledgement to send
+    /// now, if one is due (`every` delivered, or a new stream).
+    fn delivered(&mut self, stream: u64, seq: u64, every: u64) -> Vec<(u64, u64)> {
+        let mut due = Vec::new();
+        let count = match self.pending {
+            Some((s, upto, n)) if s == stream => {
+                let _ = upto;
+                n + 1
+            }
+            Some((s, upto, _)) => {
+                due.push((s, upto));
+                1
+            }
+            None => 1,
+        };
+        self.pending = Some((stream, seq, count));
+        if count >= every {
+            due.push((stream, seq));
+            self.pending = None;
+        }
+        due
+    }
+
+    /// Whether message `seq` of `stream` is new; marks it seen.
+    fn accept(&mut self, stream: u64, seq: u64, port: &str) -> bool {
+        self.clock += 1;
+        if !self.seen.contains_key(&stream) && self.seen.len() >= 64 {
+            if let Some(oldest) = self.seen.iter().min_by_key(|(_, (_, used))| *used).map(|(s, _)| *s) {
+                self.seen.remove(&oldest);
+            }
+        }
+        let (last, used) = self.seen.entry(stream).or_insert((0, 0));
+        *used = self.clock;
+        if seq <= *last {
+            tracing::warn!("{port}: message {seq} of stream {stream} again: dropped");
+            return false;
+        }
+        if seq != *last + 1 {
+            tracing::warn!("{port}: stream {stream} skipped from {last} to {seq}");
+        }
+        *last = seq;
+        true
+    }
+}
+
 /// Sends messages that arrive from a far bridge into a local ring, in
-/// order, once each, and acknowledges them.
+/// order, once each, and acknowledges them. While the ring has room they go
+/// straight in from the network thread; once it is full they queue for the
+/// injector's own thread, which waits for room.
 pub struct Injector {
-    tx: SyncSender<Arrival>,
-    stop: Arc<AtomicBool>,
+    shared: Arc<InjectShared>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl Injector {
-    /// Opens `local` with SEND and starts sending into it what
-    /// [`Injector::push`] hands over; acknowledgements go back along
-    /// `route`.
+    /// Opens `local` with SEND; acknowledgements go back along `route`.
     pub fn spawn(conn: &Connection, local: &str, route: Route, outbox: Outbox) -> Result<Injector, comesg::Error> {
         let ch = conn.open_channel(local, Rights::SEND)?;
-        // An honest taker never has more than a window in flight; room for
-        // a few windows covers a taker that restarted with a new stream.
-        let (tx, rx) = mpsc::sync_channel(4 * window(ch.slots() as u32));
-        let stop = Arc::new(AtomicBool::new(false));
-        let st = stop.clone();
+        let cap = 4 * window(ch.slots() as u32);
+        let ack_every = (window(ch.slots() as u32) / 4).max(1) as u64;
+        let state = InjectState { seen: HashMap::new(), clock: 0, queue: VecDeque::new(), busy: false, pending: None };
+        let shared = Arc::new(InjectShared {
+            ch,
+            state: Mutex::new(state),
+            wake: Condvar::new(),
+            stop: AtomicBool::new(false),
+            route,
+            outbox,
+            cap,
+            ack_every,
+        });
+        let sh = shared.clone();
         let thread = std::thread::Builder::new()
             .name(format!("inject {local}"))
-            .spawn(move || inject(ch, &st, rx, route, &outbox))
+            .spawn(move || inject(&sh))
             .map_err(comesg::Error::Io)?;
-        Ok(Injector { tx, stop, thread: Some(thread) })
+        Ok(Injector { shared, thread: Some(thread) })
     }
 
-    /// Hands over a message from the network. A peer that sends more than
-    /// its window is misbehaving: the excess is dropped and logged.
-    pub fn push(&self, stream: u64, seq: u64, bytes: Vec<u8>) {
-        match self.tx.try_send(Arrival { stream, seq, bytes }) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => tracing::warn!("message {seq} of stream {stream} beyond the window: dropped"),
-            Err(TrySendError::Disconnected(_)) => {}
+    /// Hands over messages `seq`, `seq + 1`... of `stream` from the network.
+    /// A peer that sends more than its window is misbehaving: the excess is
+    /// dropped and logged.
+    pub fn push(&self, stream: u64, seq: u64, msgs: Vec<Vec<u8>>) {
+        let sh = &*self.shared;
+        let port = sh.route.port.as_str();
+        let mut due = Vec::new();
+        let wake;
+        {
+            let mut st = sh.state();
+            let had_pending = st.pending.is_some();
+            for (seq, bytes) in (seq..).zip(msgs) {
+                if !st.accept(stream, seq, port) {
+                    continue;
+                }
+                if st.queue.is_empty() && !st.busy {
+                    match sh.ch.try_send(&bytes) {
+                        Ok(()) => {
+                            due.extend(st.delivered(stream, seq, sh.ack_every));
+                            continue;
+                        }
+                        Err(SendError::Full) => {}
+                        Err(e) => {
+                            // Acknowledged all the same, so that the taker
+                            // finishes it: it cannot be delivered anywhere.
+                            tracing::warn!("{port}: message {seq} rejected: {e}");
+                            due.extend(st.delivered(stream, seq, sh.ack_every));
+                            continue;
+                        }
+                    }
+                }
+                if st.queue.len() >= sh.cap {
+                    tracing::warn!("{port}: message {seq} of stream {stream} beyond the window: dropped");
+                    continue;
+                }
+                st.queue.push_back(Arrival { stream, seq, bytes });
+            }
+            // The thread acknowledges what is pending once traffic pauses,
+            // and sends what queued.
+            wake = (!had_pending && st.pending.is_some()) || !st.queue.is_empty();
+        }
+        for (stream, upto) in due {
+            sh.ack(stream, upto);
+        }
+        if wake {
+            sh.wake.notify_one();
         }
     }
 }
 
 impl Drop for Injector {
     fn drop(&mut self) {
-        self.stop.store(true, Relaxed);
+        self.shared.stop.store(true, Relaxed);
+        self.shared.wake.notify_all();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
     }
 }
 
-fn inject(ch: comesg::Channel, stop: &AtomicBool, rx: Receiver<Arrival>, route: Route, outbox: &Outbox) {
-    let ack_every = (window(ch.slots() as u32) / 4).max(1) as u64;
-    // Highest sequence number delivered, per stream; a stream seen once is
-    // remembered (the most recent 64), so a late or replayed frame of an old
-    // stream is never delivered again.
-    let mut seen: HashMap<u64, (u64, u64)> = HashMap::new();
-    let mut clock = 0u64;
-    // The acknowledgement not yet sent: stream, highest delivered, count.
-    let mut pending: Option<(u64, u64, u64)> = None;
-    let ack = |p: &mut Option<(u64, u64, u64)>| {
-        if let Some((stream, upto, _)) = p.take() {
-            let body = Body::Ack { port: route.port.clone(), dir: route.dir, stream, upto };
-            if let Err(e) = outbox.send(&route.peer, body) {
-                tracing::warn!("{}: ack to {}: {e}", route.port, route.peer);
-            }
+/// The injector's thread: sends what queued behind a full ring, waiting for
+/// room, and acknowledges what is pending once traffic pauses or the ring
+/// is full.
+fn inject(sh: &InjectShared) {
+    let port = sh.route.port.as_str();
+    let flush = || {
+        let p = sh.state().pending.take();
+        if let Some((stream, upto, _)) = p {
+            sh.ack(stream, upto);
         }
     };
-    // The next arrival, looked at early to know whether more are queued.
-    let mut next: Option<Arrival> = None;
-    while !stop.load(Relaxed) {
-        let a = match next.take() {
-            Some(a) => a,
-            None => match rx.recv_timeout(TICK) {
-                Ok(a) => a,
-                Err(RecvTimeoutError::Timeout) => continue,
-                Err(RecvTimeoutError::Disconnected) => break,
-            },
-        };
-        if pending.is_some_and(|(s, _, _)| s != a.stream) {
-            ack(&mut pending);
-        }
-        clock += 1;
-        if !seen.contains_key(&a.stream) && seen.len() >= 64 {
-            if let Some(oldest) = seen.iter().min_by_key(|(_, (_, used))| *used).map(|(s, _)| *s) {
-                seen.remove(&oldest);
+    while !sh.stop.load(Relaxed) {
+        let next = {
+            let mut st = sh.state();
+            st.busy = false;
+            if st.queue.is_empty() {
+                let before = st.pending;
+                let wait = if before.is_some() { ACK_DELAY } else { TICK };
+                let (mut st, _) = sh
+                    .wake
+                    .wait_timeout_while(st, wait, |s| {
+                        s.queue.is_empty() && s.pending == before && !sh.stop.load(Relaxed)
+                    })
+                    .unwrap_or_else(|p| p.into_inner());
+                match st.queue.pop_front() {
+                    Some(a) => {
+                        st.busy = true;
+                        a
+                    }
+                    None => {
+                        // Nothing new for a while: acknowledge what is in.
+                        if st.pending.is_some() && st.pending == before {
+                            let p = st.pending.take();
+                            drop(st);
+                            if let Some((stream, upto, _)) = p {
+                                sh.ack(stream, upto);
+                            }
+                        }
+                        continue;
+                    }
+                }
+            } else {
+                st.busy = true;
+                match st.queue.pop_front() {
+                    Some(a) => a,
+                    None => continue,
+                }
             }
-        }
-        let (last, used) = seen.entry(a.stream).or_insert((0, 0));
-        *used = clock;
-        if a.seq <= *last {
-            tracing::warn!("{}: message {} of stream {} again: dropped", route.port, a.seq, a.stream);
-            continue;
-        }
-        if a.seq != *last + 1 {
-            tracing::warn!("{}: stream {} skipped from {} to {}", route.port, a.stream, last, a.seq);
-        }
-        *last = a.seq;
+        };
         loop {
-            match ch.send_timeout(&a.bytes, TICK * 5) {
+            match sh.ch.send_timeout(&next.bytes, TICK * 5) {
                 Ok(()) => break,
-                Err(SendError::TimedOut | SendError::Full) if !stop.load(Relaxed) => {
+                Err(SendError::TimedOut | SendError::Full) if !sh.stop.load(Relaxed) => {
                     // The ring is full: the far taker's window fills and it
                     // stops taking, which is the backpressure. What is in
                     // already can be finished there meanwhile.
-                    ack(&mut pending);
+                    flush();
                 }
                 Err(SendError::TimedOut | SendError::Full) => {
                     // Stopping with the ring still full: the message stays
                     // unacknowledged, so the far side counts it lost.
-                    ack(&mut pending);
+                    flush();
                     return;
                 }
                 Err(e) => {
-                    tracing::warn!("{}: message {} rejected: {e}", route.port, a.seq);
+                    tracing::warn!("{port}: message {} rejected: {e}", next.seq);
                     break;
                 }
             }
         }
-        let count = pending.map_or(0, |(_, _, n)| n) + 1;
-        pending = Some((a.stream, a.seq, count));
-        next = rx.try_recv().ok();
-        if count >= ack_every || next.is_none() {
-            ack(&mut pending);
+        let due = sh.state().delivered(next.stream, next.seq, sh.ack_every);
+        for (stream, upto) in due {
+            sh.ack(stream, upto);
         }
     }
-    ack(&mut pending);
+    flush();
 }

@@ -11,6 +11,12 @@ use serde::{Deserialize, Serialize};
 /// many times over; anything larger is hostile or broken).
 pub const MAX_FRAME: usize = 16 << 20;
 
+/// Most messages in one frame.
+pub const MAX_BATCH: usize = 1024;
+
+/// A taker stops adding messages to a frame past this many bytes.
+pub const BATCH_BYTES: usize = 256 << 10;
+
 /// Which way a message moves along a link between an exporting and an
 /// importing bridge.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -33,19 +39,21 @@ pub struct Frame {
 /// What a frame says.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Body {
-    /// A message taken from a ring, on its way to the other side's ring.
+    /// Messages taken from a ring, on their way to the other side's ring:
+    /// as many as were ready at once (up to [`MAX_BATCH`]), in order.
     Msg {
         /// The exported port's path on the exporting host.
         port: String,
-        /// Which way it moves.
+        /// Which way they move.
         dir: Dir,
         /// The taker's stream: new for every taker, so that numbers from a
         /// restarted bridge never match old ones.
         stream: u64,
-        /// 1, 2, 3... within the stream.
+        /// The first message's number (1, 2, 3... within the stream); the
+        /// others follow it.
         seq: u64,
-        /// The message.
-        bytes: Vec<u8>,
+        /// The messages.
+        msgs: Vec<Vec<u8>>,
     },
     /// Every message of `stream` up to `upto` is in the receiving ring: the
     /// taker may finish them.
@@ -227,7 +235,7 @@ mod tests {
         fn frames_round_trip(from in "[a-z]{1,8}", port in "/[a-z]{1,8}", stream: u64, seq: u64,
                              bytes in proptest::collection::vec(any::<u8>(), 0..300), up: bool) {
             let dir = if up { Dir::Up } else { Dir::Down };
-            let f = Frame { from, body: Body::Msg { port, dir, stream, seq, bytes } };
+            let f = Frame { from, body: Body::Msg { port, dir, stream, seq, msgs: vec![bytes.clone(), bytes] } };
             prop_assert_eq!(Frame::decode(&f.encode()).unwrap(), f);
         }
 

@@ -259,9 +259,21 @@ fn hostile_peer() {
     let frame = |from: &str, body: Body| Frame { from: from.into(), body }.encode();
     put(b"\xff\xff\xff\xff garbage".to_vec());
     put(vec![]);
-    put(frame("hb", Body::Msg { port: "/app/nope".into(), dir: Dir::Up, stream: 1, seq: 1, bytes: b"x".to_vec() }));
-    put(frame("hb", Body::Msg { port: "/app/ch".into(), dir: Dir::Up, stream: 2, seq: 1, bytes: vec![7; 10_000] }));
-    put(frame("hb", Body::Msg { port: "/app/ro".into(), dir: Dir::Up, stream: 3, seq: 1, bytes: b"x".to_vec() }));
+    put(frame(
+        "hb",
+        Body::Msg { port: "/app/nope".into(), dir: Dir::Up, stream: 1, seq: 1, msgs: vec![b"x".to_vec()] },
+    ));
+    put(frame(
+        "hb",
+        Body::Msg {
+            port: "/app/ch".into(),
+            dir: Dir::Up,
+            stream: 2,
+            seq: 1,
+            msgs: vec![b"ok".to_vec(), vec![7; 10_000]],
+        },
+    ));
+    put(frame("hb", Body::Msg { port: "/app/ro".into(), dir: Dir::Up, stream: 3, seq: 1, msgs: vec![b"x".to_vec()] }));
     put(frame("hb", Body::Demand { port: "/app/wo".into(), on: true }));
     put(frame("ha", Body::Demand { port: "/app/ch".into(), on: true }));
     put(frame("../x", Body::Demand { port: "/app/ch".into(), on: true }));

@@ -44,7 +44,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// Whether a frame's messages fit the port; the whole frame is rejected if
 /// one does not.
-fn fits(msgs: &[Vec<u8>], slot_size: u32, from: &str, port: &str) -> bool {
+fn fits(msgs: &[&[u8]], slot_size: u32, from: &str, port: &str) -> bool {
     if msgs.len() > wire::MAX_BATCH {
         tracing::warn!("rejected a frame of {} messages from {from} for {port}", msgs.len());
         return false;
@@ -311,7 +311,7 @@ impl Inner {
     }
 
     /// A message from an importer's senders, for an exported channel.
-    fn msg_up(&self, from: &str, port: &str, stream: u64, seq: u64, msgs: Vec<Vec<u8>>) {
+    fn msg_up(&self, from: &str, port: &str, stream: u64, seq: u64, msgs: Vec<&[u8]>) {
         let Some(meta) = self.exported_meta(port) else {
             tracing::warn!("rejected a message from {from} for {port:?}, which is not exported");
             return;
@@ -340,12 +340,12 @@ impl Inner {
             }
         }
         if let Some(i) = &link.injector {
-            i.push(stream, seq, msgs);
+            i.push(stream, seq, &msgs);
         }
     }
 
     /// A message from an exported channel, for this host's mirror of it.
-    fn msg_down(&self, from: &str, port: &str, stream: u64, seq: u64, msgs: Vec<Vec<u8>>) {
+    fn msg_down(&self, from: &str, port: &str, stream: u64, seq: u64, msgs: Vec<&[u8]>) {
         let imports = lock(&self.imports);
         let Some(Import::Channel(c)) = imports.get(&(from.to_string(), port.to_string())) else {
             tracing::warn!("rejected a message from {from} for {port:?}, which is not imported from there");
@@ -355,7 +355,7 @@ impl Inner {
         if !fits(&msgs, slot_size, from, port) {
             return;
         }
-        down.push(stream, seq, msgs);
+        down.push(stream, seq, &msgs);
     }
 
     /// An importer wants messages from an exported channel (or not).

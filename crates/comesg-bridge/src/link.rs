@@ -148,7 +148,7 @@ fn take(ch: comesg::Channel, sh: &TakerShared, acks: Receiver<(u64, u64)>, route
                 }
                 let first = seq + 1;
                 seq += batch.len() as u64;
-                let msgs = batch.iter().map(|s| s.to_vec()).collect();
+                let msgs = batch.iter().map(|s| &s[..]).collect();
                 let body = Body::Msg { port: route.port.clone(), dir: route.dir, stream, seq: first, msgs };
                 if let Err(e) = outbox.send(&route.peer, body) {
                     tracing::warn!("{} to {}: {e}; the messages stay claimed and are lost", route.port, route.peer);
@@ -315,7 +315,7 @@ impl Injector {
     /// Hands over messages `seq`, `seq + 1`... of `stream` from the network.
     /// A peer that sends more than its window is misbehaving: the excess is
     /// dropped and logged.
-    pub fn push(&self, stream: u64, seq: u64, msgs: Vec<Vec<u8>>) {
+    pub fn push(&self, stream: u64, seq: u64, msgs: &[&[u8]]) {
         let sh = &*self.shared;
         let port = sh.route.port.as_str();
         let mut due = Vec::new();
@@ -323,12 +323,12 @@ impl Injector {
         {
             let mut st = sh.state();
             let had_pending = st.pending.is_some();
-            for (seq, bytes) in (seq..).zip(msgs) {
+            for (seq, bytes) in (seq..).zip(msgs.iter().copied()) {
                 if !st.accept(stream, seq, port) {
                     continue;
                 }
                 if st.queue.is_empty() && !st.busy {
-                    match sh.ch.try_send(&bytes) {
+                    match sh.ch.try_send(bytes) {
                         Ok(()) => {
                             due.extend(st.delivered(stream, seq, sh.ack_every));
                             continue;
@@ -347,7 +347,7 @@ impl Injector {
                     tracing::warn!("{port}: message {seq} of stream {stream} beyond the window: dropped");
                     continue;
                 }
-                st.queue.push_back(Arrival { stream, seq, bytes });
+                st.queue.push_back(Arrival { stream, seq, bytes: bytes.to_vec() });
             }
             // The thread acknowledges what is pending once traffic pauses,
             // and sends what queued.

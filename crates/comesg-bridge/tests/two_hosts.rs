@@ -261,7 +261,7 @@ fn hostile_peer() {
     put(vec![]);
     put(frame(
         "hb",
-        Body::Msg { port: "/app/nope".into(), dir: Dir::Up, stream: 1, seq: 1, msgs: vec![b"x".to_vec()] },
+        Body::Msg { port: "/app/nope".into(), dir: Dir::Up, stream: 1, seq: 1, msgs: vec![&b"x"[..]] },
     ));
     put(frame(
         "hb",
@@ -270,10 +270,10 @@ fn hostile_peer() {
             dir: Dir::Up,
             stream: 2,
             seq: 1,
-            msgs: vec![b"ok".to_vec(), vec![7; 10_000]],
+            msgs: vec![&b"ok"[..], &[7; 10_000]],
         },
     ));
-    put(frame("hb", Body::Msg { port: "/app/ro".into(), dir: Dir::Up, stream: 3, seq: 1, msgs: vec![b"x".to_vec()] }));
+    put(frame("hb", Body::Msg { port: "/app/ro".into(), dir: Dir::Up, stream: 3, seq: 1, msgs: vec![&b"x"[..]] }));
     put(frame("hb", Body::Demand { port: "/app/wo".into(), on: true }));
     put(frame("ha", Body::Demand { port: "/app/ch".into(), on: true }));
     put(frame("../x", Body::Demand { port: "/app/ch".into(), on: true }));

@@ -259,19 +259,10 @@ fn hostile_peer() {
     let frame = |from: &str, body: Body| Frame { from: from.into(), body }.encode();
     put(b"\xff\xff\xff\xff garbage".to_vec());
     put(vec![]);
+    put(frame("hb", Body::Msg { port: "/app/nope".into(), dir: Dir::Up, stream: 1, seq: 1, msgs: vec![&b"x"[..]] }));
     put(frame(
         "hb",
-        Body::Msg { port: "/app/nope".into(), dir: Dir::Up, stream: 1, seq: 1, msgs: vec![&b"x"[..]] },
-    ));
-    put(frame(
-        "hb",
-        Body::Msg {
-            port: "/app/ch".into(),
-            dir: Dir::Up,
-            stream: 2,
-            seq: 1,
-            msgs: vec![&b"ok"[..], &[7; 10_000]],
-        },
+        Body::Msg { port: "/app/ch".into(), dir: Dir::Up, stream: 2, seq: 1, msgs: vec![&b"ok"[..], &[7; 10_000]] },
     ));
     put(frame("hb", Body::Msg { port: "/app/ro".into(), dir: Dir::Up, stream: 3, seq: 1, msgs: vec![&b"x"[..]] }));
     put(frame("hb", Body::Demand { port: "/app/wo".into(), on: true }));
@@ -280,4 +271,54 @@ fn hostile_peer() {
     put(frame("hb", Body::Ack { port: "/app/ch".into(), dir: Dir::Down, stream: 9, upto: u64::MAX }));
     std::thread::sleep(Duration::from_millis(500));
     let _ = session.close().wait();
+}
+
+#[test]
+fn a_killed_importing_bridge_leaves_its_messages_counted_lost_at_the_exporter() {
+    let Some(mut h) = TwoHosts::new("killimp") else { return };
+    create(&h.a, "/app/ch", "64");
+    h.bridges(&["--export", "/app"], &[]);
+    h.b.wait_for_name("/net/ha/app/ch", SETTLE);
+    let mut recv_b = h.b.spawn(&["recv", "/net/ha/app/ch", "--timeout", "20"]);
+    let got_b = collect(&mut recv_b);
+    std::thread::sleep(Duration::from_millis(1000));
+    let total = 20_000;
+    let mut sender = h.a.spawn(&["send", "/app/ch"]);
+    let feeder = {
+        let mut stdin = sender.stdin.take().unwrap();
+        std::thread::spawn(move || {
+            use std::io::Write;
+            for i in 0..total {
+                if writeln!(stdin, "m-{i}").is_err() {
+                    break;
+                }
+            }
+        })
+    };
+    eventually(Duration::from_secs(60), "messages to cross", || h.b.stats("/net/ha/app/ch").received_msgs > 2000);
+    h.b.kill_bridge();
+    let killed = Instant::now();
+    // ha's bridge notices, closes its taker with the messages it had on
+    // their way still claimed, and ha's kernel counts them lost.
+    eventually(Duration::from_secs(10), "ha to notice", || h.a.bridge_log().contains("the bridge of hb has gone"));
+    eprintln!(
+        "ha noticed hb's bridge gone {:?} after the kill; lost at ha: {}",
+        killed.elapsed(),
+        h.a.stats("/app/ch").lost
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    // Restarted, hb's bridge reopens the mirror its receiver still holds.
+    h.b.restart_bridge();
+    feeder.join().unwrap();
+    let o = wait_output(sender, Duration::from_secs(180));
+    assert!(o.status.success(), "sender: {}", text(&o));
+    let _ = wait_output(recv_b, Duration::from_secs(180));
+    let got = unique(&got_b.join().unwrap());
+    let sent: HashSet<String> = (0..total).map(|i| format!("m-{i}")).collect();
+    assert!(got.is_subset(&sent));
+    let a = h.a.stats("/app/ch");
+    eprintln!("received on hb {}, lost at ha {}, left in ha's ring {}", got.len(), a.lost, a.depth);
+    assert_eq!(a.depth, 0, "traffic did not resume\n{}", h.logs());
+    assert!(a.lost <= 32, "{a:?}");
+    assert!(got.len() as u64 + a.lost >= total as u64, "{} + {} < {total}\n{}", got.len(), a.lost, h.logs());
 }

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
-use comesg::{Channel, ChannelOptions, Connection, Provider, Rights, ServiceOptions};
+use comesg::{ChannelOptions, CocarrierOptions, Connection, Provider, Rights, ServiceOptions};
 use zenoh::query::Query;
 use zenoh::sample::{Sample, SampleKind};
 use zenoh::{Session, Wait};
@@ -14,6 +14,7 @@ use zenoh::{Session, Wait};
 use crate::export::{scan, ExportSpec, Exported};
 use crate::link::{Injector, Route, Taker};
 use crate::net::Outbox;
+use crate::port::Port;
 use crate::wire::{self, Body, Dir, ExportKind, ExportMeta, Frame};
 
 /// What a bridge does.
@@ -44,14 +45,14 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// Whether a frame's messages fit the port; the whole frame is rejected if
 /// one does not.
-fn fits(msgs: &[&[u8]], slot_size: u32, from: &str, port: &str) -> bool {
+fn fits(msgs: &[&[u8]], max: u64, from: &str, port: &str) -> bool {
     if msgs.len() > wire::MAX_BATCH {
         tracing::warn!("rejected a frame of {} messages from {from} for {port}", msgs.len());
         return false;
     }
-    match msgs.iter().find(|m| m.len() > slot_size as usize) {
+    match msgs.iter().find(|m| m.len() as u64 > max) {
         Some(m) => {
-            tracing::warn!("rejected a {}-byte message from {from} for {port} ({slot_size}-byte slots)", m.len());
+            tracing::warn!("rejected a {}-byte message from {from} for {port} (at most {max} bytes)", m.len());
             false
         }
         None => true,
@@ -67,12 +68,12 @@ struct ExportLink {
     taker: Option<Taker>,
 }
 
-/// A channel imported from another host.
+/// A channel or carrier imported from another host.
 struct ChannelImport {
     local: String,
     meta: ExportMeta,
     /// The bridge's own handle: keeps the mirror alive while the exporter is.
-    mirror: Channel,
+    _mirror: Port,
     /// Takes what local senders send, for the exporter (when no local
     /// receiver is there to take it).
     up: Option<Taker>,
@@ -316,22 +317,22 @@ impl Inner {
             tracing::warn!("rejected a message from {from} for {port:?}, which is not exported");
             return;
         };
-        let ExportKind::Channel { slot_size, .. } = meta.kind else {
-            tracing::warn!("rejected a message from {from} for {port}, which is not a channel");
+        let Some(max) = meta.kind.max_message() else {
+            tracing::warn!("rejected a message from {from} for {port}, which carries no messages");
             return;
         };
         if !meta.rights.contains(Rights::SEND) {
             tracing::warn!("rejected a message from {from} for {port}: exported without send");
             return;
         }
-        if !fits(&msgs, slot_size, from, port) {
+        if !fits(&msgs, max, from, port) {
             return;
         }
         let mut links = lock(&self.links);
         let link = links.entry((from.to_string(), port.to_string())).or_default();
         if link.injector.is_none() {
             let route = Route { peer: from.to_string(), port: port.to_string(), dir: Dir::Up };
-            match Injector::spawn(&self.conn, port, route, self.outbox.clone()) {
+            match Injector::spawn(&self.conn, port, meta.kind, route, self.outbox.clone()) {
                 Ok(i) => link.injector = Some(i),
                 Err(e) => {
                     tracing::warn!("{port}: cannot send for {from}: {e}");
@@ -351,8 +352,8 @@ impl Inner {
             tracing::warn!("rejected a message from {from} for {port:?}, which is not imported from there");
             return;
         };
-        let (ExportKind::Channel { slot_size, .. }, Some(down)) = (c.meta.kind, &c.down) else { return };
-        if !fits(&msgs, slot_size, from, port) {
+        let (Some(max), Some(down)) = (c.meta.kind.max_message(), &c.down) else { return };
+        if !fits(&msgs, max, from, port) {
             return;
         }
         down.push(stream, seq, &msgs);
@@ -371,15 +372,15 @@ impl Inner {
             tracing::warn!("refused {from} messages from {port:?}, which is not exported");
             return;
         };
-        if !matches!(meta.kind, ExportKind::Channel { .. }) || !meta.rights.contains(Rights::RECV) {
-            tracing::warn!("refused {from} messages from {port}: not a channel exported with recv");
+        if meta.kind.max_message().is_none() || !meta.rights.contains(Rights::RECV) {
+            tracing::warn!("refused {from} messages from {port}: not a port exported with recv");
             return;
         }
         let mut links = lock(&self.links);
         let link = links.entry(key).or_default();
         if link.taker.is_none() {
             let route = Route { peer: from.to_string(), port: port.to_string(), dir: Dir::Down };
-            match Taker::spawn(&self.conn, port, route, self.stream(), self.outbox.clone()) {
+            match Taker::spawn(&self.conn, port, meta.kind, route, self.stream(), self.outbox.clone()) {
                 Ok(t) => link.taker = Some(t),
                 Err(e) => {
                     tracing::warn!("{port}: cannot receive for {from}: {e}");
@@ -534,6 +535,7 @@ impl Inner {
         let local = self.local_name(host, path);
         let imported = match meta.kind {
             ExportKind::Channel { slot_size, slots } => self.import_channel(&id, &local, meta, slot_size, slots),
+            ExportKind::Carrier(spec) => self.import_carrier(&id, &local, meta, spec),
             ExportKind::Service(spec) => self.import_service(&id, &local, spec, meta.rights),
         };
         let imported = match imported {
@@ -602,16 +604,56 @@ impl Inner {
                 mirror.slot_size()
             )));
         }
+        self.import_messages(id, local, meta, Port::Channel(mirror))
+    }
+
+    fn import_carrier(
+        &self,
+        id: &(String, String),
+        local: &str,
+        meta: ExportMeta,
+        spec: comesg_proto::CarrierSpec,
+    ) -> Result<Import, comesg::Error> {
+        let opts = CocarrierOptions {
+            arena: spec.arena,
+            max_message: spec.max_message,
+            receivers: spec.receivers,
+            queue: spec.queue,
+            // Not RECV: a carrier hands messages to every receiver handle,
+            // and this one never receives (the taker has its own).
+            rights: Rights::SEND,
+            mode: self.mode_for(meta.rights),
+            persistent: false,
+            exclusive: false,
+        };
+        let mirror = self.conn.create_cocarrier(local, opts)?;
+        if mirror.spec() != spec {
+            return Err(comesg::Error::Protocol(format!(
+                "{local} exists here as {:?}, the export is {spec:?}",
+                mirror.spec()
+            )));
+        }
+        self.import_messages(id, local, meta, Port::Carrier(mirror))
+    }
+
+    /// The taker and injector of an imported channel or carrier.
+    fn import_messages(
+        &self,
+        id: &(String, String),
+        local: &str,
+        meta: ExportMeta,
+        mirror: Port,
+    ) -> Result<Import, comesg::Error> {
         let (host, path) = (id.0.clone(), id.1.clone());
         let down = if meta.rights.contains(Rights::RECV) {
             let route = Route { peer: host.clone(), port: path.clone(), dir: Dir::Down };
-            Some(Injector::spawn(&self.conn, local, route, self.outbox.clone())?)
+            Some(Injector::spawn(&self.conn, local, meta.kind, route, self.outbox.clone())?)
         } else {
             None
         };
         let up = if meta.rights.contains(Rights::SEND) {
             let route = Route { peer: host, port: path, dir: Dir::Up };
-            let t = Taker::spawn(&self.conn, local, route, self.stream(), self.outbox.clone())?;
+            let t = Taker::spawn(&self.conn, local, meta.kind, route, self.stream(), self.outbox.clone())?;
             // Until the demand loop has looked, take for the exporter.
             t.set_active(!meta.rights.contains(Rights::RECV));
             Some(t)
@@ -621,7 +663,7 @@ impl Inner {
         Ok(Import::Channel(Arc::new(ChannelImport {
             local: local.to_string(),
             meta,
-            mirror,
+            _mirror: mirror,
             up,
             down,
             demand: AtomicBool::new(false),
@@ -679,8 +721,10 @@ impl Inner {
                 })
                 .collect();
             for (host, path, c) in channels {
-                let receivers = match c.mirror.stats() {
-                    Ok(e) => e.holders.iter().any(|h| h.pid != self.pid && h.rights.contains(Rights::RECV)),
+                let entry = self.conn.list(&c.local).map(|l| l.into_iter().find(|e| e.name.as_str() == c.local));
+                let receivers = match entry {
+                    Ok(Some(e)) => e.holders.iter().any(|h| h.pid != self.pid && h.rights.contains(Rights::RECV)),
+                    Ok(None) => continue,
                     Err(e) => {
                         tracing::debug!("{}: {e}", c.local);
                         continue;

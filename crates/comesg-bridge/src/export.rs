@@ -83,6 +83,9 @@ pub fn scan(conn: &Connection, specs: &[ExportSpec]) -> HashMap<String, ExportMe
                     EntryKind::Port(PortKind::Channel) => {
                         e.channel.map(|c| ExportKind::Channel { slot_size: c.slot_size, slots: c.slots })
                     }
+                    EntryKind::Port(PortKind::Carrier) => {
+                        e.carrier.filter(|c| c.max_message <= crate::wire::MAX_MESSAGE).map(ExportKind::Carrier)
+                    }
                     // A service whose provider has gone is not offered,
                     // even while callers still hold it.
                     EntryKind::Port(PortKind::Service) if e.holders.iter().any(|h| h.rights.contains(Rights::RECV)) => {

@@ -9,6 +9,7 @@
 //!
 //! - [`wire`]: frames between bridges and the keys they travel on.
 //! - [`net`]: the Zenoh session and the outbox.
+//! - [`port`]: the port kinds that carry messages (COCHANNEL, COCARRIER).
 //! - [`link`]: takers and injectors, which move messages exactly once.
 //! - [`export`]: which local names are offered.
 //! - [`bridge`]: the bridge itself.
@@ -17,6 +18,7 @@ pub mod bridge;
 pub mod export;
 pub mod link;
 pub mod net;
+pub mod port;
 pub mod wire;
 
 pub use bridge::{Bridge, BridgeConfig, StartError};

@@ -23,17 +23,12 @@ use std::time::Duration;
 use comesg::{Connection, RecvError, Rights, SendError};
 
 use crate::net::Outbox;
-use crate::wire::{Body, Dir, BATCH_BYTES, MAX_BATCH};
+use crate::port::{Port, Taken};
+use crate::wire::{Body, Dir, ExportKind, BATCH_BYTES, MAX_BATCH};
 
 /// How long a waiting taker or injector sleeps before it looks at its stop
 /// flag again.
 const TICK: Duration = Duration::from_millis(20);
-
-/// Messages a taker keeps in flight on a ring of `slots` slots: half of it,
-/// so that local peers always have room.
-pub fn window(slots: u32) -> usize {
-    (slots as usize / 2).clamp(1, 1024)
-}
 
 /// What a taker publishes its messages as.
 #[derive(Debug, Clone)]
@@ -67,18 +62,20 @@ impl Taker {
     pub fn spawn(
         conn: &Connection,
         local: &str,
+        kind: ExportKind,
         route: Route,
         stream: u64,
         outbox: Outbox,
     ) -> Result<Taker, comesg::Error> {
-        let ch = conn.open_channel(local, Rights::RECV)?;
+        let ch = Port::open(conn, local, kind, Rights::RECV)?;
         let (tx, rx) = mpsc::channel();
         let shared = Arc::new(TakerShared { active: AtomicBool::new(false), stop: AtomicBool::new(false), acks: tx });
         let sh = shared.clone();
         let name = format!("take {}", local);
+        let reopen = Reopen { conn: conn.clone(), local: local.to_string(), kind };
         let thread = std::thread::Builder::new()
             .name(name)
-            .spawn(move || take(ch, &sh, rx, route, stream, &outbox))
+            .spawn(move || take(ch, reopen, &sh, rx, route, stream, &outbox))
             .map_err(comesg::Error::Io)?;
         Ok(Taker { shared, stream, thread: Some(thread) })
     }
@@ -111,14 +108,74 @@ impl Drop for Taker {
     }
 }
 
-fn take(ch: comesg::Channel, sh: &TakerShared, acks: Receiver<(u64, u64)>, route: Route, stream: u64, outbox: &Outbox) {
-    let window = window(ch.slots() as u32);
-    let mut inflight: VecDeque<(u64, comesg::RecvSlot<'_>)> = VecDeque::new();
+/// How a taker reopens its port after closing it while idle.
+struct Reopen {
+    conn: Connection,
+    local: String,
+    kind: ExportKind,
+}
+
+/// The taker's thread. A COCARRIER hands messages to each receiver handle
+/// (a channel's receivers pull), so an idle taker of a carrier closes its
+/// handle once nothing it took is unacknowledged, and the messages queued
+/// for it go to the other receivers; it opens the port again when it is
+/// asked to take.
+fn take(
+    first: Port,
+    reopen: Reopen,
+    sh: &TakerShared,
+    acks: Receiver<(u64, u64)>,
+    route: Route,
+    stream: u64,
+    outbox: &Outbox,
+) {
+    let close_when_idle = matches!(reopen.kind, ExportKind::Carrier(_));
+    let mut port = Some(first);
     let mut seq = 0u64;
-    let finish = |inflight: &mut VecDeque<(u64, comesg::RecvSlot<'_>)>, upto: u64| {
+    while !sh.stop.load(Relaxed) {
+        let ch = match port.take() {
+            Some(p) => p,
+            None if !sh.active.load(Relaxed) => {
+                let _ = acks.recv_timeout(TICK);
+                continue;
+            }
+            None => match Port::open(&reopen.conn, &reopen.local, reopen.kind, Rights::RECV) {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::warn!("{}: cannot open {} again: {e}", route.port, reopen.local);
+                    std::thread::sleep(TICK * 5);
+                    continue;
+                }
+            },
+        };
+        pump(&ch, sh, &acks, &route, stream, outbox, &mut seq, close_when_idle);
+        if let Err(e) = ch.close() {
+            tracing::debug!("{}: close: {e}", route.port);
+        }
+    }
+}
+
+/// Takes and forwards messages until stopped (or, with `close_when_idle`,
+/// until inactive with nothing unacknowledged). Stopped with messages
+/// unacknowledged, it gives them up, to be counted lost when the caller
+/// closes the handle.
+#[allow(clippy::too_many_arguments)]
+fn pump(
+    ch: &Port,
+    sh: &TakerShared,
+    acks: &Receiver<(u64, u64)>,
+    route: &Route,
+    stream: u64,
+    outbox: &Outbox,
+    seq: &mut u64,
+    close_when_idle: bool,
+) {
+    let window = ch.window();
+    let mut inflight: VecDeque<(u64, Taken<'_>)> = VecDeque::new();
+    let finish = |inflight: &mut VecDeque<(u64, Taken<'_>)>, upto: u64| {
         while inflight.front().is_some_and(|(s, _)| *s <= upto) {
             if let Some((_, slot)) = inflight.pop_front() {
-                let _ = slot.release();
+                slot.release();
             }
         }
     };
@@ -126,19 +183,23 @@ fn take(ch: comesg::Channel, sh: &TakerShared, acks: Receiver<(u64, u64)>, route
         while let Ok((_, upto)) = acks.try_recv() {
             finish(&mut inflight, upto);
         }
-        if !sh.active.load(Relaxed) || inflight.len() >= window {
+        let active = sh.active.load(Relaxed);
+        if !active && close_when_idle && inflight.is_empty() {
+            return;
+        }
+        if !active || inflight.len() >= window {
             if let Ok((_, upto)) = acks.recv_timeout(TICK) {
                 finish(&mut inflight, upto);
             }
             continue;
         }
-        match ch.recv_in_place_timeout(TICK) {
+        match ch.recv_timeout(TICK) {
             Ok(slot) => {
                 // Whatever else is ready goes in the same frame.
                 let mut bytes = slot.len();
                 let mut batch = vec![slot];
                 while inflight.len() + batch.len() < window && batch.len() < MAX_BATCH && bytes < BATCH_BYTES {
-                    match ch.try_recv_in_place() {
+                    match ch.try_recv() {
                         Ok(s) => {
                             bytes += s.len();
                             batch.push(s);
@@ -146,8 +207,8 @@ fn take(ch: comesg::Channel, sh: &TakerShared, acks: Receiver<(u64, u64)>, route
                         Err(_) => break,
                     }
                 }
-                let first = seq + 1;
-                seq += batch.len() as u64;
+                let first = *seq + 1;
+                *seq += batch.len() as u64;
                 let msgs = batch.iter().map(|s| &s[..]).collect();
                 let body = Body::Msg { port: route.port.clone(), dir: route.dir, stream, seq: first, msgs };
                 if let Err(e) = outbox.send(&route.peer, body) {
@@ -166,12 +227,8 @@ fn take(ch: comesg::Channel, sh: &TakerShared, acks: Receiver<(u64, u64)>, route
     for (_, slot) in inflight.drain(..) {
         slot.abandon();
     }
-    drop(inflight);
     if lost > 0 {
         tracing::info!("{} to {}: {lost} messages in flight are lost", route.port, route.peer);
-    }
-    if let Err(e) = ch.close() {
-        tracing::debug!("{}: close: {e}", route.port);
     }
 }
 
@@ -206,7 +263,7 @@ struct InjectState {
 const ACK_DELAY: Duration = Duration::from_millis(2);
 
 struct InjectShared {
-    ch: comesg::Channel,
+    ch: Port,
     state: Mutex<InjectState>,
     wake: Condvar,
     stop: AtomicBool,
@@ -289,10 +346,16 @@ pub struct Injector {
 
 impl Injector {
     /// Opens `local` with SEND; acknowledgements go back along `route`.
-    pub fn spawn(conn: &Connection, local: &str, route: Route, outbox: Outbox) -> Result<Injector, comesg::Error> {
-        let ch = conn.open_channel(local, Rights::SEND)?;
-        let cap = 4 * window(ch.slots() as u32);
-        let ack_every = (window(ch.slots() as u32) / 4).max(1) as u64;
+    pub fn spawn(
+        conn: &Connection,
+        local: &str,
+        kind: ExportKind,
+        route: Route,
+        outbox: Outbox,
+    ) -> Result<Injector, comesg::Error> {
+        let ch = Port::open(conn, local, kind, Rights::SEND)?;
+        let cap = 4 * ch.window();
+        let ack_every = (ch.window() / 4).max(1) as u64;
         let state = InjectState { seen: HashMap::new(), clock: 0, queue: VecDeque::new(), busy: false, pending: None };
         let shared = Arc::new(InjectShared {
             ch,

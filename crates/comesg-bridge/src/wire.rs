@@ -7,9 +7,13 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Largest frame a bridge accepts (a 64 KiB message and its header fit
-/// many times over; anything larger is hostile or broken).
-pub const MAX_FRAME: usize = 16 << 20;
+/// Largest message a bridge carries (a carrier's may be larger; such a
+/// carrier is not exported).
+pub const MAX_MESSAGE: u64 = 64 << 20;
+
+/// Largest frame a bridge accepts: one largest message and its header;
+/// anything larger is hostile or broken.
+pub const MAX_FRAME: usize = (MAX_MESSAGE as usize) + 4096;
 
 /// Most messages in one frame.
 pub const MAX_BATCH: usize = 1024;
@@ -179,8 +183,23 @@ pub enum ExportKind {
         /// Ring slots.
         slots: u32,
     },
+    /// A COCARRIER of this shape (its messages cross; handles attached to
+    /// them do not).
+    Carrier(comesg_proto::CarrierSpec),
     /// A coservice of this shape.
     Service(comesg_proto::ServiceSpec),
+}
+
+impl ExportKind {
+    /// The largest message a port of this kind takes, for ports that carry
+    /// messages.
+    pub fn max_message(&self) -> Option<u64> {
+        match self {
+            ExportKind::Channel { slot_size, .. } => Some(u64::from(*slot_size)),
+            ExportKind::Carrier(c) => Some(c.max_message),
+            ExportKind::Service(_) => None,
+        }
+    }
 }
 
 /// The answer to a meta query.

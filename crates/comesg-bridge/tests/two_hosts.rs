@@ -322,3 +322,59 @@ fn a_killed_importing_bridge_leaves_its_messages_counted_lost_at_the_exporter() 
     assert!(a.lost <= 32, "{a:?}");
     assert!(got.len() as u64 + a.lost >= total as u64, "{} + {} < {total}\n{}", got.len(), a.lost, h.logs());
 }
+
+#[test]
+fn carrier_messages_cross_both_ways_exactly_once() {
+    let Some(mut h) = TwoHosts::new("carrier") else { return };
+    let o = h.a.cli(&[
+        "create",
+        "/app/frames",
+        "--kind",
+        "carrier",
+        "--arena",
+        "4194304",
+        "--max-message",
+        "65536",
+        "--queue",
+        "64",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    h.bridges(&["--export", "/app"], &[]);
+    h.b.wait_for_name("/net/ha/app/frames", SETTLE);
+
+    // Senders on hb, the receiver on ha.
+    let mut recv_a = h.a.spawn(&["recv", "/app/frames", "--timeout", "5"]);
+    let got_a = collect(&mut recv_a);
+    std::thread::sleep(Duration::from_millis(500));
+    let mut sender = h.b.spawn(&["send", "/net/ha/app/frames"]);
+    let lines: Vec<String> = (0..1000).map(|i| format!("up-{i}")).collect();
+    let sent: HashSet<String> = lines.iter().cloned().collect();
+    feed(&mut sender, lines);
+    let o = wait_output(sender, Duration::from_secs(120));
+    assert!(o.status.success(), "sender: {}\n{}", text(&o), h.logs());
+    let _ = wait_output(recv_a, Duration::from_secs(120));
+    let got = unique(&got_a.join().unwrap());
+    assert_eq!(got, sent, "hb to ha: {} of {}\n{}", got.len(), sent.len(), h.logs());
+
+    // The sender on ha, receivers on both hosts.
+    let mut recv_a = h.a.spawn(&["recv", "/app/frames", "--timeout", "5"]);
+    let mut recv_b = h.b.spawn(&["recv", "/net/ha/app/frames", "--timeout", "5"]);
+    let (got_a, got_b) = (collect(&mut recv_a), collect(&mut recv_b));
+    std::thread::sleep(Duration::from_millis(1000));
+    let mut sender = h.a.spawn(&["send", "/app/frames"]);
+    let lines: Vec<String> = (0..2000).map(|i| format!("down-{i}")).collect();
+    let sent: HashSet<String> = lines.iter().cloned().collect();
+    feed(&mut sender, lines);
+    let o = wait_output(sender, Duration::from_secs(120));
+    assert!(o.status.success(), "sender: {}", text(&o));
+    let _ = wait_output(recv_a, Duration::from_secs(120));
+    let _ = wait_output(recv_b, Duration::from_secs(120));
+    let (got_a, got_b) = (got_a.join().unwrap(), got_b.join().unwrap());
+    eprintln!("carrier receivers on ha got {}, on hb {}", got_a.len(), got_b.len());
+    let mut all = got_a.clone();
+    all.extend(got_b.iter().cloned());
+    let all = unique(&all);
+    assert_eq!(all, sent, "{} of {}\n{}", all.len(), sent.len(), h.logs());
+    assert!(!got_b.is_empty(), "nothing crossed to hb's receiver\n{}", h.logs());
+    assert_eq!(h.a.stats("/app/frames").lost, 0);
+}

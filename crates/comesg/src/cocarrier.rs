@@ -161,6 +161,8 @@ pub struct CarrierMessage<'a> {
     carrier: &'a Cocarrier,
     d: Descriptor,
     body: Body<'a>,
+    /// Given up: not released when dropped.
+    abandoned: bool,
 }
 
 #[derive(Debug)]
@@ -246,9 +248,22 @@ impl std::ops::Deref for CarrierMessage<'_> {
     }
 }
 
+impl CarrierMessage<'_> {
+    /// Gives the message up without releasing it: it stays held by this
+    /// handle until the handle closes (or the process dies), when the
+    /// microkernel frees it and counts it lost. A forwarder that holds a
+    /// message until its far side confirms delivery uses this when the far
+    /// side is gone. (`RecvSlot::abandon` is the same for COCHANNEL.)
+    pub fn abandon(mut self) {
+        self.abandoned = true;
+    }
+}
+
 impl Drop for CarrierMessage<'_> {
     fn drop(&mut self) {
-        self.carrier.release(self.d.id);
+        if !self.abandoned {
+            self.carrier.release(self.d.id);
+        }
     }
 }
 
@@ -502,7 +517,7 @@ impl Cocarrier {
         if d.off == SEALED {
             let view = self.fetch_sealed(&d);
             return match view {
-                Some(v) => Ok(CarrierMessage { carrier: self, d, body: Body::Sealed(v) }),
+                Some(v) => Ok(CarrierMessage { carrier: self, d, body: Body::Sealed(v), abandoned: false }),
                 None => {
                     self.release(d.id);
                     Err(RecvError::Corrupt("cannot map a message built in place"))
@@ -513,7 +528,7 @@ impl Cocarrier {
             self.release(d.id);
             return Err(RecvError::Corrupt("carrier descriptor outside the arena"));
         };
-        Ok(CarrierMessage { carrier: self, d, body: Body::Arena(bytes) })
+        Ok(CarrierMessage { carrier: self, d, body: Body::Arena(bytes), abandoned: false })
     }
 
     fn fetch_sealed(&self, d: &Descriptor) -> Option<SealedView> {

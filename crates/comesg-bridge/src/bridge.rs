@@ -63,7 +63,7 @@ fn fits(msgs: &[&[u8]], max: u64, from: &str, port: &str) -> bool {
 #[derive(Default)]
 struct ExportLink {
     /// Messages from the importer's senders into the port.
-    injector: Option<Injector>,
+    injector: Option<Arc<Injector>>,
     /// Messages from the port to the importer's receivers.
     taker: Option<Taker>,
 }
@@ -100,6 +100,12 @@ struct Inner {
     links: Mutex<HashMap<(String, String), ExportLink>>,
     /// Exports other hosts announce (host, path), whether imported yet or not.
     announced: Mutex<HashSet<(String, String)>>,
+    /// Imports being set up now, so that a repeated announcement does not
+    /// start a second one.
+    importing: Mutex<HashSet<(String, String)>>,
+    /// Hosts whose bridge is up (its liveliness token is there): frames from
+    /// any other name are refused, so a made-up name cannot create state.
+    live: Mutex<HashSet<String>>,
     imports: Mutex<HashMap<(String, String), Import>>,
     /// Takes what must be dropped off Zenoh's threads: dropping a link or
     /// an import joins threads that may be waiting on Zenoh themselves.
@@ -152,6 +158,8 @@ impl Bridge {
             exported: Mutex::default(),
             links: Mutex::default(),
             announced: Mutex::default(),
+            importing: Mutex::default(),
+            live: Mutex::default(),
             imports: Mutex::default(),
             reaper: Mutex::new(reap_tx),
             stop: AtomicBool::new(false),
@@ -178,9 +186,15 @@ impl Bridge {
         let peers = session
             .liveliness()
             .declare_subscriber(wire::ALL_ALIVE)
+            .history(true)
             .callback(move |s: Sample| {
-                if s.kind() == SampleKind::Delete {
-                    if let Some(host) = s.key_expr().as_str().split('/').nth(1) {
+                let Some(host) = s.key_expr().as_str().split('/').nth(1) else { return };
+                match s.kind() {
+                    SampleKind::Put => {
+                        lock(&i.live).insert(host.to_string());
+                    }
+                    SampleKind::Delete => {
+                        lock(&i.live).remove(host);
                         i.peer_gone(host);
                     }
                 }
@@ -291,6 +305,16 @@ impl Inner {
             tracing::warn!("rejected a frame claiming to come from {:?}", frame.from);
             return;
         }
+        if !lock(&self.live).contains(&frame.from) {
+            tracing::warn!("rejected a frame from {:?}, whose bridge is not up", frame.from);
+            return;
+        }
+        if let Body::Msg { seq, msgs, .. } = &frame.body {
+            if *seq == 0 || seq.checked_add(msgs.len() as u64).is_none() || msgs.is_empty() {
+                tracing::warn!("rejected a frame from {} numbered {seq} with {} messages", frame.from, msgs.len());
+                return;
+            }
+        }
         let from = frame.from;
         match frame.body {
             Body::Msg { port, dir: Dir::Up, stream, seq, msgs } => self.msg_up(&from, &port, stream, seq, msgs),
@@ -328,27 +352,40 @@ impl Inner {
         if !fits(&msgs, max, from, port) {
             return;
         }
-        let mut links = lock(&self.links);
-        let link = links.entry((from.to_string(), port.to_string())).or_default();
-        if link.injector.is_none() {
-            let route = Route { peer: from.to_string(), port: port.to_string(), dir: Dir::Up };
-            match Injector::spawn(&self.conn, port, meta.kind, route, self.outbox.clone()) {
-                Ok(i) => link.injector = Some(i),
-                Err(e) => {
-                    tracing::warn!("{port}: cannot send for {from}: {e}");
-                    return;
+        let injector = {
+            let mut links = lock(&self.links);
+            let link = links.entry((from.to_string(), port.to_string())).or_default();
+            if link.injector.is_none() {
+                let route = Route { peer: from.to_string(), port: port.to_string(), dir: Dir::Up };
+                match Injector::spawn(&self.conn, port, meta.kind, route, self.outbox.clone()) {
+                    Ok(i) => link.injector = Some(Arc::new(i)),
+                    Err(e) => {
+                        tracing::warn!("{port}: cannot send for {from}: {e}");
+                        return;
+                    }
                 }
             }
-        }
-        if let Some(i) = &link.injector {
+            link.injector.clone()
+        };
+        // Not under the lock: pushing may acknowledge, which may wait on
+        // the network.
+        if let Some(i) = injector {
             i.push(stream, seq, &msgs);
+            // Only if the link went meanwhile is ours the last reference,
+            // whose drop joins a thread: not on Zenoh's thread.
+            if let Some(last) = Arc::into_inner(i) {
+                self.reap(last);
+            }
         }
     }
 
     /// A message from an exported channel, for this host's mirror of it.
     fn msg_down(&self, from: &str, port: &str, stream: u64, seq: u64, msgs: Vec<&[u8]>) {
-        let imports = lock(&self.imports);
-        let Some(Import::Channel(c)) = imports.get(&(from.to_string(), port.to_string())) else {
+        let found = match lock(&self.imports).get(&(from.to_string(), port.to_string())) {
+            Some(Import::Channel(c)) => Some(c.clone()),
+            _ => None,
+        };
+        let Some(c) = found else {
             tracing::warn!("rejected a message from {from} for {port:?}, which is not imported from there");
             return;
         };
@@ -357,6 +394,9 @@ impl Inner {
             return;
         }
         down.push(stream, seq, &msgs);
+        if let Some(last) = Arc::into_inner(c) {
+            self.reap(last);
+        }
     }
 
     /// An importer wants messages from an exported channel (or not).
@@ -420,7 +460,11 @@ impl Inner {
 
     fn scan_loop(&self) {
         while !self.stop.load(Relaxed) {
-            let now = scan(&self.conn, &self.cfg.exports);
+            let Some(now) = scan(&self.conn, &self.cfg.exports) else {
+                // The kernel did not answer: keep what is exported.
+                std::thread::sleep(self.cfg.scan_every);
+                continue;
+            };
             let mut gone = Vec::new();
             {
                 let mut exported = lock(&self.exported);
@@ -510,8 +554,11 @@ impl Inner {
                 let _ = std::thread::Builder::new().name("import".into()).spawn(move || i.import(id));
             }
             SampleKind::Delete => {
-                lock(&self.announced).remove(&id);
-                if let Some(gone) = lock(&self.imports).remove(&id) {
+                let mut announced = lock(&self.announced);
+                announced.remove(&id);
+                let gone = lock(&self.imports).remove(&id);
+                drop(announced);
+                if let Some(gone) = gone {
                     tracing::info!("{}{} is no longer reachable", id.0, id.1);
                     self.reap(gone);
                 }
@@ -524,6 +571,14 @@ impl Inner {
     }
 
     fn import(self: &Arc<Self>, id: (String, String)) {
+        if lock(&self.imports).contains_key(&id) || !lock(&self.importing).insert(id.clone()) {
+            return;
+        }
+        self.import_once(&id);
+        lock(&self.importing).remove(&id);
+    }
+
+    fn import_once(self: &Arc<Self>, id: &(String, String)) {
         let (host, path) = (&id.0, &id.1);
         let meta = match self.ask_meta(host, path) {
             Ok(m) => m,
@@ -534,9 +589,9 @@ impl Inner {
         };
         let local = self.local_name(host, path);
         let imported = match meta.kind {
-            ExportKind::Channel { slot_size, slots } => self.import_channel(&id, &local, meta, slot_size, slots),
-            ExportKind::Carrier(spec) => self.import_carrier(&id, &local, meta, spec),
-            ExportKind::Service(spec) => self.import_service(&id, &local, spec, meta.rights),
+            ExportKind::Channel { slot_size, slots } => self.import_channel(id, &local, meta, slot_size, slots),
+            ExportKind::Carrier(spec) => self.import_carrier(id, &local, meta, spec),
+            ExportKind::Service(spec) => self.import_service(id, &local, spec, meta.rights),
         };
         let imported = match imported {
             Ok(i) => i,
@@ -545,12 +600,21 @@ impl Inner {
                 return;
             }
         };
-        // Withdrawn while we asked: forget it again.
-        if !lock(&self.announced).contains(&id) {
+        // Withdrawn while we asked: forget it again. The announcement is
+        // checked and the import recorded under one lock, so a withdrawal
+        // either comes first (and we drop it) or finds it recorded.
+        let announced = lock(&self.announced);
+        if !announced.contains(id) {
+            drop(announced);
+            self.reap(imported);
             return;
         }
         tracing::info!("imported {path} from {host} as {local}");
-        lock(&self.imports).insert(id, imported);
+        let old = lock(&self.imports).insert(id.clone(), imported);
+        drop(announced);
+        if let Some(old) = old {
+            self.reap(old);
+        }
     }
 
     fn ask_meta(&self, host: &str, path: &str) -> Result<ExportMeta, String> {

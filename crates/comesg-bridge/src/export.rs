@@ -55,7 +55,9 @@ pub struct Exported {
 /// Every live channel and service under the export prefixes, with the
 /// rights each may be used with remotely. A name under two prefixes gets
 /// the rights of the most specific (longest) one, the more deliberate rule.
-pub fn scan(conn: &Connection, specs: &[ExportSpec]) -> HashMap<String, ExportMeta> {
+/// None when the kernel could not be asked (the previous answer stands);
+/// a prefix that names nothing is simply empty.
+pub fn scan(conn: &Connection, specs: &[ExportSpec]) -> Option<HashMap<String, ExportMeta>> {
     let mut found: HashMap<String, (usize, ExportMeta)> = HashMap::new();
     for spec in specs {
         let mut stack = vec![spec.prefix.clone()];
@@ -63,9 +65,14 @@ pub fn scan(conn: &Connection, specs: &[ExportSpec]) -> HashMap<String, ExportMe
         while let Some(path) = stack.pop() {
             let entries = match conn.list(&path) {
                 Ok(e) => e,
-                Err(e) => {
+                Err(comesg::Error::Kernel(e)) => {
+                    // Not there (yet), or not ours to list.
                     tracing::debug!("export {path}: {e}");
                     continue;
+                }
+                Err(e) => {
+                    tracing::warn!("export {path}: {e}");
+                    return None;
                 }
             };
             for e in entries {
@@ -101,7 +108,7 @@ pub fn scan(conn: &Connection, specs: &[ExportSpec]) -> HashMap<String, ExportMe
             }
         }
     }
-    found.into_iter().map(|(k, (_, m))| (k, m)).collect()
+    Some(found.into_iter().map(|(k, (_, m))| (k, m)).collect())
 }
 
 #[cfg(test)]

@@ -148,17 +148,24 @@ fn take(
                 }
             },
         };
-        pump(&ch, sh, &acks, &route, stream, outbox, &mut seq, close_when_idle);
+        let broken = pump(&ch, sh, &acks, &route, stream, outbox, &mut seq, close_when_idle);
         if let Err(e) = ch.close() {
             tracing::debug!("{}: close: {e}", route.port);
+        }
+        if broken {
+            // What could not be sent is counted lost now (the close), and
+            // the next attempt starts with free slots.
+            std::thread::sleep(TICK * 5);
         }
     }
 }
 
 /// Takes and forwards messages until stopped (or, with `close_when_idle`,
-/// until inactive with nothing unacknowledged). Stopped with messages
-/// unacknowledged, it gives them up, to be counted lost when the caller
-/// closes the handle.
+/// until inactive with nothing unacknowledged, or until a frame cannot be
+/// published: then it returns true). Stopped with messages unacknowledged,
+/// it gives them up, to be counted lost when the caller closes the handle;
+/// so a message is acknowledged only if it was sent, and no number is
+/// skipped.
 #[allow(clippy::too_many_arguments)]
 fn pump(
     ch: &Port,
@@ -169,10 +176,19 @@ fn pump(
     outbox: &Outbox,
     seq: &mut u64,
     close_when_idle: bool,
-) {
+) -> bool {
     let window = ch.window();
     let mut inflight: VecDeque<(u64, Taken<'_>)> = VecDeque::new();
     let finish = |inflight: &mut VecDeque<(u64, Taken<'_>)>, upto: u64| {
+        // An acknowledgement beyond what was sent is forged or broken.
+        if inflight.back().is_some_and(|(s, _)| upto > *s) {
+            tracing::warn!(
+                "{}: acknowledgement up to {upto} from {} beyond what was sent: ignored",
+                route.port,
+                route.peer
+            );
+            return;
+        }
         while inflight.front().is_some_and(|(s, _)| *s <= upto) {
             if let Some((_, slot)) = inflight.pop_front() {
                 slot.release();
@@ -185,7 +201,7 @@ fn pump(
         }
         let active = sh.active.load(Relaxed);
         if !active && close_when_idle && inflight.is_empty() {
-            return;
+            return false;
         }
         if !active || inflight.len() >= window {
             if let Ok((_, upto)) = acks.recv_timeout(TICK) {
@@ -208,12 +224,17 @@ fn pump(
                     }
                 }
                 let first = *seq + 1;
-                *seq += batch.len() as u64;
                 let msgs = batch.iter().map(|s| &s[..]).collect();
                 let body = Body::Msg { port: route.port.clone(), dir: route.dir, stream, seq: first, msgs };
                 if let Err(e) = outbox.send(&route.peer, body) {
-                    tracing::warn!("{} to {}: {e}; the messages stay claimed and are lost", route.port, route.peer);
+                    tracing::warn!("{} to {}: {e}; {} messages are lost", route.port, route.peer, batch.len());
+                    inflight.extend((first..).zip(batch));
+                    for (_, slot) in inflight.drain(..) {
+                        slot.abandon();
+                    }
+                    return true;
                 }
+                *seq += batch.len() as u64;
                 inflight.extend((first..).zip(batch));
             }
             Err(RecvError::TimedOut | RecvError::Empty) => {}
@@ -230,6 +251,7 @@ fn pump(
     if lost > 0 {
         tracing::info!("{} to {}: {lost} messages in flight are lost", route.port, route.peer);
     }
+    false
 }
 
 /// One message for an injector.

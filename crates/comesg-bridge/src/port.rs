@@ -71,7 +71,14 @@ impl Port {
     pub fn window(&self) -> usize {
         match self {
             Port::Channel(c) => (c.slots() / 2).clamp(1, 1024),
-            Port::Carrier(c) => (c.spec().queue as usize / 2).clamp(1, 1024),
+            // Held messages take arena space: at most half the arena's
+            // worth of largest messages, so that local peers keep room and
+            // an injector's queue stays bounded in bytes too.
+            Port::Carrier(c) => {
+                let spec = c.spec();
+                let by_bytes = (spec.arena / 2 / spec.max_message.max(1)) as usize;
+                (spec.queue as usize / 2).min(by_bytes).clamp(1, 1024)
+            }
         }
     }
 

@@ -11,9 +11,10 @@ use serde::{Deserialize, Serialize};
 /// carrier is not exported).
 pub const MAX_MESSAGE: u64 = 64 << 20;
 
-/// Largest frame a bridge accepts: one largest message and its header;
-/// anything larger is hostile or broken.
-pub const MAX_FRAME: usize = (MAX_MESSAGE as usize) + 4096;
+/// Largest frame a bridge accepts: a batch just short of [`BATCH_BYTES`]
+/// plus one largest message, and headers; anything larger is hostile or
+/// broken.
+pub const MAX_FRAME: usize = (MAX_MESSAGE as usize) + BATCH_BYTES + (64 << 10);
 
 /// Most messages in one frame.
 pub const MAX_BATCH: usize = 1024;

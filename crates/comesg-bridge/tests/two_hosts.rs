@@ -227,6 +227,8 @@ fn rights_stay_narrow_and_hostile_frames_are_rejected() {
         "exported without send",
         "refused hb messages from /app/wo",
         "claiming to come from",
+        "whose bridge is not up",
+        "numbered 18446744073709551615",
     ] {
         assert!(log.contains(what), "no {what:?} in ha's log:\n{log}");
     }
@@ -269,6 +271,11 @@ fn hostile_peer() {
     put(frame("ha", Body::Demand { port: "/app/ch".into(), on: true }));
     put(frame("../x", Body::Demand { port: "/app/ch".into(), on: true }));
     put(frame("hb", Body::Ack { port: "/app/ch".into(), dir: Dir::Down, stream: 9, upto: u64::MAX }));
+    put(frame("ghost", Body::Demand { port: "/app/ch".into(), on: true }));
+    put(frame(
+        "hb",
+        Body::Msg { port: "/app/ch".into(), dir: Dir::Up, stream: 4, seq: u64::MAX, msgs: vec![&b"x"[..]] },
+    ));
     std::thread::sleep(Duration::from_millis(500));
     let _ = session.close().wait();
 }

@@ -508,7 +508,7 @@ fn role(args: &[String]) {
             let opts = ChannelOptions { slot_size: 64, slots: 256, persistent: true, ..Default::default() };
             let ping = conn.create_channel("/bench/ping", opts).unwrap();
             let pong = conn.create_channel("/bench/pong", opts).unwrap();
-            for (path, size, slots) in [("/bench/data64", 64, 1024), ("/bench/data65536", 65536, 64)] {
+            for (path, size, slots) in [("/bench/data64", 64, 4096), ("/bench/data65536", 65536, 64)] {
                 let o = ChannelOptions { slot_size: size, slots, persistent: true, ..Default::default() };
                 conn.create_channel(path, o).unwrap();
             }

@@ -70,7 +70,7 @@ impl Port {
     /// carrier receiver's queue, so that local peers always have room.
     pub fn window(&self) -> usize {
         match self {
-            Port::Channel(c) => (c.slots() / 2).clamp(1, 1024),
+            Port::Channel(c) => (c.slots() / 2).clamp(1, 4096),
             // Held messages take arena space: at most half the arena's
             // worth of largest messages, so that local peers keep room and
             // an injector's queue stays bounded in bytes too.

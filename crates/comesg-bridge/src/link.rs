@@ -278,7 +278,16 @@ struct InjectState {
     /// traffic pauses ([`ACK_DELAY`]), so that a steady stream costs one
     /// acknowledgement per many messages.
     pending: Option<(u64, u64, u64)>,
+    /// The latest acknowledgement sent from the network thread, and
+    /// whether the injector's thread should send it again (it may have been
+    /// dropped).
+    last_ack: Option<(u64, u64)>,
+    resend: bool,
 }
+
+/// How long after an acknowledgement that may have been dropped the
+/// injector's thread sends it again.
+const RESEND: Duration = Duration::from_millis(20);
 
 /// How long a delivered message waits for company before it is
 /// acknowledged on its own.
@@ -303,6 +312,8 @@ impl InjectShared {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Acknowledges from the injector's own thread: may wait for the
+    /// network.
     fn ack(&self, stream: u64, upto: u64) {
         let body = Body::Ack { port: self.route.port.clone(), dir: self.route.dir, stream, upto };
         if let Err(e) = self.outbox.send(&self.route.peer, body) {
@@ -378,7 +389,15 @@ impl Injector {
         let ch = Port::open(conn, local, kind, Rights::SEND)?;
         let cap = 4 * ch.window();
         let ack_every = (ch.window() / 4).max(1) as u64;
-        let state = InjectState { seen: HashMap::new(), clock: 0, queue: VecDeque::new(), busy: false, pending: None };
+        let state = InjectState {
+            seen: HashMap::new(),
+            clock: 0,
+            queue: VecDeque::new(),
+            busy: false,
+            pending: None,
+            last_ack: None,
+            resend: false,
+        };
         let shared = Arc::new(InjectShared {
             ch,
             state: Mutex::new(state),
@@ -434,12 +453,24 @@ impl Injector {
                 }
                 st.queue.push_back(Arrival { stream, seq, bytes: bytes.to_vec() });
             }
+            if let Some(&last) = due.last() {
+                st.last_ack = Some(last);
+                st.resend = true;
+            }
             // The thread acknowledges what is pending once traffic pauses,
-            // and sends what queued.
+            // sends again what may have been dropped, and sends what queued.
             wake = (!had_pending && st.pending.is_some()) || !st.queue.is_empty();
         }
+        // This is Zenoh's receiving thread, which must never wait on the
+        // network (two bridges sending to each other could each wait for
+        // the other to read): an acknowledgement that finds the link
+        // congested is dropped, and the injector's thread sends the latest
+        // one again after RESEND.
         for (stream, upto) in due {
-            sh.ack(stream, upto);
+            let body = Body::Ack { port: sh.route.port.clone(), dir: sh.route.dir, stream, upto };
+            if let Err(e) = sh.outbox.send_or_drop(&sh.route.peer, body) {
+                tracing::warn!("{port}: ack to {}: {e}", sh.route.peer);
+            }
         }
         if wake {
             sh.wake.notify_one();
@@ -474,7 +505,13 @@ fn inject(sh: &InjectShared) {
             st.busy = false;
             if st.queue.is_empty() {
                 let before = st.pending;
-                let wait = if before.is_some() { ACK_DELAY } else { TICK };
+                let wait = if before.is_some() {
+                    ACK_DELAY
+                } else if st.resend {
+                    RESEND
+                } else {
+                    TICK
+                };
                 let (mut st, _) = sh
                     .wake
                     .wait_timeout_while(st, wait, |s| {
@@ -487,11 +524,20 @@ fn inject(sh: &InjectShared) {
                         a
                     }
                     None => {
-                        // Nothing new for a while: acknowledge what is in.
+                        // Nothing new for a while: acknowledge what is in,
+                        // or again what the network thread acknowledged.
                         if st.pending.is_some() && st.pending == before {
                             let p = st.pending.take();
+                            st.resend = false;
                             drop(st);
                             if let Some((stream, upto, _)) = p {
+                                sh.ack(stream, upto);
+                            }
+                        } else if st.resend && st.pending.is_none() {
+                            st.resend = false;
+                            let again = st.last_ack;
+                            drop(st);
+                            if let Some((stream, upto)) = again {
                                 sh.ack(stream, upto);
                             }
                         }

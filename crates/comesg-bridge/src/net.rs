@@ -62,6 +62,9 @@ pub fn open(cfg: &NetConfig) -> Result<Session, NetError> {
     zenoh::open(config).wait().map_err(err)
 }
 
+/// Publishers by (peer, drop when congested).
+type Publishers = HashMap<(String, bool), Arc<Publisher<'static>>>;
+
 /// Publishes frames to other bridges' inboxes, one publisher per peer, each
 /// reliable and blocking when the network is congested (a full pipe slows
 /// the sender; nothing is dropped).
@@ -69,7 +72,9 @@ pub fn open(cfg: &NetConfig) -> Result<Session, NetError> {
 pub struct Outbox {
     session: Session,
     me: String,
-    publishers: Arc<Mutex<HashMap<String, Arc<Publisher<'static>>>>>,
+    /// Per peer: the publisher that waits when the link is congested, and
+    /// the one that drops instead.
+    publishers: Arc<Mutex<Publishers>>,
 }
 
 impl Outbox {
@@ -88,30 +93,41 @@ impl Outbox {
         &self.session
     }
 
-    fn publisher(&self, host: &str) -> Result<Arc<Publisher<'static>>, NetError> {
+    fn publisher(&self, host: &str, drop_when_congested: bool) -> Result<Arc<Publisher<'static>>, NetError> {
         let mut map = self.publishers.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(p) = map.get(host) {
+        let key = (host.to_string(), drop_when_congested);
+        if let Some(p) = map.get(&key) {
             return Ok(p.clone());
         }
+        let cc = if drop_when_congested { CongestionControl::Drop } else { CongestionControl::Block };
         let p = self
             .session
             .declare_publisher(inbox(host))
-            .congestion_control(CongestionControl::Block)
+            .congestion_control(cc)
             .wait()
             .map_err(|e| NetError(e.to_string()))?;
         let p = Arc::new(p);
-        map.insert(host.to_string(), p.clone());
+        map.insert(key, p.clone());
         Ok(p)
     }
 
-    /// Sends `body` to `host`'s bridge.
+    /// Sends `body` to `host`'s bridge, waiting while the link is
+    /// congested (nothing is dropped).
     pub fn send(&self, host: &str, body: crate::wire::Body) -> Result<(), NetError> {
         let frame = Frame { from: self.me.clone(), body };
-        self.publisher(host)?.put(frame.encode()).wait().map_err(|e| NetError(e.to_string()))
+        self.publisher(host, false)?.put(frame.encode()).wait().map_err(|e| NetError(e.to_string()))
+    }
+
+    /// Sends `body` to `host`'s bridge, or drops it if the link is
+    /// congested: for Zenoh's own threads, which must not wait, and only
+    /// for what is sent again later.
+    pub fn send_or_drop(&self, host: &str, body: crate::wire::Body) -> Result<(), NetError> {
+        let frame = Frame { from: self.me.clone(), body };
+        self.publisher(host, true)?.put(frame.encode()).wait().map_err(|e| NetError(e.to_string()))
     }
 
     /// Forgets the publisher to a host that went away.
     pub fn forget(&self, host: &str) {
-        self.publishers.lock().unwrap_or_else(|p| p.into_inner()).remove(host);
+        self.publishers.lock().unwrap_or_else(|p| p.into_inner()).retain(|(h, _), _| h != host);
     }
 }

@@ -20,6 +20,18 @@ fn unique(lines: &[String]) -> HashSet<String> {
     set
 }
 
+/// Each sender's messages (`PREFIX-N`) arrived in the order it sent them.
+fn in_order_per_sender(lines: &[String]) {
+    let mut last: std::collections::HashMap<&str, u64> = std::collections::HashMap::new();
+    for l in lines {
+        let (sender, n) = l.rsplit_once('-').expect("PREFIX-N");
+        let n: u64 = n.parse().expect("number");
+        if let Some(prev) = last.insert(sender, n) {
+            assert!(n > prev, "{sender}: {n} arrived after {prev}");
+        }
+    }
+}
+
 fn create(host: &hosts::Host, path: &str, slots: &str) {
     let o = host.cli(&["create", path, "--kind", "channel", "--slot-size", "64", "--slots", slots]);
     assert!(o.status.success(), "{}", text(&o));
@@ -51,6 +63,7 @@ fn channel_messages_cross_both_ways_exactly_once() {
     }
     let _ = wait_output(recv_a, Duration::from_secs(120));
     let got = got_a.join().unwrap();
+    in_order_per_sender(&got);
     let got = unique(&got);
     assert_eq!(got, sent, "hb to ha: {} of {} arrived\n{}", got.len(), sent.len(), h.logs());
 
@@ -162,6 +175,7 @@ fn a_killed_bridge_is_noticed_loses_nothing_twice_and_traffic_resumes() {
     assert!(o.status.success(), "sender: {}", text(&o));
     let _ = wait_output(recv_b, Duration::from_secs(180));
     let got = got_b.join().unwrap();
+    in_order_per_sender(&got);
     let got = unique(&got);
     let sent: HashSet<String> = (0..total).map(|i| format!("m-{i}")).collect();
     assert!(got.is_subset(&sent));
@@ -320,7 +334,9 @@ fn a_killed_importing_bridge_leaves_its_messages_counted_lost_at_the_exporter() 
     let o = wait_output(sender, Duration::from_secs(180));
     assert!(o.status.success(), "sender: {}", text(&o));
     let _ = wait_output(recv_b, Duration::from_secs(180));
-    let got = unique(&got_b.join().unwrap());
+    let got = got_b.join().unwrap();
+    in_order_per_sender(&got);
+    let got = unique(&got);
     let sent: HashSet<String> = (0..total).map(|i| format!("m-{i}")).collect();
     assert!(got.is_subset(&sent));
     let a = h.a.stats("/app/ch");
@@ -360,7 +376,9 @@ fn carrier_messages_cross_both_ways_exactly_once() {
     let o = wait_output(sender, Duration::from_secs(120));
     assert!(o.status.success(), "sender: {}\n{}", text(&o), h.logs());
     let _ = wait_output(recv_a, Duration::from_secs(120));
-    let got = unique(&got_a.join().unwrap());
+    let got = got_a.join().unwrap();
+    in_order_per_sender(&got);
+    let got = unique(&got);
     assert_eq!(got, sent, "hb to ha: {} of {}\n{}", got.len(), sent.len(), h.logs());
 
     // The sender on ha, receivers on both hosts.

@@ -37,27 +37,24 @@ fn create(host: &hosts::Host, path: &str, slots: &str) {
     assert!(o.status.success(), "{}", text(&o));
 }
 
-#[test]
-fn channel_messages_cross_both_ways_exactly_once() {
-    let Some(mut h) = TwoHosts::new("channel") else { return };
-    create(&h.a, "/app/ch", "64");
-    h.bridges(&["--export", "/app"], &[]);
-    h.b.wait_for_name("/net/ha/app/ch", SETTLE);
-
-    // Senders on hb, the receiver on ha.
-    let mut recv_a = h.a.spawn(&["recv", "/app/ch", "--timeout", "5"]);
+/// Senders on hb and a receiver on ha, then a sender on ha and receivers
+/// on both hosts: every message exactly once, in order per sender where
+/// the receivers sit on one host, and some of the second batch crossed.
+fn both_ways(h: &TwoHosts, path: &str, senders: usize, per_sender: usize, spread: usize) {
+    let remote = format!("/net/ha{path}");
+    let mut recv_a = h.a.spawn(&["recv", path, "--timeout", "5"]);
     let got_a = collect(&mut recv_a);
-    let per_sender = 1000;
+    std::thread::sleep(Duration::from_millis(500));
     let mut sent = HashSet::new();
-    let mut senders = Vec::new();
-    for s in 0..2 {
-        let mut c = h.b.spawn(&["send", "/net/ha/app/ch"]);
+    let mut running = Vec::new();
+    for s in 0..senders {
+        let mut c = h.b.spawn(&["send", &remote]);
         let lines: Vec<String> = (0..per_sender).map(|i| format!("b{s}-{i}")).collect();
         sent.extend(lines.iter().cloned());
         feed(&mut c, lines);
-        senders.push(c);
+        running.push(c);
     }
-    for c in senders {
+    for c in running {
         let o = wait_output(c, Duration::from_secs(120));
         assert!(o.status.success(), "sender: {}\n{}", text(&o), h.logs());
     }
@@ -67,14 +64,13 @@ fn channel_messages_cross_both_ways_exactly_once() {
     let got = unique(&got);
     assert_eq!(got, sent, "hb to ha: {} of {} arrived\n{}", got.len(), sent.len(), h.logs());
 
-    // The sender on ha, receivers on both hosts: each message once, somewhere.
-    let mut recv_a = h.a.spawn(&["recv", "/app/ch", "--timeout", "5"]);
-    let mut recv_b = h.b.spawn(&["recv", "/net/ha/app/ch", "--timeout", "5"]);
+    let mut recv_a = h.a.spawn(&["recv", path, "--timeout", "5"]);
+    let mut recv_b = h.b.spawn(&["recv", &remote, "--timeout", "5"]);
     let (got_a, got_b) = (collect(&mut recv_a), collect(&mut recv_b));
     // hb's bridge asks for messages once it sees its receiver.
     std::thread::sleep(Duration::from_millis(1000));
-    let mut sender = h.a.spawn(&["send", "/app/ch"]);
-    let lines: Vec<String> = (0..3000).map(|i| format!("a-{i}")).collect();
+    let mut sender = h.a.spawn(&["send", path]);
+    let lines: Vec<String> = (0..spread).map(|i| format!("a-{i}")).collect();
     let sent: HashSet<String> = lines.iter().cloned().collect();
     feed(&mut sender, lines);
     let o = wait_output(sender, Duration::from_secs(120));
@@ -82,15 +78,148 @@ fn channel_messages_cross_both_ways_exactly_once() {
     let _ = wait_output(recv_a, Duration::from_secs(120));
     let _ = wait_output(recv_b, Duration::from_secs(120));
     let (got_a, got_b) = (got_a.join().unwrap(), got_b.join().unwrap());
-    eprintln!("receivers on ha got {}, on hb {}", got_a.len(), got_b.len());
+    eprintln!("{path}: receivers on ha got {}, on hb {}", got_a.len(), got_b.len());
     let mut all = got_a.clone();
     all.extend(got_b.iter().cloned());
     let all = unique(&all);
     assert_eq!(all, sent, "{} of {} arrived\n{}", all.len(), sent.len(), h.logs());
     assert!(!got_b.is_empty(), "nothing crossed to hb's receiver\n{}", h.logs());
-    let e = h.a.stats("/app/ch");
+    let e = h.a.stats(path);
     assert_eq!(e.lost, 0, "{e:?}");
     assert_eq!(e.depth, 0, "{e:?}");
+}
+
+#[test]
+fn channel_messages_cross_both_ways_exactly_once() {
+    let Some(mut h) = TwoHosts::new("channel") else { return };
+    create(&h.a, "/app/ch", "64");
+    h.bridges(&["--export", "/app"], &[]);
+    h.b.wait_for_name("/net/ha/app/ch", SETTLE);
+    both_ways(&h, "/app/ch", 2, 1000, 3000);
+}
+
+#[test]
+fn carrier_messages_cross_both_ways_exactly_once() {
+    let Some(mut h) = TwoHosts::new("carrier") else { return };
+    let o = h.a.cli(&[
+        "create",
+        "/app/frames",
+        "--kind",
+        "carrier",
+        "--arena",
+        "4194304",
+        "--max-message",
+        "65536",
+        "--queue",
+        "64",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    h.bridges(&["--export", "/app"], &[]);
+    h.b.wait_for_name("/net/ha/app/frames", SETTLE);
+    both_ways(&h, "/app/frames", 1, 1000, 2000);
+}
+
+/// Which bridge a kill test kills.
+#[derive(Clone, Copy, PartialEq)]
+enum Victim {
+    /// ha's, which exports the channel.
+    Exporter,
+    /// hb's, which imports it.
+    Importer,
+}
+
+/// A sender on ha streams 20,000 messages to a receiver on hb; `victim`'s
+/// bridge is SIGKILLed mid-stream, the other side notices within seconds,
+/// the bridge restarts and traffic resumes. Nothing arrives twice or out
+/// of order, and what did not arrive is counted lost at ha (the taker's
+/// window bounds it; a message whose acknowledgement died with a bridge may
+/// be both received and counted).
+fn kill_mid_stream(tag: &str, victim: Victim) {
+    let Some(mut h) = TwoHosts::new(tag) else { return };
+    create(&h.a, "/app/ch", "64");
+    h.bridges(&["--export", "/app"], &[]);
+    h.b.wait_for_name("/net/ha/app/ch", SETTLE);
+
+    let mut watch = h.b.spawn(&["watch", "/net/ha/app/ch"]);
+    let events = hosts::lines(&mut watch);
+    let mut recv_b = h.b.spawn(&["recv", "/net/ha/app/ch", "--timeout", "20"]);
+    let got_b = collect(&mut recv_b);
+    std::thread::sleep(Duration::from_millis(1000));
+    let total = 20_000;
+    let mut sender = h.a.spawn(&["send", "/app/ch"]);
+    let feeder = {
+        let mut stdin = sender.stdin.take().unwrap();
+        std::thread::spawn(move || {
+            use std::io::Write;
+            for i in 0..total {
+                if writeln!(stdin, "m-{i}").is_err() {
+                    break;
+                }
+            }
+        })
+    };
+    eventually(Duration::from_secs(60), "messages to cross", || h.b.stats("/net/ha/app/ch").received_msgs > 2000);
+    let killed = Instant::now();
+    match victim {
+        Victim::Exporter => {
+            h.a.kill_bridge();
+            // hb's bridge notices at once (the connection closes; a silent
+            // host would take the lease, 3 s), drops its handles on the
+            // mirror, and the watcher there sees the senders go, as for a
+            // local sender's death.
+            loop {
+                let left = Duration::from_secs(10).checked_sub(killed.elapsed()).unwrap_or_default();
+                match events.recv_timeout(left) {
+                    Ok(e) if e.contains("no more senders") => break,
+                    Ok(_) => {}
+                    Err(_) => panic!("no event on hb within 10 s of the kill\n{}", h.logs()),
+                }
+            }
+            eprintln!("hb's watcher saw ha's bridge gone {:?} after the kill", killed.elapsed());
+        }
+        Victim::Importer => {
+            h.b.kill_bridge();
+            // ha's bridge notices, closes its taker with the messages it had
+            // on their way still claimed, and ha's kernel counts them lost.
+            eventually(Duration::from_secs(10), "ha to notice", || {
+                h.a.bridge_log().contains("the bridge of hb has gone")
+            });
+            eprintln!("ha noticed hb's bridge gone {:?} after the kill", killed.elapsed());
+        }
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    // Restarted, the bridge reopens what is still held (hb's mirror, held
+    // by its receiver) and carries on.
+    match victim {
+        Victim::Exporter => h.a.restart_bridge(),
+        Victim::Importer => h.b.restart_bridge(),
+    }
+    feeder.join().unwrap();
+    let o = wait_output(sender, Duration::from_secs(180));
+    assert!(o.status.success(), "sender: {}", text(&o));
+    let _ = wait_output(recv_b, Duration::from_secs(180));
+    let got = got_b.join().unwrap();
+    in_order_per_sender(&got);
+    let got = unique(&got);
+    let sent: HashSet<String> = (0..total).map(|i| format!("m-{i}")).collect();
+    assert!(got.is_subset(&sent));
+    let a = h.a.stats("/app/ch");
+    eprintln!("received on hb {}, lost at ha {}, left in ha's ring {}", got.len(), a.lost, a.depth);
+    assert_eq!(a.depth, 0, "traffic did not resume\n{}", h.logs());
+    assert!(a.lost <= 32, "{a:?}");
+    assert!(got.len() as u64 + a.lost >= total as u64, "{} + {} < {total}\n{}", got.len(), a.lost, h.logs());
+    let _ = watch.kill();
+    let _ = watch.wait();
+}
+
+#[test]
+fn a_killed_exporting_bridge_is_noticed_loses_nothing_twice_and_traffic_resumes() {
+    kill_mid_stream("kill", Victim::Exporter);
+}
+
+#[test]
+fn a_killed_importing_bridge_leaves_its_messages_counted_lost_at_the_exporter() {
+    kill_mid_stream("killimp", Victim::Importer);
 }
 
 #[test]
@@ -125,70 +254,6 @@ fn a_service_is_called_across_hosts_and_its_death_is_seen() {
         let o = h.b.cli(&["call", "/net/ha/app/upper", "back"]);
         o.status.success() && String::from_utf8_lossy(&o.stdout) == "BACK\n"
     });
-}
-
-#[test]
-fn a_killed_bridge_is_noticed_loses_nothing_twice_and_traffic_resumes() {
-    let Some(mut h) = TwoHosts::new("kill") else { return };
-    create(&h.a, "/app/ch", "64");
-    h.bridges(&["--export", "/app"], &[]);
-    h.b.wait_for_name("/net/ha/app/ch", SETTLE);
-
-    let mut watch = h.b.spawn(&["watch", "/net/ha/app/ch"]);
-    let events = hosts::lines(&mut watch);
-    let mut recv_b = h.b.spawn(&["recv", "/net/ha/app/ch", "--timeout", "20"]);
-    let got_b = collect(&mut recv_b);
-    std::thread::sleep(Duration::from_millis(1000));
-    let total = 20_000;
-    let mut sender = h.a.spawn(&["send", "/app/ch"]);
-    let feeder = {
-        let mut stdin = sender.stdin.take().unwrap();
-        std::thread::spawn(move || {
-            use std::io::Write;
-            for i in 0..total {
-                if writeln!(stdin, "m-{i}").is_err() {
-                    break;
-                }
-            }
-        })
-    };
-    eventually(Duration::from_secs(60), "messages to cross", || h.b.stats("/net/ha/app/ch").received_msgs > 2000);
-    let bridge_pid = h.a.bridge_pid();
-    h.a.kill_bridge();
-    let killed = Instant::now();
-    // hb's bridge notices at once (the connection closes; a silent host
-    // would take the lease, 3 s), drops its handles on the mirror, and the
-    // watcher there sees the senders go, as for a local sender's death.
-    loop {
-        let left = Duration::from_secs(10).checked_sub(killed.elapsed()).unwrap_or_default();
-        match events.recv_timeout(left) {
-            Ok(e) if e.contains("no more senders") => break,
-            Ok(_) => {}
-            Err(_) => panic!("no event on hb within 10 s of the kill\n{}", h.logs()),
-        }
-    }
-    eprintln!("hb's watcher saw ha's bridge ({bridge_pid:?}) gone {:?} after the kill", killed.elapsed());
-    std::thread::sleep(Duration::from_millis(500));
-    h.a.restart_bridge();
-    feeder.join().unwrap();
-    let o = wait_output(sender, Duration::from_secs(180));
-    assert!(o.status.success(), "sender: {}", text(&o));
-    let _ = wait_output(recv_b, Duration::from_secs(180));
-    let got = got_b.join().unwrap();
-    in_order_per_sender(&got);
-    let got = unique(&got);
-    let sent: HashSet<String> = (0..total).map(|i| format!("m-{i}")).collect();
-    assert!(got.is_subset(&sent));
-    let a = h.a.stats("/app/ch");
-    eprintln!("received on hb {}, lost at ha {}, left in ha's ring {}", got.len(), a.lost, a.depth);
-    assert_eq!(a.depth, 0, "traffic did not resume\n{}", h.logs());
-    // Lost messages are those the dead bridge had taken; the window bounds them.
-    assert!(a.lost <= 32, "{a:?}");
-    // A message is either received or counted lost (one whose
-    // acknowledgement died with the bridge may be both).
-    assert!(got.len() as u64 + a.lost >= total as u64, "{} + {} < {total}\n{}", got.len(), a.lost, h.logs());
-    let _ = watch.kill();
-    let _ = watch.wait();
 }
 
 #[test]
@@ -292,114 +357,4 @@ fn hostile_peer() {
     ));
     std::thread::sleep(Duration::from_millis(500));
     let _ = session.close().wait();
-}
-
-#[test]
-fn a_killed_importing_bridge_leaves_its_messages_counted_lost_at_the_exporter() {
-    let Some(mut h) = TwoHosts::new("killimp") else { return };
-    create(&h.a, "/app/ch", "64");
-    h.bridges(&["--export", "/app"], &[]);
-    h.b.wait_for_name("/net/ha/app/ch", SETTLE);
-    let mut recv_b = h.b.spawn(&["recv", "/net/ha/app/ch", "--timeout", "20"]);
-    let got_b = collect(&mut recv_b);
-    std::thread::sleep(Duration::from_millis(1000));
-    let total = 20_000;
-    let mut sender = h.a.spawn(&["send", "/app/ch"]);
-    let feeder = {
-        let mut stdin = sender.stdin.take().unwrap();
-        std::thread::spawn(move || {
-            use std::io::Write;
-            for i in 0..total {
-                if writeln!(stdin, "m-{i}").is_err() {
-                    break;
-                }
-            }
-        })
-    };
-    eventually(Duration::from_secs(60), "messages to cross", || h.b.stats("/net/ha/app/ch").received_msgs > 2000);
-    h.b.kill_bridge();
-    let killed = Instant::now();
-    // ha's bridge notices, closes its taker with the messages it had on
-    // their way still claimed, and ha's kernel counts them lost.
-    eventually(Duration::from_secs(10), "ha to notice", || h.a.bridge_log().contains("the bridge of hb has gone"));
-    eprintln!(
-        "ha noticed hb's bridge gone {:?} after the kill; lost at ha: {}",
-        killed.elapsed(),
-        h.a.stats("/app/ch").lost
-    );
-    std::thread::sleep(Duration::from_millis(500));
-    // Restarted, hb's bridge reopens the mirror its receiver still holds.
-    h.b.restart_bridge();
-    feeder.join().unwrap();
-    let o = wait_output(sender, Duration::from_secs(180));
-    assert!(o.status.success(), "sender: {}", text(&o));
-    let _ = wait_output(recv_b, Duration::from_secs(180));
-    let got = got_b.join().unwrap();
-    in_order_per_sender(&got);
-    let got = unique(&got);
-    let sent: HashSet<String> = (0..total).map(|i| format!("m-{i}")).collect();
-    assert!(got.is_subset(&sent));
-    let a = h.a.stats("/app/ch");
-    eprintln!("received on hb {}, lost at ha {}, left in ha's ring {}", got.len(), a.lost, a.depth);
-    assert_eq!(a.depth, 0, "traffic did not resume\n{}", h.logs());
-    assert!(a.lost <= 32, "{a:?}");
-    assert!(got.len() as u64 + a.lost >= total as u64, "{} + {} < {total}\n{}", got.len(), a.lost, h.logs());
-}
-
-#[test]
-fn carrier_messages_cross_both_ways_exactly_once() {
-    let Some(mut h) = TwoHosts::new("carrier") else { return };
-    let o = h.a.cli(&[
-        "create",
-        "/app/frames",
-        "--kind",
-        "carrier",
-        "--arena",
-        "4194304",
-        "--max-message",
-        "65536",
-        "--queue",
-        "64",
-    ]);
-    assert!(o.status.success(), "{}", text(&o));
-    h.bridges(&["--export", "/app"], &[]);
-    h.b.wait_for_name("/net/ha/app/frames", SETTLE);
-
-    // Senders on hb, the receiver on ha.
-    let mut recv_a = h.a.spawn(&["recv", "/app/frames", "--timeout", "5"]);
-    let got_a = collect(&mut recv_a);
-    std::thread::sleep(Duration::from_millis(500));
-    let mut sender = h.b.spawn(&["send", "/net/ha/app/frames"]);
-    let lines: Vec<String> = (0..1000).map(|i| format!("up-{i}")).collect();
-    let sent: HashSet<String> = lines.iter().cloned().collect();
-    feed(&mut sender, lines);
-    let o = wait_output(sender, Duration::from_secs(120));
-    assert!(o.status.success(), "sender: {}\n{}", text(&o), h.logs());
-    let _ = wait_output(recv_a, Duration::from_secs(120));
-    let got = got_a.join().unwrap();
-    in_order_per_sender(&got);
-    let got = unique(&got);
-    assert_eq!(got, sent, "hb to ha: {} of {}\n{}", got.len(), sent.len(), h.logs());
-
-    // The sender on ha, receivers on both hosts.
-    let mut recv_a = h.a.spawn(&["recv", "/app/frames", "--timeout", "5"]);
-    let mut recv_b = h.b.spawn(&["recv", "/net/ha/app/frames", "--timeout", "5"]);
-    let (got_a, got_b) = (collect(&mut recv_a), collect(&mut recv_b));
-    std::thread::sleep(Duration::from_millis(1000));
-    let mut sender = h.a.spawn(&["send", "/app/frames"]);
-    let lines: Vec<String> = (0..2000).map(|i| format!("down-{i}")).collect();
-    let sent: HashSet<String> = lines.iter().cloned().collect();
-    feed(&mut sender, lines);
-    let o = wait_output(sender, Duration::from_secs(120));
-    assert!(o.status.success(), "sender: {}", text(&o));
-    let _ = wait_output(recv_a, Duration::from_secs(120));
-    let _ = wait_output(recv_b, Duration::from_secs(120));
-    let (got_a, got_b) = (got_a.join().unwrap(), got_b.join().unwrap());
-    eprintln!("carrier receivers on ha got {}, on hb {}", got_a.len(), got_b.len());
-    let mut all = got_a.clone();
-    all.extend(got_b.iter().cloned());
-    let all = unique(&all);
-    assert_eq!(all, sent, "{} of {}\n{}", all.len(), sent.len(), h.logs());
-    assert!(!got_b.is_empty(), "nothing crossed to hb's receiver\n{}", h.logs());
-    assert_eq!(h.a.stats("/app/frames").lost, 0);
 }

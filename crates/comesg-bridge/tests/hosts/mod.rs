@@ -130,32 +130,29 @@ impl Host {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// `comesg ARGS --socket S` inside the namespace, to completion.
-    pub fn cli(&self, args: &[&str]) -> Output {
-        let child = self
-            .command(&comesg_exe())
-            .args(args)
-            .arg("--socket")
-            .arg(&self.socket)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        wait_output(child, Duration::from_secs(120))
-    }
-
-    /// `comesg ARGS --socket S` inside the namespace, running on.
-    pub fn spawn(&self, args: &[&str]) -> Child {
+    /// `comesg ARGS --socket S` inside the namespace, stdout and stderr
+    /// piped, stdin as given.
+    fn comesg(&self, args: &[&str], stdin: Stdio) -> Child {
         self.command(&comesg_exe())
             .args(args)
             .arg("--socket")
             .arg(&self.socket)
-            .stdin(Stdio::piped())
+            .stdin(stdin)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap()
+    }
+
+    /// `comesg ARGS --socket S` inside the namespace, to completion.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        wait_output(self.comesg(args, Stdio::null()), Duration::from_secs(120))
+    }
+
+    /// `comesg ARGS --socket S` inside the namespace, running on (stdin
+    /// piped, for `send`).
+    pub fn spawn(&self, args: &[&str]) -> Child {
+        self.comesg(args, Stdio::piped())
     }
 
     /// Waits until `comesg ls PATH` shows a live object there.

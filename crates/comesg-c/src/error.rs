@@ -69,7 +69,7 @@ impl From<Error> for Failure {
     fn from(e: Error) -> Failure {
         let errno = match &e {
             Error::Connect { source, .. } => source.raw_os_error().unwrap_or(libc::ECONNREFUSED),
-            Error::KernelGone => libc::ENOTCONN,
+            Error::KernelGone | Error::HandleLost { .. } => libc::ENOTCONN,
             Error::Kernel(k) => kernel_errno(k),
             Error::WrongKind { .. } | Error::TypeMismatch { .. } => libc::EPROTOTYPE,
             Error::Io(io) => io.raw_os_error().unwrap_or(libc::EIO),
@@ -89,6 +89,7 @@ impl From<SendError> for Failure {
             SendError::Closed => libc::EPIPE,
             // Not delivered, but another receiver may take it: retry.
             SendError::ReceiverDied => libc::ECONNABORTED,
+            SendError::HandleLost(_) => libc::ENOTCONN,
             _ => libc::EIO,
         };
         Failure::new(errno, e.to_string())
@@ -102,6 +103,7 @@ impl From<RecvError> for Failure {
             RecvError::TimedOut => libc::ETIMEDOUT,
             RecvError::NoRight => libc::EPERM,
             RecvError::Closed => libc::EPIPE,
+            RecvError::HandleLost(_) => libc::ENOTCONN,
             _ => libc::EIO,
         };
         Failure::new(errno, e.to_string())

@@ -180,3 +180,95 @@ fn a_carrier_sender_killed_with_its_send_request_in_flight_leaves_the_kernel_ser
         assert_eq!(seq_of(&car.recv_timeout(Duration::from_secs(10)).unwrap()), s);
     }
 }
+
+#[test]
+fn a_carrier_receiver_killed_at_each_step_loses_at_most_the_message_it_held() {
+    // (crash point, messages the dead receiver finished, messages lost)
+    let steps =
+        [("channel.recv.claimed", 19u64, 1u64), ("carrier.recv.taken", 19, 1), ("carrier.recv.released", 20, 0)];
+    for (point, finished, lost) in steps {
+        let k = KernelProc::start("crash-car-recv");
+        let conn = k.connect();
+        // This process receives too (from the start, so that the dead one's
+        // queued messages go to it), with room for every message in each
+        // receiver's queue and share of the arena: nothing waits.
+        let opts = comesg::CocarrierOptions {
+            arena: 1 << 20,
+            max_message: 64,
+            queue: 128,
+            rights: Rights::ALL,
+            ..Default::default()
+        };
+        let car = conn.create_cocarrier("/cr/car", opts).unwrap();
+        let at = format!("{point}@20");
+        let mut p = k.peer_env(&["seq-recv", "/cr/car", "--idle", "30"], &[("COMESG_CRASH_AT", &at)]);
+        for s in 0..100 {
+            car.send(&msg(1, s)).unwrap();
+        }
+        crashes(&mut p);
+        let mut got = std::collections::BTreeSet::new();
+        while let Ok(m) = car.recv_timeout(Duration::from_millis(300)) {
+            assert!(got.insert(seq_of(&m)), "{point}: message {} delivered twice", seq_of(&m));
+        }
+        let e = conn.list("/cr/car").unwrap().pop().unwrap();
+        assert_eq!(e.lost, lost, "{point}: lost");
+        assert_eq!(got.len() as u64 + finished + lost, 100, "{point}: received here + by the dead + lost = sent");
+        // The carrier goes on for the next receiver.
+        let mut q = k.peer(&["seq-recv", "/cr/car", "--idle", "1"]);
+        let out = q.collect();
+        drop(car);
+        let other = k.connect().open_cocarrier("/cr/car", Rights::SEND).unwrap();
+        other.send(&msg(2, 0)).unwrap();
+        assert!(q.wait(Duration::from_secs(60)).success());
+        assert_eq!(out.join().unwrap(), ["2 0", "done 1"], "{point}");
+    }
+}
+
+/// Same name and layout as the CLI peers' `Counter`.
+#[derive(Debug, Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+#[repr(C)]
+struct Counter {
+    n: u64,
+    dirty: u64,
+}
+
+#[test]
+fn a_comutex_owner_killed_at_each_step_leaves_the_count_whole() {
+    // (crash point, increments the dead process finished)
+    for (point, finished) in [("comutex.lock.acquired", 49u64), ("comutex.unlock.entered", 50)] {
+        let k = KernelProc::start("crash-mutex");
+        let conn = k.connect();
+        let obj = conn.create_shared::<Counter>("/cr/count", Default::default()).unwrap();
+        let at = format!("{point}@50");
+        let mut dead = k.peer_env(&["count", "/cr/count", "--count", "100"], &[("COMESG_CRASH_AT", &at)]);
+        crashes(&mut dead);
+        let mut next = k.peer(&["count", "/cr/count", "--count", "100"]);
+        assert!(next.wait(Duration::from_secs(60)).success(), "{point}: the survivor finishes");
+        let g = obj.lock().expect("consistent again after the survivor's recovery");
+        assert_eq!((g.n, g.dirty), (finished + 100, 0), "{point}");
+        drop(g);
+        let e = conn.list("/cr/count").unwrap().pop().unwrap();
+        assert_eq!(e.owner_deaths, 1, "{point}: one death, seen once");
+    }
+}
+
+#[test]
+fn a_comutex_recoverer_killed_before_marking_it_consistent_hands_the_recovery_on() {
+    let k = KernelProc::start("crash-mutex-recover");
+    let conn = k.connect();
+    let obj = conn.create_shared::<Counter>("/cr/count", Default::default()).unwrap();
+    obj.lock().unwrap().n = 7;
+    let mut holder = k.peer(&["hold-lock", "/cr/count", "--in-update"]);
+    holder.kill9();
+    // The first to lock finds the owner dead and dies in turn while
+    // recovering: the state is still "owner died", not unrecoverable.
+    let mut recoverer =
+        k.peer_env(&["count", "/cr/count", "--count", "10"], &[("COMESG_CRASH_AT", "comutex.consistent.entered")]);
+    crashes(&mut recoverer);
+    let mut next = k.peer(&["count", "/cr/count", "--count", "100"]);
+    assert!(next.wait(Duration::from_secs(60)).success());
+    let g = obj.lock().expect("recovered by the survivor");
+    assert_eq!((g.n, g.dirty), (107, 0));
+    drop(g);
+    assert_eq!(conn.list("/cr/count").unwrap().pop().unwrap().owner_deaths, 2);
+}

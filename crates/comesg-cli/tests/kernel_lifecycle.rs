@@ -131,12 +131,27 @@ fn the_process_connection_finds_a_restarted_kernel_and_old_handles_say_so() {
     assert!(conn.same_as(&comesg::Connection::shared_at(&k.socket).unwrap()), "one cached connection per process");
     let opts = comesg::ChannelOptions { slot_size: 64, slots: 8, ..Default::default() };
     let old = conn.create_channel("/it/restart/q", opts).unwrap();
+    let copts = comesg::CocarrierOptions { arena: 1 << 16, max_message: 64, ..Default::default() };
+    let car = conn.create_cocarrier("/it/restart/car", copts).unwrap();
+    let lock = conn.create_comutex("/it/restart/lock", Default::default()).unwrap();
 
     k.restart();
 
-    // What needs the kernel fails clearly on the old handle and connection...
-    assert!(matches!(old.stats(), Err(comesg::Error::KernelGone)), "{:?}", old.stats());
+    // What needs the kernel fails clearly on the old handles, each naming
+    // its object, and on the old connection...
+    match old.stats() {
+        Err(e @ comesg::Error::HandleLost { .. }) => {
+            assert!(e.to_string().contains("/it/restart/q"), "{e}");
+        }
+        other => panic!("expected HandleLost, got {other:?}"),
+    }
     assert!(!conn.is_live());
+    let lost_car = comesg::Name::try_from("/it/restart/car").unwrap();
+    assert_eq!(car.send(b"through the kernel"), Err(comesg::SendError::HandleLost(lost_car.clone())));
+    assert!(matches!(car.close(), Err(comesg::Error::HandleLost { name }) if name == lost_car));
+    let lost_lock = comesg::Name::try_from("/it/restart/lock").unwrap();
+    assert!(matches!(lock.close(), Err(comesg::Error::HandleLost { name }) if name == lost_lock));
+    assert!(matches!(conn.ping(), Err(comesg::Error::KernelGone)), "the connection itself has no object to name");
     // ...its data path still works...
     old.send(b"still here").unwrap();
     let mut buf = [0u8; 64];

@@ -275,6 +275,7 @@ impl RobustMutex {
             e => return Err(MutexError::Corrupt(e)),
         };
         bump(self.counter(0));
+        crate::fault::point("comutex.lock.acquired");
         Ok((MutexGuard { m: self, _owner_thread: PhantomData }, r))
     }
 
@@ -312,6 +313,7 @@ impl RobustMutex {
     }
 
     fn mark_consistent(&self) -> Result<(), MutexError> {
+        crate::fault::point("comutex.consistent.entered");
         // SAFETY: as in `lock`.
         match unsafe { libc::pthread_mutex_consistent(self.raw()) } {
             0 => Ok(()),
@@ -322,6 +324,7 @@ impl RobustMutex {
 
     #[inline]
     fn unlock(&self) -> Result<(), MutexError> {
+        crate::fault::point("comutex.unlock.entered");
         // SAFETY: as in `lock`.
         match unsafe { libc::pthread_mutex_unlock(self.raw()) } {
             0 => {

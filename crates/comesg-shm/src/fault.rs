@@ -16,6 +16,11 @@
 //! | `pipe.recv.filled` | a receiver sees its offer filled, not yet taken it |
 //! | `service.call.posted` | a caller has posted a request, not yet sent its ticket |
 //! | `service.worker.running` | a worker has claimed a call, not yet answered |
+//! | `carrier.recv.taken` | a COCARRIER receiver holds a message (its descriptor taken off the delivery queue), not yet released |
+//! | `carrier.recv.released` | the receiver has queued the message's release, the kernel has not yet collected it |
+//! | `comutex.lock.acquired` | a locker holds the comutex, its critical section not yet begun |
+//! | `comutex.unlock.entered` | the critical section is done, the unlock not yet made |
+//! | `comutex.consistent.entered` | a locker that found the owner dead is recovering, not yet marked the state consistent |
 //! | `control.request.sent` | a request is sent to the microkernel, its reply not yet read (a COCARRIER send: the kernel is about to read the sender's memory) |
 
 /// Aborts the process if `name` is the crash point `COMESG_CRASH_AT` names

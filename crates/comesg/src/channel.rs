@@ -271,14 +271,14 @@ impl Channel {
     /// The kernel's view of this channel (references, holders, totals), if
     /// it still has a name.
     pub fn stats(&self) -> Result<Entry, Error> {
-        let mut v = self.conn.list(self.name.as_str())?;
+        let mut v = self.conn.list(self.name.as_str()).map_err(|e| e.for_handle(&self.name))?;
         v.pop().ok_or_else(|| Error::Protocol("empty listing".into()))
     }
 
     /// Closes the handle, reporting whether the kernel acknowledged it
     /// (dropping closes too, silently).
     pub fn close(mut self) -> Result<(), Error> {
-        let r = self.conn.close_handle(self.handle);
+        let r = self.conn.close_handle(self.handle).map_err(|e| e.for_handle(&self.name));
         self.handle = CLOSED;
         r
     }

@@ -219,7 +219,8 @@ impl CarrierMessage<'_> {
         let c = self.carrier;
         let mut out = Vec::new();
         loop {
-            match c.conn.request(Request::CarrierTake { handle: c.held.id(), msg: self.d.id })? {
+            let reply = c.conn.request(Request::CarrierTake { handle: c.held.id(), msg: self.d.id });
+            match reply.map_err(|e| e.for_handle(&c.name))? {
                 (Reply::Taken(taken), mut fds) => {
                     let full = taken.len() >= comesg_proto::TAKE_BATCH;
                     for t in taken {
@@ -316,7 +317,7 @@ impl crate::copoll::sealed::Source for Cocarrier {
 
 impl Cocarrier {
     pub(crate) fn attach(conn: Connection, name: Name, g: PortGrant, fds: Vec<OwnedFd>) -> Result<Cocarrier, Error> {
-        let held = Held::new(conn.clone(), g.handle);
+        let held = Held::new(conn.clone(), g.handle, &name);
         let PortSpec::Carrier(spec) = g.spec else {
             return Err(Error::WrongKind { name, found: g.spec.kind() });
         };
@@ -418,6 +419,7 @@ impl Cocarrier {
                 Ok((Reply::Error(KernelError::WouldBlock(_)), _)) => {}
                 Ok((Reply::Error(e), _)) => return Err(SendError::Control(e.to_string())),
                 Ok((other, _)) => return Err(SendError::Control(format!("unexpected reply {other:?}"))),
+                Err(Error::KernelGone) => return Err(SendError::HandleLost(self.name.clone())),
                 Err(e) => return Err(SendError::Control(e.to_string())),
             }
             if once {
@@ -513,14 +515,14 @@ impl Cocarrier {
         let end = self.end()?;
         let d = Descriptor::decode(end.delivery.slot(&claim));
         end.delivery.release(claim)?;
+        comesg_shm::fault::point("carrier.recv.taken");
         let d = d.ok_or(RecvError::Corrupt("short carrier descriptor"))?;
         if d.off == SEALED {
-            let view = self.fetch_sealed(&d);
-            return match view {
-                Some(v) => Ok(CarrierMessage { carrier: self, d, body: Body::Sealed(v), abandoned: false }),
-                None => {
+            return match self.fetch_sealed(&d) {
+                Ok(v) => Ok(CarrierMessage { carrier: self, d, body: Body::Sealed(v), abandoned: false }),
+                Err(e) => {
                     self.release(d.id);
-                    Err(RecvError::Corrupt("cannot map a message built in place"))
+                    Err(e)
                 }
             };
         }
@@ -531,13 +533,15 @@ impl Cocarrier {
         Ok(CarrierMessage { carrier: self, d, body: Body::Arena(bytes), abandoned: false })
     }
 
-    fn fetch_sealed(&self, d: &Descriptor) -> Option<SealedView> {
+    fn fetch_sealed(&self, d: &Descriptor) -> Result<SealedView, RecvError> {
+        const CANNOT: RecvError = RecvError::Corrupt("cannot map a message built in place");
         match self.conn.request(Request::CarrierFetch { handle: self.held.id(), msg: d.id }) {
             Ok((Reply::Segment, mut fds)) if fds.len() == 1 => {
-                let fd = fds.pop()?;
-                SealedView::map(&fd, usize::try_from(d.len).ok()?).ok()
+                let fd = fds.pop().ok_or(CANNOT)?;
+                SealedView::map(&fd, usize::try_from(d.len).map_err(|_| CANNOT)?).map_err(|_| CANNOT)
             }
-            _ => None,
+            Err(Error::KernelGone) => Err(RecvError::HandleLost(self.name.clone())),
+            _ => Err(CANNOT),
         }
     }
 
@@ -579,6 +583,7 @@ impl Cocarrier {
                 if end.release.try_send(0, &id.to_le_bytes()).is_err() {
                     break;
                 }
+                comesg_shm::fault::point("carrier.recv.released");
                 pending.pop();
             }
             if pending.is_empty() || attempt == 1 {

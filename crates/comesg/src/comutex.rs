@@ -170,7 +170,7 @@ impl crate::copoll::sealed::Source for Comutex {
 
 impl Comutex {
     pub(crate) fn attach(conn: Connection, name: Name, g: PortGrant, fds: Vec<OwnedFd>) -> Result<Comutex, Error> {
-        let held = crate::held::Held::new(conn, g.handle);
+        let held = crate::held::Held::new(conn, g.handle, &name);
         let PortSpec::Mutex(spec) = g.spec else {
             return Err(Error::WrongKind { name, found: g.spec.kind() });
         };

@@ -228,7 +228,7 @@ impl crate::copoll::sealed::Source for Copipe {
 
 impl Copipe {
     pub(crate) fn attach(conn: Connection, name: Name, g: PortGrant, fds: Vec<OwnedFd>) -> Result<Copipe, Error> {
-        let held = Held::new(conn, g.handle);
+        let held = Held::new(conn, g.handle, &name);
         let PortSpec::Pipe(spec) = g.spec else {
             return Err(Error::WrongKind { name, found: g.spec.kind() });
         };

@@ -22,6 +22,15 @@ pub enum Error {
     /// The microkernel closed the connection (it exited or was killed).
     #[error("the comesg microkernel closed the connection")]
     KernelGone,
+    /// The microkernel that granted this handle is gone (killed, or
+    /// restarted since): the handle did not survive it. Its data path may
+    /// still work; anything that needs the kernel fails with this error,
+    /// which names the object so the caller knows what to open again.
+    #[error("the handle to {name} did not survive its microkernel (killed or restarted): open {name} again")]
+    HandleLost {
+        /// The object the handle was for.
+        name: Name,
+    },
     /// The watched object was destroyed: no event follows `Destroyed`.
     #[error("the watched object is destroyed: no more events")]
     WatchEnded,
@@ -86,6 +95,11 @@ pub enum SendError {
     /// delivered (COPIPE).
     #[error("the receiver died before taking the message")]
     ReceiverDied,
+    /// The microkernel that granted the handle is gone (killed or
+    /// restarted): a COCARRIER send, which goes through it, cannot be made.
+    /// Open the named object again.
+    #[error("the handle to {0} did not survive its microkernel (killed or restarted): open it again")]
+    HandleLost(Name),
     /// The microkernel refused the send or could not be reached
     /// (COCARRIER sends go through it).
     #[error("send failed in the microkernel: {0}")]
@@ -114,12 +128,28 @@ pub enum RecvError {
     /// Every sender has gone and nothing is in flight: end of file (COPIPE).
     #[error("no senders are left")]
     Closed,
+    /// The microkernel that granted the handle is gone (killed or
+    /// restarted), and this message needs it (a COCARRIER message built in
+    /// place is fetched through it). Open the named object again.
+    #[error("the handle to {0} did not survive its microkernel (killed or restarted): open it again")]
+    HandleLost(Name),
     /// A peer corrupted the channel's shared state (the message, if any, is lost).
     #[error("channel state corrupt: {0}")]
     Corrupt(&'static str),
     /// The async runtime could not watch the port (`*_async` forms).
     #[error("the async runtime could not watch the port: {0}")]
     Reactor(String),
+}
+
+impl Error {
+    /// This error as seen by a handle to `name`: a kernel that is gone
+    /// becomes [`Error::HandleLost`], naming the object.
+    pub(crate) fn for_handle(self, name: &Name) -> Error {
+        match self {
+            Error::KernelGone => Error::HandleLost { name: name.clone() },
+            e => e,
+        }
+    }
 }
 
 impl From<RingError> for SendError {

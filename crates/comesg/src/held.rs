@@ -1,6 +1,6 @@
 //! A handle's reference in the microkernel, given back when dropped.
 
-use comesg_proto::HandleId;
+use comesg_proto::{HandleId, Name};
 
 use crate::{Connection, Error};
 
@@ -10,11 +10,13 @@ use crate::{Connection, Error};
 pub(crate) struct Held {
     conn: Connection,
     id: Option<HandleId>,
+    /// The object's name, for errors once the kernel is gone.
+    name: Name,
 }
 
 impl Held {
-    pub(crate) fn new(conn: Connection, id: HandleId) -> Held {
-        Held { conn, id: Some(id) }
+    pub(crate) fn new(conn: Connection, id: HandleId, name: &Name) -> Held {
+        Held { conn, id: Some(id), name: name.clone() }
     }
 
     pub(crate) fn id(&self) -> HandleId {
@@ -27,7 +29,7 @@ impl Held {
 
     pub(crate) fn close(mut self) -> Result<(), Error> {
         match self.id.take() {
-            Some(id) => self.conn.close_handle(id),
+            Some(id) => self.conn.close_handle(id).map_err(|e| e.for_handle(&self.name)),
             None => Ok(()),
         }
     }

@@ -150,7 +150,7 @@ impl Provider {
         fds: Vec<OwnedFd>,
         handler: Box<Handler>,
     ) -> Result<Provider, Error> {
-        let held = Held::new(conn.clone(), g.handle);
+        let held = Held::new(conn.clone(), g.handle, &name);
         let handle = g.handle;
         let spec = service_spec(&name, &g)?;
         let [s, r, h, bell]: [OwnedFd; 4] =
@@ -310,7 +310,7 @@ pub struct PendingCall<'a> {
 
 impl ServiceClient {
     pub(crate) fn attach(conn: Connection, name: Name, g: PortGrant, fds: Vec<OwnedFd>) -> Result<Self, Error> {
-        let held = Held::new(conn, g.handle);
+        let held = Held::new(conn, g.handle, &name);
         let spec = service_spec(&name, &g)?;
         let [s, r, _header, c, bell]: [OwnedFd; 5] =
             fds.try_into().map_err(|v: Vec<_>| Error::Protocol(format!("expected 5 fds, got {}", v.len())))?;

@@ -105,6 +105,13 @@ fn ports_already_open_keep_working_after_the_kernel_dies() {
         .unwrap();
     let mut rx = k.peer(&["seq-recv", "/kd/ch", "--idle", "2"]);
     let out = rx.collect();
+    // And the other way, through a ring so small that the sender sleeps
+    // until this process has drained it: its wake-ups and this process's
+    // copoll bell must work without the kernel.
+    let back = conn
+        .create_channel("/kd/back", comesg::ChannelOptions { slot_size: 16, slots: 4, ..Default::default() })
+        .unwrap();
+    let mut tx = k.peer(&["seq-send", "/kd/back", "--id", "9", "--count", "50"]);
     let _ = k.child.kill();
     let _ = k.child.wait();
     // Control calls fail at once, with a clear error...
@@ -122,6 +129,20 @@ fn ports_already_open_keep_working_after_the_kernel_dies() {
     assert!(rx.wait(Duration::from_secs(60)).success());
     let lines = out.join().unwrap();
     assert_eq!(lines.last().map(String::as_str), Some("done 100"), "{lines:?}");
+
+    let mut poll = comesg::Copoll::new().unwrap();
+    poll.add(&back, 1, comesg::Interest::READABLE).unwrap();
+    let mut events = Vec::new();
+    let mut got = Vec::new();
+    while got.len() < 50 {
+        let n = poll.wait(&mut events, Some(Duration::from_secs(30))).unwrap();
+        assert!(n > 0, "copoll woke for nothing, or timed out, after {} messages", got.len());
+        while let Ok(m) = back.try_recv_vec() {
+            got.push(u64::from_le_bytes(m[4..12].try_into().unwrap()));
+        }
+    }
+    assert_eq!(got, (0..50).collect::<Vec<_>>());
+    assert!(tx.wait(Duration::from_secs(60)).success());
 }
 
 #[test]

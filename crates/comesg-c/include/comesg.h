@@ -26,6 +26,38 @@
 // The object outlives its creator's handles (until unlinked).
 #define COMESG_PERSISTENT 2
 
+// A COCHANNEL (`comesg_channel`).
+#define COMESG_KIND_CHANNEL 1
+
+// A COPIPE (`comesg_pipe`).
+#define COMESG_KIND_PIPE 2
+
+// A COCARRIER (`comesg_carrier`).
+#define COMESG_KIND_CARRIER 3
+
+// A comutex (`comesg_mutex`).
+#define COMESG_KIND_MUTEX 4
+
+// A service to call (`comesg_service`).
+#define COMESG_KIND_SERVICE 5
+
+// Interest and event flag: a receive (or lock) would not wait.
+#define COMESG_READABLE 1
+
+// Interest and event flag: a send (or lock) would not wait.
+#define COMESG_WRITABLE 2
+
+// Event flag: the other side is gone (no more senders for a receiver, no
+// more receivers for a sender).
+#define COMESG_CLOSED 4
+
+// Event flag: the port cannot be polled for what was asked (a missing
+// right) or its shared state is corrupt; the operation itself says why.
+#define COMESG_ERROR 8
+
+// A COCARRIER message being built in place.
+typedef struct comesg_building comesg_building;
+
 // A COCARRIER handle.
 typedef struct comesg_carrier comesg_carrier;
 
@@ -35,6 +67,16 @@ typedef struct comesg_channel comesg_channel;
 // A connection to the microkernel.
 typedef struct comesg_conn comesg_conn;
 
+// A handle taken from a COCARRIER message: turn it into a port of its
+// kind with `comesg_handle_into_*`, or close it.
+typedef struct comesg_handle comesg_handle;
+
+// A COCHANNEL slot loaned for writing a message in place.
+typedef struct comesg_loan comesg_loan;
+
+// A COCARRIER message read in place (read-only), held until released.
+typedef struct comesg_message comesg_message;
+
 // A comutex handle. It belongs to one thread at a time: give each thread
 // its own handle, and unlock and close it from the thread that locked it.
 typedef struct comesg_mutex comesg_mutex;
@@ -42,11 +84,38 @@ typedef struct comesg_mutex comesg_mutex;
 // A COPIPE handle.
 typedef struct comesg_pipe comesg_pipe;
 
+// A set of ports to wait on.
+typedef struct comesg_poll comesg_poll;
+
 // A service this process provides; its workers run until stopped.
 typedef struct comesg_provider comesg_provider;
 
 // A handle for calling a service.
 typedef struct comesg_service comesg_service;
+
+// A COCHANNEL message held in place until released.
+typedef struct comesg_slot comesg_slot;
+
+// One handle to attach to a message: `port` is a `comesg_channel`,
+// `comesg_pipe`, `comesg_carrier` or `comesg_mutex` as `kind` says, and
+// the receiver gets `rights` (`COMESG_SEND`, `COMESG_RECV` or both; never
+// more than this handle has).
+typedef struct comesg_attach {
+  // `COMESG_KIND_CHANNEL`, `_PIPE`, `_CARRIER` or `_MUTEX`.
+  uint32_t kind;
+  // The port.
+  const void *port;
+  // The rights the receiver gets.
+  uint32_t rights;
+} comesg_attach;
+
+// One ready port, as `comesg_poll_wait` reports it.
+typedef struct comesg_event {
+  // The token the port was added with.
+  uint64_t token;
+  // `COMESG_READABLE`, `COMESG_WRITABLE`, `COMESG_CLOSED`, `COMESG_ERROR`.
+  uint32_t flags;
+} comesg_event;
 
 // A service handler: reads the request (`req`, `req_len` bytes), writes
 // the response into `resp` (room for `resp_cap` bytes) and returns its
@@ -90,6 +159,73 @@ void comesg_disconnect(struct comesg_conn *conn);
 // `conn` is a live connection; `path` a NUL-terminated string.
 int32_t comesg_unlink(const struct comesg_conn *conn,
                       const char *path);
+
+// Copies `len` bytes into the carrier, as `comesg_carrier_send`, with `n`
+// handles attached (`atts` may be NULL when `n` is 0): each receiver
+// that takes them gets handles of its own, with the rights named (never
+// wider than the sender's). Waits while no receiver has room.
+//
+// # Safety
+// `c` is a live carrier; `msg` points to `len` readable bytes; `atts` to
+// `n` attachments whose ports are live.
+int32_t comesg_carrier_send_with(const struct comesg_carrier *c,
+                                 const void *msg,
+                                 size_t len,
+                                 const struct comesg_attach *atts,
+                                 size_t n);
+
+// The handle's kind (a `COMESG_KIND_` constant), or `-EINVAL` for NULL.
+//
+// # Safety
+// `h` is NULL or a live handle.
+int32_t comesg_handle_kind(const struct comesg_handle *h);
+
+// Turns a channel handle into a `comesg_channel` and frees `h`;
+// `-EPROTOTYPE` (and `h` kept) if it is of another kind.
+//
+// # Safety
+// `h` is a live handle, not used after success; `out` writable storage for
+// one pointer.
+int32_t comesg_handle_into_channel(struct comesg_handle *h,
+                                   struct comesg_channel **out);
+
+// Turns a pipe handle into a `comesg_pipe`, as `comesg_handle_into_channel`.
+//
+// # Safety
+// As for `comesg_handle_into_channel`.
+int32_t comesg_handle_into_pipe(struct comesg_handle *h,
+                                struct comesg_pipe **out);
+
+// Turns a carrier handle into a `comesg_carrier`, as
+// `comesg_handle_into_channel`.
+//
+// # Safety
+// As for `comesg_handle_into_channel`.
+int32_t comesg_handle_into_carrier(struct comesg_handle *h,
+                                   struct comesg_carrier **out);
+
+// Turns a comutex handle into a `comesg_mutex`, as
+// `comesg_handle_into_channel`.
+//
+// # Safety
+// As for `comesg_handle_into_channel`.
+int32_t comesg_handle_into_mutex(struct comesg_handle *h,
+                                 struct comesg_mutex **out);
+
+// Turns a service handle into a `comesg_service` to call, as
+// `comesg_handle_into_channel`.
+//
+// # Safety
+// As for `comesg_handle_into_channel`.
+int32_t comesg_handle_into_service(struct comesg_handle *h,
+                                   struct comesg_service **out);
+
+// Closes a handle taken from a message without using it (NULL is
+// ignored).
+//
+// # Safety
+// `h` is NULL or a live handle, not used after.
+void comesg_handle_close(struct comesg_handle *h);
 
 // Creates the comutex `path` (`flags`: `COMESG_EXCLUSIVE`,
 // `COMESG_PERSISTENT`); a process needs read and write permission to lock.
@@ -140,6 +276,51 @@ int32_t comesg_mutex_unlock(struct comesg_mutex *m);
 // # Safety
 // `m` is NULL or a comutex handle, not used after.
 void comesg_mutex_close(struct comesg_mutex *m);
+
+// Makes an empty set.
+//
+// # Safety
+// `out` is writable storage for one pointer.
+int32_t comesg_poll_new(struct comesg_poll **out);
+
+// Adds the port `port` of kind `kind` (a `COMESG_KIND_` constant:
+// channel, pipe, carrier or comutex), reported under `token` (unique in
+// the set) when it is ready for `interest` (`COMESG_READABLE`,
+// `COMESG_WRITABLE` or both).
+//
+// # Safety
+// `p` is a live set; `port` a live object of that kind that stays open
+// until it is removed or the set is freed.
+int32_t comesg_poll_add(struct comesg_poll *p,
+                        uint32_t kind,
+                        const void *port,
+                        uint64_t token,
+                        uint32_t interest);
+
+// Removes the port added under `token`: 0, or `-ENOENT` if none was.
+//
+// # Safety
+// `p` is a live set.
+int32_t comesg_poll_remove(struct comesg_poll *p,
+                           uint64_t token);
+
+// Waits until at least one port is ready (or `timeout_ms` passes: then
+// 0), and stores up to `cap` events into `events`; returns how many.
+// Readiness is level-triggered: a port stays reported while it is ready,
+// and events that did not fit come first from the next call.
+//
+// # Safety
+// `p` is a live set; `events` points to room for `cap` events.
+int64_t comesg_poll_wait(struct comesg_poll *p,
+                         struct comesg_event *events,
+                         size_t cap,
+                         int64_t timeout_ms);
+
+// Frees the set (NULL is ignored); the ports in it stay open.
+//
+// # Safety
+// `p` is NULL or a live set, not used after.
+void comesg_poll_free(struct comesg_poll *p);
 
 // Creates the COCHANNEL `path`: `slots` messages of up to `slot_size`
 // bytes in flight, permission bits `mode` (e.g. 0600), `flags` a mix of
@@ -346,6 +527,150 @@ int32_t comesg_serve(const struct comesg_conn *conn,
 // # Safety
 // `p` is NULL or a provider from `comesg_serve`, not used after.
 int32_t comesg_provider_stop(struct comesg_provider *p);
+
+// Loans the next free slot of `ch` for writing a message in place,
+// waiting while the channel is full. Write at most the slot size into
+// `comesg_loan_data`, then `comesg_loan_send`; `comesg_loan_cancel`
+// sends nothing.
+//
+// # Safety
+// `ch` is a live channel that stays open until the loan is sent or
+// cancelled; `out` is writable storage for one pointer.
+int32_t comesg_channel_loan(const struct comesg_channel *ch,
+                            int64_t timeout_ms,
+                            struct comesg_loan **out);
+
+// The loaned slot's bytes (writable); stores their number (the slot size)
+// through `cap` unless it is NULL. NULL for a NULL loan.
+//
+// # Safety
+// `loan` is NULL or a live loan; `cap` NULL or writable.
+void *comesg_loan_data(struct comesg_loan *loan,
+                       size_t *cap);
+
+// Publishes the loaned slot as a message of its first `len` bytes, and
+// frees the loan (also when it fails: then nothing was sent).
+//
+// # Safety
+// `loan` is a live loan, not used after.
+int32_t comesg_loan_send(struct comesg_loan *loan,
+                         size_t len);
+
+// Gives the loaned slot back without sending, and frees the loan (NULL is
+// ignored).
+//
+// # Safety
+// `loan` is NULL or a live loan, not used after.
+void comesg_loan_cancel(struct comesg_loan *loan);
+
+// Receives the next message of `ch` in place (no copy), waiting until one
+// comes. Read it through `comesg_slot_data`; its slot stays taken until
+// `comesg_slot_release`.
+//
+// # Safety
+// `ch` is a live channel that stays open until the slot is released;
+// `out` is writable storage for one pointer.
+int32_t comesg_channel_recv_in_place(const struct comesg_channel *ch,
+                                     int64_t timeout_ms,
+                                     struct comesg_slot **out);
+
+// The received message's bytes (read-only); stores their number through
+// `len` unless it is NULL. NULL for a NULL slot.
+//
+// # Safety
+// `slot` is NULL or a live slot; `len` NULL or writable.
+const void *comesg_slot_data(const struct comesg_slot *slot,
+                             size_t *len);
+
+// Gives the slot back to senders and frees it (NULL is ignored).
+//
+// # Safety
+// `slot` is NULL or a live slot, not used after; pointers from
+// `comesg_slot_data` are invalid after.
+int32_t comesg_slot_release(struct comesg_slot *slot);
+
+// Starts a COCARRIER message of exactly `len` bytes built in place, in
+// memory of its own: no copy is ever made of it. Write it through
+// `comesg_building_data`, then `comesg_building_send`, which seals it so
+// that nobody (this process included) can change it afterwards.
+//
+// # Safety
+// `c` is a live carrier that stays open until the message is sent or
+// cancelled; `out` is writable storage for one pointer.
+int32_t comesg_carrier_build(const struct comesg_carrier *c,
+                             size_t len,
+                             struct comesg_building **out);
+
+// The message's bytes (writable until sent); stores their number through
+// `len` unless it is NULL. NULL for a NULL message.
+//
+// # Safety
+// `b` is NULL or a live message being built; `len` NULL or writable.
+void *comesg_building_data(struct comesg_building *b,
+                           size_t *len);
+
+// Seals and sends the message with `n` handles attached (`atts` may be
+// NULL when `n` is 0), waiting while no receiver has room; frees it
+// (also when it fails: then nothing was sent). Pointers from
+// `comesg_building_data` are invalid after.
+//
+// # Safety
+// `b` is a live message being built, not used after; `atts` points to `n`
+// attachments whose ports are live.
+int32_t comesg_building_send(struct comesg_building *b,
+                             const struct comesg_attach *atts,
+                             size_t n);
+
+// Drops a message being built without sending it (NULL is ignored).
+//
+// # Safety
+// `b` is NULL or a live message being built, not used after.
+void comesg_building_cancel(struct comesg_building *b);
+
+// Receives the next COCARRIER message in place, waiting until one comes:
+// read it through `comesg_message_data` (memory this process can only
+// read, and nobody can change), take its handles with
+// `comesg_message_take_handles`, then `comesg_message_release`.
+//
+// # Safety
+// `c` is a live carrier that stays open until the message is released;
+// `out` is writable storage for one pointer.
+int32_t comesg_carrier_recv_in_place(const struct comesg_carrier *c,
+                                     int64_t timeout_ms,
+                                     struct comesg_message **out);
+
+// The message's bytes (read-only); stores their number through `len`
+// unless it is NULL. NULL for a NULL message.
+//
+// # Safety
+// `m` is NULL or a live message; `len` NULL or writable.
+const void *comesg_message_data(const struct comesg_message *m,
+                                size_t *len);
+
+// How many handles came with the message (0 for NULL).
+//
+// # Safety
+// `m` is NULL or a live message.
+size_t comesg_message_attached(const struct comesg_message *m);
+
+// Takes the handles that came with the message into `out` (room for
+// `cap`); returns how many were stored. Handles beyond `cap` are closed.
+// A second call returns 0. Each stored handle is this process's own, to
+// turn into a port with `comesg_handle_into_*` or to close.
+//
+// # Safety
+// `m` is a live message; `out` points to room for `cap` pointers.
+int64_t comesg_message_take_handles(const struct comesg_message *m,
+                                    struct comesg_handle **out,
+                                    size_t cap);
+
+// Releases the message (its space goes back to the carrier) and frees it
+// (NULL is ignored). Pointers from `comesg_message_data` are invalid
+// after.
+//
+// # Safety
+// `m` is NULL or a live message, not used after.
+void comesg_message_release(struct comesg_message *m);
 
 #ifdef __cplusplus
 }  // extern "C"

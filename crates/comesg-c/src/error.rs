@@ -90,6 +90,7 @@ impl From<SendError> for Failure {
             // Not delivered, but another receiver may take it: retry.
             SendError::ReceiverDied => libc::ECONNABORTED,
             SendError::HandleLost(_) => libc::ENOTCONN,
+            SendError::Refused(k) => kernel_errno(k),
             _ => libc::EIO,
         };
         Failure::new(errno, e.to_string())

@@ -18,9 +18,12 @@
 
 mod args;
 mod error;
+mod handles;
 mod mutex;
+mod poll;
 mod ports;
 mod service;
+mod zerocopy;
 
 use std::ffi::c_char;
 
@@ -29,9 +32,12 @@ use comesg::Connection;
 use args::{out, str_arg};
 use error::guard;
 
+pub use handles::*;
 pub use mutex::*;
+pub use poll::*;
 pub use ports::*;
 pub use service::*;
+pub use zerocopy::*;
 
 /// Right to send on a port.
 pub const COMESG_SEND: u32 = 1;

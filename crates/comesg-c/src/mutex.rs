@@ -18,11 +18,11 @@ pub struct comesg_mutex {
     // The thread that locked through this handle.
     owner: Option<std::thread::ThreadId>,
     // Boxed so that it never moves while `held` borrows it.
-    m: Box<Comutex>,
+    pub(crate) m: Box<Comutex>,
 }
 
 impl comesg_mutex {
-    fn new(m: Comutex) -> comesg_mutex {
+    pub(crate) fn new(m: Comutex) -> comesg_mutex {
         comesg_mutex { held: None, owner: None, m: Box::new(m) }
     }
 

@@ -107,7 +107,7 @@ unsafe fn recv<T, P: Port>(p: *const T, port: impl Fn(&T) -> &P, buf: *mut c_voi
     })
 }
 
-fn rights(bits: u32) -> Result<Rights, Failure> {
+pub(crate) fn rights(bits: u32) -> Result<Rights, Failure> {
     match bits {
         1..=3 => Ok(Rights::from_bits_truncate(bits as u8)),
         _ => Err(Failure::new(libc::EINVAL, format!("rights {bits}: use COMESG_SEND, COMESG_RECV or both"))),
@@ -116,7 +116,7 @@ fn rights(bits: u32) -> Result<Rights, Failure> {
 
 /// A COCHANNEL handle.
 pub struct comesg_channel {
-    port: Channel,
+    pub(crate) port: Channel,
 }
 
 /// Creates the COCHANNEL `path`: `slots` messages of up to `slot_size`
@@ -209,7 +209,7 @@ pub unsafe extern "C" fn comesg_channel_close(ch: *mut comesg_channel) {
 
 /// A COPIPE handle.
 pub struct comesg_pipe {
-    port: Copipe,
+    pub(crate) port: Copipe,
 }
 
 /// Creates the COPIPE `path` with a `buffer`-byte transfer buffer (the
@@ -294,7 +294,7 @@ pub unsafe extern "C" fn comesg_pipe_close(p: *mut comesg_pipe) {
 
 /// A COCARRIER handle.
 pub struct comesg_carrier {
-    port: Cocarrier,
+    pub(crate) port: Cocarrier,
 }
 
 /// Creates the COCARRIER `path`: messages of up to `max_message` bytes,

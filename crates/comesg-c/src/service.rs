@@ -14,7 +14,7 @@ use crate::error::{guard, Failure};
 
 /// A handle for calling a service.
 pub struct comesg_service {
-    client: Arc<ServiceClient>,
+    pub(crate) client: Arc<ServiceClient>,
 }
 
 /// A service this process provides; its workers run until stopped.

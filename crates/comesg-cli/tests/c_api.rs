@@ -195,6 +195,35 @@ fn a_c_program_talks_to_a_rust_process_over_every_port_kind() {
     assert_eq!(&m[..], b"sealed for Rust.");
     drop(m);
 
+    c.expect("zero copy waiting");
+    assert_eq!(from_c.recv_timeout(&mut buf, Duration::from_secs(5)).map(|n| buf[..n].to_vec()).unwrap(), b"loaned");
+    assert_eq!(from_c.try_recv(&mut buf), Err(comesg::RecvError::Empty), "a cancelled loan sends nothing");
+    to_c.send(b"in place").unwrap();
+
+    c.expect("built");
+    let m = carrier_out.recv_timeout(Duration::from_secs(5)).unwrap();
+    assert_eq!(&m[..], b"built in C!!");
+    let mut handles = m.take_handles().unwrap();
+    drop(m);
+    let Some(comesg::Handle::Channel(from_c_too)) = handles.pop() else { panic!("expected one channel handle") };
+    assert_eq!(from_c_too.rights(), Rights::SEND, "the rights the C program attached");
+    from_c_too.send(b"via the passed handle").unwrap();
+    let n = from_c.recv_timeout(&mut buf, Duration::from_secs(5)).unwrap();
+    assert_eq!(&buf[..n], b"via the passed handle");
+    assert!(carrier_out.try_recv().is_err(), "refused attachments sent nothing");
+    let passed = conn.create_channel(&p("passed"), small).unwrap();
+    passed.send(b"for the passed handle").unwrap();
+    carrier_in.send_with(b"take this", &[(&passed, Rights::RECV)]).unwrap();
+    c.expect("handles ok");
+
+    c.expect("polling");
+    std::thread::sleep(Duration::from_millis(50));
+    carrier_in.send(b"poke").unwrap();
+    c.expect("poked");
+    std::thread::sleep(Duration::from_millis(50));
+    to_c.send(b"poke2").unwrap();
+    c.expect("poll ok");
+
     c.expect("serving");
     let reverse = conn.service(&p("reverse")).unwrap();
     assert_eq!(reverse.call(b"abc").unwrap(), b"cba");

@@ -607,10 +607,15 @@ impl State {
                 .get(obj)
                 .and_then(|o| o.holders_of(id).find(|(x, _)| *x == h).map(|(_, i)| i.rights))
                 .unwrap_or(Rights::NONE);
-            if rights.is_empty() || !rights.is_subset_of(have) {
-                return Err(KernelError::InvalidArgument(format!(
-                    "handle {h:?} has {have}; it cannot pass {rights} (rights can only be narrowed)"
-                )));
+            if rights.is_empty() {
+                return Err(KernelError::InvalidArgument(format!("handle {h:?} attached with no rights")));
+            }
+            if !rights.is_subset_of(have) {
+                let name = self.ports.get(obj).and_then(|o| o.name.clone()).unwrap_or_else(Name::root);
+                return Err(KernelError::PermissionDenied {
+                    name,
+                    need: format!("handle {h:?} has {have}; it cannot pass {rights}: rights can only be narrowed"),
+                });
             }
             if obj == carrier {
                 return Err(KernelError::InvalidArgument("a carrier cannot carry a handle to itself".into()));

@@ -91,9 +91,6 @@ pub struct Cocarrier {
 /// is the sender there).
 const RECEIVER: u32 = 0;
 
-/// How a [`KernelError::CannotRead`] reads once turned into text.
-const CANNOT_READ: &str = "cannot read the sender's memory";
-
 /// A handle that can travel in a carrier message.
 pub trait Attachable {
     /// Its connection and handle number.
@@ -393,7 +390,7 @@ impl Cocarrier {
         match self.submit(req, &[], false, deadline, once) {
             // The kernel may not read our memory (ptrace rules): build the
             // message in place instead (one copy by us, into fresh pages).
-            Err(SendError::Control(e)) if e.starts_with(CANNOT_READ) => {
+            Err(SendError::Refused(KernelError::CannotRead(_))) => {
                 let mut b = self.build(msg.len())?;
                 b.as_mut_slice().copy_from_slice(msg);
                 b.send_with(handles)
@@ -417,7 +414,7 @@ impl Cocarrier {
             match self.conn.request_full(req(), reply_timeout, fds) {
                 Ok((Reply::Done, _)) => return Ok(()),
                 Ok((Reply::Error(KernelError::WouldBlock(_)), _)) => {}
-                Ok((Reply::Error(e), _)) => return Err(SendError::Control(e.to_string())),
+                Ok((Reply::Error(e), _)) => return Err(SendError::Refused(e)),
                 Ok((other, _)) => return Err(SendError::Control(format!("unexpected reply {other:?}"))),
                 Err(Error::KernelGone) => return Err(SendError::HandleLost(self.name.clone())),
                 Err(e) => return Err(SendError::Control(e.to_string())),

@@ -100,8 +100,13 @@ pub enum SendError {
     /// Open the named object again.
     #[error("the handle to {0} did not survive its microkernel (killed or restarted): open it again")]
     HandleLost(Name),
-    /// The microkernel refused the send or could not be reached
-    /// (COCARRIER sends go through it).
+    /// The microkernel refused the send (COCARRIER sends go through it):
+    /// e.g. an attached handle asked for rights its holder lacks
+    /// ([`KernelError::PermissionDenied`]).
+    #[error("the microkernel refused the send: {0}")]
+    Refused(KernelError),
+    /// The send could not be made for another reason (the microkernel could
+    /// not be reached, a message could not be sealed).
     #[error("send failed in the microkernel: {0}")]
     Control(String),
     /// A peer corrupted the channel's shared state.

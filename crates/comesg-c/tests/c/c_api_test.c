@@ -165,6 +165,92 @@ int main(int argc, char **argv) {
     CHECK(comesg_carrier_send(cout, "sealed for Rust.", 16, 5000) == 0, "carrier send");
     say("carrier ok");
 
+    /* Zero copy on a channel: a loaned slot, a cancelled loan, a message
+     * received in place. */
+    comesg_loan *loan = NULL;
+    CHECK(comesg_channel_loan(from_c, 5000, &loan) == 0, "loan a slot");
+    size_t cap = 0;
+    char *slot = comesg_loan_data(loan, &cap);
+    CHECK(slot != NULL && cap == 64, "a loaned slot of %zu bytes", cap);
+    memcpy(slot, "loaned", 6);
+    CHECK(comesg_loan_send(loan, 6) == 0, "send the loan");
+    CHECK(comesg_channel_loan(from_c, 5000, &loan) == 0, "loan another");
+    memcpy(comesg_loan_data(loan, NULL), "cancelled", 9);
+    comesg_loan_cancel(loan);
+    CHECK(comesg_channel_loan(to_c, 0, &loan) == -EPERM, "loan on a RECV-only handle");
+    say("zero copy waiting");
+    comesg_slot *in = NULL;
+    CHECK(comesg_channel_recv_in_place(to_c, 5000, &in) == 0, "receive in place");
+    size_t len = 0;
+    const char *data = comesg_slot_data(in, &len);
+    CHECK(len == 8 && memcmp(data, "in place", 8) == 0, "the message in place (%zu bytes)", len);
+    CHECK(comesg_slot_release(in) == 0, "release the slot");
+    CHECK(comesg_channel_recv_in_place(to_c, 0, &in) == -EAGAIN, "nothing more in place");
+
+    /* A carrier message built in place, sealed when sent, carrying a
+     * handle to a channel; a right this handle lacks cannot be passed on. */
+    comesg_building *b = NULL;
+    CHECK(comesg_carrier_build(cout, 12, &b) == 0, "build a message in place");
+    size_t blen = 0;
+    char *bd = comesg_building_data(b, &blen);
+    CHECK(bd != NULL && blen == 12, "the message being built has %zu bytes", blen);
+    memcpy(bd, "built in C!!", 12);
+    comesg_attach att = {COMESG_KIND_CHANNEL, from_c, COMESG_SEND};
+    CHECK(comesg_building_send(b, &att, 1) == 0, "send the built message with a handle");
+    comesg_attach wider = {COMESG_KIND_CHANNEL, from_c, COMESG_SEND | COMESG_RECV};
+    int rc = comesg_carrier_send_with(cout, "wider", 5, &wider, 1);
+    CHECK(rc == -EACCES, "attach with a right this handle lacks: %d", rc);
+    comesg_attach bad_kind = {99, from_c, COMESG_SEND};
+    CHECK(comesg_carrier_send_with(cout, "kind", 4, &bad_kind, 1) == -EINVAL, "an unknown kind");
+    CHECK(comesg_carrier_build(cout, 1 << 20, &b) == -EMSGSIZE, "a message over the carrier's limit");
+    say("built");
+
+    /* A handle coming the other way, in a message read in place. */
+    comesg_message *cm = NULL;
+    CHECK(comesg_carrier_recv_in_place(cin, 5000, &cm) == 0, "receive a carrier message in place");
+    data = comesg_message_data(cm, &len);
+    CHECK(len == 9 && memcmp(data, "take this", 9) == 0, "the carrier message in place (%zu bytes)", len);
+    CHECK(comesg_message_attached(cm) == 1, "one handle attached");
+    comesg_handle *h[2] = {NULL, NULL};
+    CHECK(comesg_message_take_handles(cm, h, 2) == 1, "take the handle");
+    CHECK(comesg_message_take_handles(cm, h + 1, 1) == 0, "a second take gets none");
+    comesg_message_release(cm);
+    CHECK(comesg_handle_kind(h[0]) == COMESG_KIND_CHANNEL, "a channel handle");
+    comesg_pipe *not_a_pipe = NULL;
+    CHECK(comesg_handle_into_pipe(h[0], &not_a_pipe) == -EPROTOTYPE, "a channel is not a pipe");
+    comesg_channel *passed = NULL;
+    CHECK(comesg_handle_into_channel(h[0], &passed) == 0, "the handle as a channel");
+    n = comesg_channel_recv(passed, buf, sizeof buf, 5000);
+    CHECK(n == 21 && memcmp(buf, "for the passed handle", 21) == 0, "receive through the passed handle");
+    CHECK(comesg_channel_send(passed, "x", 1, 0) == -EPERM, "the passed handle has RECV only");
+    comesg_channel_close(passed);
+    say("handles ok");
+
+    /* One thread waiting on several ports of different kinds. */
+    comesg_poll *set = NULL;
+    CHECK(comesg_poll_new(&set) == 0, "a poll set");
+    CHECK(comesg_poll_add(set, COMESG_KIND_CHANNEL, to_c, 1, COMESG_READABLE) == 0, "poll the channel");
+    CHECK(comesg_poll_add(set, COMESG_KIND_CARRIER, cin, 2, COMESG_READABLE) == 0, "poll the carrier");
+    CHECK(comesg_poll_add(set, COMESG_KIND_PIPE, pipe, 3, COMESG_READABLE) == 0, "poll the pipe");
+    CHECK(comesg_poll_add(set, COMESG_KIND_CHANNEL, to_c, 1, COMESG_READABLE) == -EEXIST, "a token twice");
+    CHECK(comesg_poll_add(set, COMESG_KIND_CHANNEL, to_c, 4, 0) == -EINVAL, "no interest");
+    comesg_event ev[4];
+    CHECK(comesg_poll_wait(set, ev, 4, 0) == 0, "nothing is ready yet");
+    say("polling");
+    n = comesg_poll_wait(set, ev, 4, 10000);
+    CHECK(n == 1 && ev[0].token == 2 && (ev[0].flags & COMESG_READABLE), "the carrier is ready (%lld)", (long long)n);
+    n = comesg_carrier_recv(cin, buf, sizeof buf, 0);
+    CHECK(n == 4 && memcmp(buf, "poke", 4) == 0, "the carrier's message");
+    say("poked");
+    n = comesg_poll_wait(set, ev, 1, 10000);
+    CHECK(n == 1 && ev[0].token == 1 && (ev[0].flags & COMESG_READABLE), "the channel is ready (%lld)", (long long)n);
+    n = comesg_channel_recv(to_c, buf, sizeof buf, 0);
+    CHECK(n == 5 && memcmp(buf, "poke2", 5) == 0, "the channel's message");
+    CHECK(comesg_poll_remove(set, 3) == 0, "remove the pipe");
+    CHECK(comesg_poll_remove(set, 3) == -ENOENT, "remove it twice");
+    comesg_poll_free(set);
+    say("poll ok");
+
     /* Providing a service that the Rust process calls. */
     comesg_provider *prov = NULL;
     CHECK(comesg_serve(conn, path("reverse"), 2, 256, reverse, NULL, &prov) == 0, "serve");

@@ -988,4 +988,60 @@ mod tests {
         ));
         assert_eq!(s.objects(), 0);
     }
+
+    /// Carriers that carry handles to each other cannot keep each other
+    /// alive once nobody else holds them: a carrier message exists only
+    /// while a receiver (a client's RECV handle) holds it, and when the last
+    /// receiver goes its messages are dropped and give back what they carry.
+    /// So no cycle of references survives its holders, and the kernel needs
+    /// no cycle collector.
+    #[test]
+    fn carriers_carrying_each_other_go_with_their_last_holder() {
+        // The kernel reads messages from the sender's memory: this process.
+        let me = Cred { pid: std::process::id(), uid: 1000, gid: 1000 };
+        let mut s = State::new(0, 0, Limits::default());
+        let a = greeted(&mut s, 1, me);
+        let carrier = |name: &str| Request::Create {
+            name: n(name),
+            spec: PortSpec::Carrier(comesg_proto::CarrierSpec {
+                arena: 1 << 16,
+                max_message: 64,
+                receivers: 4,
+                queue: 8,
+            }),
+            rights: Rights::ALL,
+            mode: 0o600,
+            persistent: false,
+            exclusive: true,
+        };
+        let grant = |out: Outcome| match out.reply {
+            Reply::Port(g) => g.handle,
+            r => panic!("expected a port, got {r:?}"),
+        };
+        let ha = grant(s.handle(a, carrier("/user/1000/a")));
+        let hb = grant(s.handle(a, carrier("/user/1000/b")));
+        let hc = handle_of(s.handle(a, create("/user/1000/ch", false)));
+        // Nameless, so that nothing but handles can reach them.
+        for name in ["/user/1000/a", "/user/1000/b", "/user/1000/ch"] {
+            assert_eq!(s.handle(a, Request::Unlink { name: n(name) }).reply, Reply::Done);
+        }
+        let msg = *b"cycle";
+        let send = |s: &mut State, on: HandleId, attach: Vec<(HandleId, Rights)>| {
+            let req = Request::CarrierSend { handle: on, addr: msg.as_ptr() as u64, len: msg.len() as u64, attach };
+            assert_eq!(s.handle(a, req).reply, Reply::Done);
+        };
+        // a carries b and the channel, b carries a.
+        send(&mut s, ha, vec![(hb, Rights::RECV), (hc, Rights::SEND)]);
+        send(&mut s, hb, vec![(ha, Rights::ALL)]);
+        assert_eq!(s.objects(), 3);
+        for h in [hc, ha] {
+            assert_eq!(s.handle(a, Request::Close { handle: h }).reply, Reply::Done);
+        }
+        // a's receiver went with its handle, and so did its message and
+        // what it carried; b still holds a message carrying a.
+        assert_eq!(s.objects(), 2, "the channel went with a's message; a lives in b's message");
+        assert_eq!(s.handle(a, Request::Close { handle: hb }).reply, Reply::Done);
+        assert_eq!(s.objects(), 0, "no cycle outlives its holders");
+        assert!(s.accounting_holds());
+    }
 }

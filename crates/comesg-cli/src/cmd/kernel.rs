@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use comesg::{Kernel, KernelConfig, UserLimits};
+use comesg::{Kernel, KernelConfig, Limits, UserLimits};
 
 use super::Outcome;
 use crate::SocketArg;
@@ -36,6 +36,20 @@ pub struct Args {
     /// Most MiB of shared memory in the objects one user created.
     #[arg(long, default_value_t = UserLimits::default().memory >> 20)]
     max_memory_per_user_mib: u64,
+    /// Most connections open at once, all users together.
+    #[arg(long, default_value_t = Limits::default().max_clients)]
+    max_clients: usize,
+    /// Most live objects, all users together.
+    #[arg(long, default_value_t = Limits::default().max_objects)]
+    max_objects: usize,
+    /// Most handles one connection may hold.
+    #[arg(long, default_value_t = Limits::default().max_handles_per_client)]
+    max_handles_per_client: usize,
+    /// Most handles per side of one channel (also the callers of one
+    /// service), 1..=65536.
+    #[arg(long, default_value_t = Limits::default().max_holders_per_channel,
+          value_parser = clap::value_parser!(u32).range(1..=65536))]
+    max_holders_per_channel: u32,
 }
 
 pub fn run(a: Args) -> Outcome {
@@ -53,6 +67,10 @@ pub fn run(a: Args) -> Outcome {
     let mut config = KernelConfig::new(a.socket.path());
     config.idle_exit = a.idle_exit.filter(|s| *s > 0.0).map(Duration::from_secs_f64);
     config.shared = a.shared;
+    config.limits.max_clients = a.max_clients;
+    config.limits.max_objects = a.max_objects;
+    config.limits.max_handles_per_client = a.max_handles_per_client;
+    config.limits.max_holders_per_channel = a.max_holders_per_channel;
     config.limits.per_user = UserLimits {
         connections: a.max_connections_per_user,
         objects: a.max_objects_per_user,

@@ -87,8 +87,21 @@ struct Receiver {
     release: KernelRing,
     /// Messages queued or delivered to it and not yet released.
     holds: HashSet<u64>,
-    /// Arena bytes those messages take.
+    /// Bytes those messages take: their arena space, or for messages built
+    /// in place their pages (which the kernel keeps alive through the fd).
     held_bytes: u64,
+    /// How many of them were built in place (each is an fd in the kernel).
+    held_sealed: u32,
+}
+
+/// Bytes a message counts against its receiver's share: its arena space,
+/// or the pages of its sealed memfd.
+fn footprint(off: u64, len: u64) -> u64 {
+    if off == SEALED {
+        len.max(1).div_ceil(4096) * 4096
+    } else {
+        Arena::footprint(len)
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -257,6 +270,7 @@ impl CarrierObject {
                     )?,
                     holds: HashSet::new(),
                     held_bytes: 0,
+                    held_sealed: 0,
                 })
             })();
             match made {
@@ -332,10 +346,11 @@ impl CarrierObject {
     }
 
     /// Receivers with room (in their queue and their arena quota for `need`
-    /// more bytes), least loaded first (by the depth their ring
-    /// shows, which a receiver can misstate: the claim below is the check),
-    /// starting after the last one chosen.
-    fn candidates(&self, need: u64) -> Vec<u32> {
+    /// more bytes, and for a message built in place, holding fewer than
+    /// `queue` such messages: each costs the kernel an fd), least loaded
+    /// first (by the depth their ring shows, which a receiver can misstate:
+    /// the claim below is the check), starting after the last one chosen.
+    fn candidates(&self, need: u64, sealed: bool) -> Vec<u32> {
         let queue = self.spec.queue as u64;
         let quota = self.quota();
         let start = self.next_receiver;
@@ -343,6 +358,7 @@ impl CarrierObject {
         let mut c: Vec<(u64, usize, u32)> = ids
             .enumerate()
             .filter(|(_, (_, rc))| rc.held_bytes.saturating_add(need) <= quota)
+            .filter(|(_, (_, rc))| !sealed || u64::from(rc.held_sealed) < queue)
             .map(|(k, (&r, rc))| (rc.delivery.ring.stats().depth, k, r))
             .filter(|&(depth, _, _)| depth < queue)
             .collect();
@@ -355,7 +371,7 @@ impl CarrierObject {
     /// descriptor to one receiver. Returns the message's number.
     pub fn send(&mut self, pid: u32, addr: u64, len: u64, attached: u16) -> Result<u64, KernelError> {
         self.check_len(len)?;
-        let (r, mut claim) = self.claim_delivery(Arena::footprint(len))?;
+        let (r, mut claim) = self.claim_delivery(Arena::footprint(len), false)?;
         let cancel = |this: &Self, claim| {
             if let Some(rc) = this.receivers.get(&r) {
                 let _ = rc.delivery.ring.cancel(claim);
@@ -408,8 +424,11 @@ impl CarrierObject {
             self.sealed.remove(&id);
         } else {
             self.arena.free(m.off, m.len);
-            if let Some(rc) = self.receivers.get_mut(&m.receiver) {
-                rc.held_bytes = rc.held_bytes.saturating_sub(Arena::footprint(m.len));
+        }
+        if let Some(rc) = self.receivers.get_mut(&m.receiver) {
+            rc.held_bytes = rc.held_bytes.saturating_sub(footprint(m.off, m.len));
+            if m.off == SEALED {
+                rc.held_sealed = rc.held_sealed.saturating_sub(1);
             }
         }
     }
@@ -423,7 +442,8 @@ impl CarrierObject {
                 "a sealed send needs a memfd of the message's size sealed with F_SEAL_WRITE, GROW and SHRINK".into(),
             ));
         }
-        let (r, mut claim) = self.claim_delivery(0)?;
+        let need = footprint(SEALED, len);
+        let (r, mut claim) = self.claim_delivery(need, true)?;
         let id = self.next_msg;
         self.next_msg += 1;
         let d = Descriptor { id, off: SEALED, len, attached }.encode();
@@ -436,6 +456,8 @@ impl CarrierObject {
             .and_then(|()| rc.delivery.ring.publish(claim, DESCRIPTOR))
             .map_err(|e| KernelError::Internal(e.to_string()))?;
         rc.holds.insert(id);
+        rc.held_bytes += need;
+        rc.held_sealed += 1;
         self.messages.insert(id, Message { off: SEALED, len, receiver: r, attached });
         self.sealed.insert(id, fd);
         self.totals.sent += 1;
@@ -463,9 +485,13 @@ impl CarrierObject {
     /// Collects releases, then claims a delivery slot of the least loaded
     /// receiver that has one. Claiming first passes over a receiver whose
     /// ring is full (or whose shared state lies) before any copy is made.
-    fn claim_delivery(&mut self, need: u64) -> Result<(u32, comesg_shm::channel::SendClaim), KernelError> {
+    fn claim_delivery(
+        &mut self,
+        need: u64,
+        sealed: bool,
+    ) -> Result<(u32, comesg_shm::channel::SendClaim), KernelError> {
         self.collect();
-        for r in self.candidates(need) {
+        for r in self.candidates(need, sealed) {
             if let Some(rc) = self.receivers.get(&r) {
                 if let Ok(c) = rc.delivery.ring.try_claim_send(KERNEL) {
                     self.next_receiver = r.wrapping_add(1);
@@ -533,8 +559,8 @@ impl CarrierObject {
 
     fn redeliver(&mut self, id: u64) -> bool {
         let Some(m) = self.messages.get(&id).copied() else { return false };
-        let need = if m.off == SEALED { 0 } else { Arena::footprint(m.len) };
-        for to in self.candidates(need) {
+        let need = footprint(m.off, m.len);
+        for to in self.candidates(need, m.off == SEALED) {
             let Some(rc) = self.receivers.get_mut(&to) else { continue };
             let Ok(mut claim) = rc.delivery.ring.try_claim_send(KERNEL) else { continue };
             let d = Descriptor { id, off: m.off, len: m.len, attached: m.attached }.encode();
@@ -549,6 +575,7 @@ impl CarrierObject {
             }
             rc.holds.insert(id);
             rc.held_bytes += need;
+            rc.held_sealed += u32::from(m.off == SEALED);
             if let Some(mm) = self.messages.get_mut(&id) {
                 mm.receiver = to;
             }
@@ -650,6 +677,32 @@ mod tests {
         }
         assert_eq!(to_a, 8, "32 KiB of 4 KiB messages, then no more");
         assert_eq!(c.receivers[&a].held_bytes, 32 << 10);
+    }
+
+    #[test]
+    fn a_receiver_that_never_releases_gets_a_bounded_number_of_messages_built_in_place() {
+        let mut c = carrier(); // queue 4
+        let r = c.attach(Rights::RECV).unwrap().recv.unwrap();
+        let sealed = || {
+            let fd = memfd::create_sealable("m", 10).unwrap();
+            memfd::seal_immutable(&fd).unwrap();
+            fd
+        };
+        let mut ids = Vec::new();
+        // It takes each descriptor off its queue and keeps the message:
+        // each is an fd in the kernel, so only `queue` of them are allowed.
+        for _ in 0..4 {
+            ids.push(c.send_sealed(sealed(), 10, 0).unwrap());
+            let mut buf = [0u8; DESCRIPTOR];
+            c.receivers[&r].delivery.ring.try_recv(RECEIVER, &mut buf).unwrap();
+        }
+        assert_eq!(c.receivers[&r].delivery.ring.stats().depth, 0, "its queue is empty");
+        assert!(matches!(c.send_sealed(sealed(), 10, 0), Err(KernelError::WouldBlock(_))), "a fifth is held back");
+        assert_eq!((c.receivers[&r].held_sealed, c.receivers[&r].held_bytes), (4, 4 * 4096));
+        // Releasing one makes room for one.
+        c.receivers[&r].release.ring.try_send(RECEIVER, &ids[0].to_le_bytes()).unwrap();
+        assert!(c.send_sealed(sealed(), 10, 0).is_ok());
+        assert_eq!(c.receivers[&r].held_sealed, 4);
     }
 
     #[test]

@@ -144,6 +144,7 @@ impl State {
         let mut d = Departure { handles: client.handles.len(), ..Departure::default() };
         let mut by_object: BTreeMap<ObjectId, Vec<HandleId>> = BTreeMap::new();
         for (handle, obj) in client.handles {
+            self.quotas.handle_memory_released(id, handle);
             by_object.entry(obj).or_default().push(handle);
         }
         for (obj, handles) in by_object {
@@ -193,8 +194,9 @@ impl State {
     }
 
     /// Whether the per-user accounting matches the tables it summarizes:
-    /// each user's connections and handles, and a creator for every live
-    /// object (and for nothing else). For tests and the fuzzer.
+    /// each user's connections and handles, a creator for every live object
+    /// (and for nothing else), and memory that is the sum of its objects'
+    /// and its call segments'. For tests and the fuzzer.
     pub fn accounting_holds(&self) -> bool {
         let mut want: HashMap<u32, (usize, usize, usize)> = HashMap::new();
         for c in self.clients.values() {
@@ -217,6 +219,11 @@ impl State {
                 (u.connections, u.handles, u.objects) == w
             })
             && want.iter().all(|(uid, w)| *w == (0, 0, 0) || self.quotas.usage(*uid) != Default::default())
+            && self.quotas.memory_adds_up()
+            && self
+                .quotas
+                .charged_handles()
+                .all(|(c, h)| self.clients.get(&c).is_some_and(|c| c.handles.contains_key(&h)))
     }
 
     /// Whether no client is connected and no object exists.
@@ -457,6 +464,13 @@ impl State {
         rights: Rights,
         created: bool,
     ) -> Result<Outcome, KernelError> {
+        // A caller's call segment is made for this handle: the caller's
+        // user pays for it while the handle lives.
+        let segment = match self.ports.get(obj).map(|o| &o.body) {
+            Some(Body::Service(svc)) if rights.contains(Rights::SEND) => svc.call_segment_len(),
+            _ => 0,
+        };
+        self.quotas.check_memory(cred.uid, segment)?;
         let client = self.clients.get_mut(&id).ok_or_else(|| KernelError::Internal("unknown client".into()))?;
         client.next_handle += 1;
         let handle = HandleId(client.next_handle);
@@ -494,6 +508,7 @@ impl State {
         if let Some(c) = self.clients.get_mut(&id) {
             c.handles.insert(handle, obj);
             self.quotas.handle_granted(c.cred.uid);
+            self.quotas.handle_memory(id, handle, c.cred.uid, segment);
         }
         Ok(Outcome { reply: Reply::Port(grant), fds, close: false })
     }
@@ -503,6 +518,7 @@ impl State {
         let obj = client.handles.remove(&handle).ok_or(KernelError::NoSuchHandle(handle))?;
         let uid = client.cred.uid;
         self.quotas.handle_closed(uid);
+        self.quotas.handle_memory_released(id, handle);
         self.release(id, handle, obj);
         Ok(Outcome::reply(Reply::Done))
     }
@@ -1042,6 +1058,45 @@ mod tests {
         assert_eq!(s.objects(), 2, "the channel went with a's message; a lives in b's message");
         assert_eq!(s.handle(a, Request::Close { handle: hb }).reply, Reply::Done);
         assert_eq!(s.objects(), 0, "no cycle outlives its holders");
+        assert!(s.accounting_holds());
+    }
+
+    #[test]
+    fn a_callers_call_segments_count_against_its_users_memory() {
+        let spec = comesg_proto::ServiceSpec { workers: 1, slot_size: 1 << 20, call_slots: 4, queue: 8 };
+        let seg = comesg_shm::service::CallLayout { slots: 4, slot_size: 1 << 20 }.segment_len() as u64;
+        // Each user may hold what two call segments take, not three.
+        let per_user = UserLimits { memory: 2 * seg + seg / 2, ..UserLimits::default() };
+        let mut s = State::new(ME.uid, ME.gid, Limits { per_user, ..Limits::default() });
+        let p = greeted(&mut s, 1, ME);
+        let create = Request::Create {
+            name: n("/svc"),
+            spec: PortSpec::Service(spec),
+            rights: Rights::RECV,
+            mode: 0o666,
+            persistent: false,
+            exclusive: true,
+        };
+        let made = s.handle(p, create).reply;
+        assert!(matches!(made, Reply::Port(_)), "{made:?}");
+        let c = greeted(&mut s, 2, OTHER);
+        let open = || Request::Open { name: n("/svc"), rights: Rights::SEND };
+        let h1 = match s.handle(c, open()).reply {
+            Reply::Port(g) => g.handle,
+            r => panic!("{r:?}"),
+        };
+        assert!(matches!(s.handle(c, open()).reply, Reply::Port(_)));
+        assert_eq!(s.quotas.usage(OTHER.uid).memory, 2 * seg);
+        let third = s.handle(c, open()).reply;
+        assert!(matches!(third, Reply::Error(KernelError::Limit(ref m)) if m.contains("shared memory")), "{third:?}");
+        assert!(s.accounting_holds());
+        // Closing a handle gives its segment back; leaving gives back all.
+        assert_eq!(s.handle(c, Request::Close { handle: h1 }).reply, Reply::Done);
+        assert_eq!(s.quotas.usage(OTHER.uid).memory, seg);
+        assert!(matches!(s.handle(c, open()).reply, Reply::Port(_)));
+        assert!(s.accounting_holds());
+        s.disconnect(c);
+        assert_eq!(s.quotas.usage(OTHER.uid), Default::default());
         assert!(s.accounting_holds());
     }
 }

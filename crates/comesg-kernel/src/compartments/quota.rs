@@ -7,7 +7,8 @@ use std::collections::HashMap;
 
 use comesg_proto::KernelError;
 
-use super::ipc::ObjectId;
+use super::ipc::{ClientId, ObjectId};
+use comesg_proto::HandleId;
 
 /// What one user may hold at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,6 +48,9 @@ pub struct Quotas {
     limits: UserLimits,
     users: HashMap<u32, Usage>,
     owners: HashMap<ObjectId, (u32, u64)>,
+    /// Memory that a handle brings into being (a service caller's call
+    /// segment), charged to the handle's user until it closes.
+    by_handle: HashMap<(ClientId, HandleId), (u32, u64)>,
 }
 
 fn over(uid: u32, what: &str, limit: impl std::fmt::Display) -> KernelError {
@@ -101,6 +105,31 @@ impl Quotas {
         if u.objects >= self.limits.objects {
             return Err(over(uid, "objects", self.limits.objects));
         }
+        self.check_memory(uid, memory)
+    }
+
+    /// `handle` of `client` (a connection of `uid`) brought `memory` bytes
+    /// into being: charged until [`Quotas::handle_memory_released`].
+    pub fn handle_memory(&mut self, client: ClientId, handle: HandleId, uid: u32, memory: u64) {
+        if memory > 0 {
+            let u = self.user(uid);
+            u.memory = u.memory.saturating_add(memory);
+            self.by_handle.insert((client, handle), (uid, memory));
+        }
+    }
+
+    /// The handle closed: its memory is given back (nothing if none).
+    pub fn handle_memory_released(&mut self, client: ClientId, handle: HandleId) {
+        if let Some((uid, memory)) = self.by_handle.remove(&(client, handle)) {
+            let u = self.user(uid);
+            u.memory = u.memory.saturating_sub(memory);
+            self.forget_if_idle(uid);
+        }
+    }
+
+    /// Whether `uid` may hold `memory` more bytes of shared memory.
+    pub fn check_memory(&self, uid: u32, memory: u64) -> Result<(), KernelError> {
+        let u = self.usage(uid);
         if u.memory.saturating_add(memory) > self.limits.memory {
             return Err(KernelError::Limit(format!(
                 "user {uid} holds {} bytes of shared memory; {memory} more would pass the {} one user may",
@@ -146,6 +175,22 @@ impl Quotas {
         let u = self.user(uid);
         u.handles = u.handles.saturating_sub(1);
         self.forget_if_idle(uid);
+    }
+
+    /// Whether each user's memory is the sum of what its objects and its
+    /// handles were charged (for the accounting check).
+    pub fn memory_adds_up(&self) -> bool {
+        let mut sum: HashMap<u32, u64> = HashMap::new();
+        for (uid, m) in self.owners.values().chain(self.by_handle.values()) {
+            *sum.entry(*uid).or_default() += m;
+        }
+        self.users.iter().all(|(uid, u)| u.memory == sum.get(uid).copied().unwrap_or(0))
+            && sum.iter().all(|(uid, m)| *m == 0 || self.users.contains_key(uid))
+    }
+
+    /// The handles charged for memory.
+    pub fn charged_handles(&self) -> impl Iterator<Item = (ClientId, HandleId)> + '_ {
+        self.by_handle.keys().copied()
     }
 
     fn forget_if_idle(&mut self, uid: u32) {

@@ -155,6 +155,11 @@ impl ServiceObject {
         Ok(att)
     }
 
+    /// Bytes of the call segment each caller gets.
+    pub fn call_segment_len(&self) -> u64 {
+        CallLayout { slots: self.spec.call_slots, slot_size: self.spec.slot_size }.segment_len() as u64
+    }
+
     /// The fds a handle receives: request channel segments, header, and a
     /// caller's call segment.
     pub fn fds_for(&self, rights: Rights, att: &Attachment) -> Result<Vec<OwnedFd>, KernelError> {

@@ -469,7 +469,9 @@ impl Ring {
             // between its two stores, or died there): take the word over.
             // Its late release is a compare-and-swap that then fails.
             (Full::Claimed(_), Free::For(f)) if f == pos && stamp::claim_is_for(full, prev) => SendStep::Claim(full),
-            (Full::Done { pos: p, .. }, _) if p.wrapping_sub(pos) < (1 << 60) && (p - pos).is_multiple_of(self.cap) => {
+            (Full::Done { pos: p, .. }, _)
+                if p.wrapping_sub(pos) < (1 << 60) && p.wrapping_sub(pos).is_multiple_of(self.cap) =>
+            {
                 SendStep::Advance
             }
             (_, Free::For(f)) if f.wrapping_sub(pos) < (1 << 60) && f != pos => SendStep::Reload,
@@ -603,7 +605,9 @@ impl Ring {
         Ok(match decode_full(full) {
             Full::Done { pos: p, skip } if p == pos => RecvStep::Claim { skip },
             Full::Done { pos: p, .. } if p == pos.wrapping_sub(self.cap) => RecvStep::Empty,
-            Full::Done { pos: p, .. } if p.wrapping_sub(pos) < (1 << 60) && (p - pos).is_multiple_of(self.cap) => {
+            Full::Done { pos: p, .. }
+                if p.wrapping_sub(pos) < (1 << 60) && p.wrapping_sub(pos).is_multiple_of(self.cap) =>
+            {
                 RecvStep::Advance
             }
             Full::Claimed(_) => match decode_free(self.free(i).load(Acquire)) {

@@ -1,0 +1,119 @@
+//! A hostile holder in the same address space: one thread scribbles random
+//! words over both segments of a COCHANNEL (indices, stamps, claim words,
+//! lengths, futex words, holder records, data) while honest threads send and
+//! receive with timeouts. They must get messages or typed errors, never a
+//! panic, a hang or a memory access outside the segments. The cross-process
+//! version is `comesg-cli/tests/hostile.rs`; this one exists so that a
+//! sanitizer can watch every access (`cargo test -p comesg-shm --test
+//! hostile` under `-Zsanitizer=address`; see `docs/permissions.md`).
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::*};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use comesg_shm::channel::blocking::{self, WaitError};
+use comesg_shm::channel::{Geometry, Ring, RingError};
+use comesg_sys::mapping::{Access, Mapping};
+use comesg_sys::memfd;
+
+fn mapped(fd: &comesg_sys::OwnedFd, len: usize) -> Mapping {
+    Mapping::map(fd, len, Access::ReadWrite).unwrap()
+}
+
+/// xorshift64*: reproducible from the seed.
+fn rng(seed: u64) -> impl FnMut() -> u64 {
+    let mut x = seed.max(1);
+    move || {
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+}
+
+#[test]
+fn honest_threads_survive_a_scribbler_on_the_same_channel() {
+    let geo = Geometry { slot_size: 48, slots: 16, max_holders: 4 };
+    let s = memfd::create_segment("hostile-s", geo.sender_segment_len() as u64).unwrap();
+    let r = memfd::create_segment("hostile-r", geo.receiver_segment_len() as u64).unwrap();
+    let ring = |s: &comesg_sys::OwnedFd, r: &comesg_sys::OwnedFd| {
+        Ring::new(geo, mapped(s, geo.sender_segment_len()), mapped(r, geo.receiver_segment_len())).unwrap()
+    };
+    let first = ring(&s, &r);
+    first.initialize().unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let outcomes = Arc::new([AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)]);
+    let run_for = Duration::from_millis(1500);
+
+    let mut threads = Vec::new();
+    for (seed, role) in [(1u64, 0u32), (2, 0), (3, 1), (4, 1)] {
+        let honest = ring(&s, &r);
+        let (stop, outcomes) = (stop.clone(), outcomes.clone());
+        threads.push(std::thread::spawn(move || {
+            let mut next = rng(seed);
+            let mut buf = [0u8; 48];
+            while !stop.load(Relaxed) {
+                let deadline = Some(Instant::now() + Duration::from_millis(5));
+                let r = if role == 0 {
+                    let len = (next() % 49) as usize;
+                    blocking::claim_send(&honest, role, deadline).and_then(|mut c| {
+                        honest.write(&mut c, &buf[..len])?;
+                        Ok(honest.publish(c, len)?)
+                    })
+                } else {
+                    blocking::claim_recv(&honest, role, deadline).and_then(|c| {
+                        let n = c.len();
+                        assert!(n <= 48, "a length past the slot reached the caller");
+                        buf[..n].copy_from_slice(&honest.slot(&c)[..n]);
+                        Ok(honest.release(c)?)
+                    })
+                };
+                let k = match r {
+                    Ok(()) => 0,
+                    Err(WaitError::TimedOut) => 1,
+                    Err(WaitError::Ring(RingError::Corrupt(_))) => 2,
+                    Err(e) => panic!("an error no hostile write should cause: {e:?}"),
+                };
+                outcomes[k].fetch_add(1, Relaxed);
+            }
+        }));
+    }
+
+    // The scribbler: its own mapping of both segments. Each round it
+    // writes a plausible state (the initial one: as a liar would, to lead
+    // the honest threads deep into their normal paths), then a few random
+    // words at random places, with small numbers and all-ones among the
+    // noise, and lets the honest threads run into them.
+    let (ms, mr) = (mapped(&s, geo.sender_segment_len()), mapped(&r, geo.receiver_segment_len()));
+    let segs = [ms.words(), mr.words()];
+    let liar = ring(&s, &r);
+    let mut next = rng(99);
+    let end = Instant::now() + run_for;
+    let (mut writes, mut rounds) = (0u64, 0u64);
+    while Instant::now() < end {
+        liar.initialize().unwrap();
+        rounds += 1;
+        std::thread::sleep(Duration::from_micros(200));
+        for _ in 0..next() % 8 + 1 {
+            let seg = segs[(next() & 1) as usize];
+            let at = (next() % seg.len() as u64) as usize;
+            let v = match next() % 4 {
+                0 => next() % 64,
+                1 => u64::MAX,
+                _ => next(),
+            };
+            seg[at].store(v, Relaxed);
+            writes += 1;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    stop.store(true, Relaxed);
+    for t in threads {
+        t.join().expect("an honest thread panicked");
+    }
+    let [ok, timed_out, corrupt] = [0, 1, 2].map(|i| outcomes[i].load(Relaxed));
+    println!(
+        "{rounds} rounds, {writes} hostile writes; honest operations: {ok} ok, {timed_out} timed out, {corrupt} corrupt"
+    );
+    assert!(ok > 0 && corrupt > 0, "the honest threads both made progress and met the damage");
+}

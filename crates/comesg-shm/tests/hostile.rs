@@ -117,3 +117,85 @@ fn honest_threads_survive_a_scribbler_on_the_same_channel() {
     );
     assert!(ok > 0 && corrupt > 0, "the honest threads both made progress and met the damage");
 }
+
+#[test]
+fn honest_threads_survive_a_scribbler_on_the_same_pipe() {
+    use comesg_shm::pipe::{Pipe, PipeError, PipeLayout, Watch};
+    let layout = PipeLayout { buffer: 32, receivers: 2 };
+    let c = memfd::create_segment("hostile-c", layout.control_len() as u64).unwrap();
+    let d = memfd::create_segment("hostile-d", layout.data_len() as u64).unwrap();
+    let pipe = || Pipe::new(layout, mapped(&c, layout.control_len()), mapped(&d, layout.data_len())).unwrap();
+    // What the microkernel sets up: two receivers' slots, both sides live.
+    let liar = pipe();
+    let set_up = || {
+        for r in 0..2 {
+            let _ = liar.reset_slot(r);
+        }
+        liar.set_senders(2, true);
+        liar.set_receivers(2, true);
+    };
+    set_up();
+    let stop = Arc::new(AtomicBool::new(false));
+    let outcomes = Arc::new([AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)]);
+    let mut threads = Vec::new();
+    for (seed, send, me) in [(1u64, true, 0u32), (2, true, 1), (3, false, 0), (4, false, 1)] {
+        let honest = pipe();
+        let (stop, outcomes) = (stop.clone(), outcomes.clone());
+        threads.push(std::thread::spawn(move || {
+            let mut next = rng(seed);
+            let watch = Watch::new(0);
+            let mut buf = [0u8; 32];
+            while !stop.load(Relaxed) {
+                let deadline = Some(Instant::now() + Duration::from_millis(5));
+                let r = if send {
+                    let len = (next() % 33) as usize;
+                    honest.send(me, &buf[..len], deadline, false, &watch).map(|()| len)
+                } else {
+                    honest.recv(me, &mut buf, deadline, false, &watch)
+                };
+                let k = match r {
+                    // A length is the message's, and may exceed what was
+                    // copied (as recv(2) with MSG_TRUNC); the copy itself
+                    // never leaves the buffer.
+                    Ok(_) => 0,
+                    Err(PipeError::TimedOut | PipeError::WouldBlock | PipeError::Closed | PipeError::ReceiverDied) => 1,
+                    Err(PipeError::Corrupt(_)) => 2,
+                    Err(e) => panic!("an error no hostile write should cause: {e:?}"),
+                };
+                outcomes[k].fetch_add(1, Relaxed);
+            }
+        }));
+    }
+    let (mc, md) = (mapped(&c, layout.control_len()), mapped(&d, layout.data_len()));
+    let segs = [mc.words(), md.words()];
+    let mut next = rng(77);
+    let end = Instant::now() + Duration::from_millis(1500);
+    let (mut writes, mut rounds) = (0u64, 0u64);
+    while Instant::now() < end {
+        set_up();
+        rounds += 1;
+        std::thread::sleep(Duration::from_micros(200));
+        for _ in 0..next() % 4 + 1 {
+            // The control segment (states, lengths, futex words) mostly.
+            let seg = segs[usize::from(next() % 4 == 0)];
+            let at = (next() % seg.len() as u64) as usize;
+            let v = match next() % 4 {
+                0 => next() % 64,
+                1 => u64::MAX,
+                _ => next(),
+            };
+            seg[at].store(v, Relaxed);
+            writes += 1;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    stop.store(true, Relaxed);
+    for t in threads {
+        t.join().expect("an honest thread panicked");
+    }
+    let [ok, other, corrupt] = [0, 1, 2].map(|i| outcomes[i].load(Relaxed));
+    println!(
+        "{rounds} rounds, {writes} hostile writes; honest operations: {ok} ok, {other} refused, {corrupt} corrupt"
+    );
+    assert!(ok > 0, "the honest threads made progress between the writes");
+}

@@ -177,7 +177,7 @@ fn honest_threads_survive_a_scribbler_on_the_same_pipe() {
         std::thread::sleep(Duration::from_micros(200));
         for _ in 0..next() % 4 + 1 {
             // The control segment (states, lengths, futex words) mostly.
-            let seg = segs[usize::from(next() % 4 == 0)];
+            let seg = segs[usize::from(next().is_multiple_of(4))];
             let at = (next() % seg.len() as u64) as usize;
             let v = match next() % 4 {
                 0 => next() % 64,

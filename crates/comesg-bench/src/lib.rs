@@ -7,14 +7,16 @@
 //!   to the receiver's acknowledgement of the last.
 //!
 //! Baselines measured in the same run: a raw shared-memory spin ping-pong
-//! (the hardware limit), futex wait/wake, a pipe, a UNIX `SOCK_SEQPACKET`
-//! socket, and single-threaded `memcpy`. The report prints every figure's
+//! (the hardware limit), a bare Vyukov ring in shared memory (what COCHANNEL
+//! builds on, with nothing added), futex wait/wake, a pipe, a UNIX
+//! `SOCK_SEQPACKET` socket, and single-threaded `memcpy`. The report prints every figure's
 //! ratio to them, because on a shared, noisy machine only ratios from one run
 //! compare.
 //!
 //! **Locks** (rows of size 0): uncontended comutex lock+unlock beside
 //! `std::sync::Mutex`, and a comutex two processes take turns on.
 
+pub mod bare_ring;
 pub mod link;
 mod locks;
 pub mod peer;

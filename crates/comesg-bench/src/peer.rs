@@ -18,6 +18,9 @@ use crate::link::{
 pub enum Transport {
     /// Raw shared-memory spin ping-pong.
     Spin,
+    /// A bare Vyukov ring each way in shared memory (64-byte messages).
+    #[value(name = "bare_ring")]
+    BareRing,
     /// Futex wait/wake.
     Futex,
     /// A pair of pipes.
@@ -45,6 +48,7 @@ impl Transport {
     pub fn name(self) -> &'static str {
         match self {
             Transport::Spin => "spin",
+            Transport::BareRing => "bare_ring",
             Transport::Futex => "futex",
             Transport::Pipe => "pipe",
             Transport::Seqpacket => "seqpacket",
@@ -113,6 +117,10 @@ pub fn link(args: &PeerArgs, first: bool) -> io::Result<Box<dyn Link>> {
         Transport::Futex => {
             Box::new(FutexLink::new(Mapping::map(fd(args, 0)?, FLAG_SEGMENT, Access::ReadWrite)?, first))
         }
+        Transport::BareRing => Box::new(crate::bare_ring::BareRingLink::new(
+            Mapping::map(fd(args, 0)?, crate::bare_ring::SEGMENT, Access::ReadWrite)?,
+            first,
+        )),
         Transport::Pipe => Box::new(PipeLink { rx: fd(args, 0)?.into(), tx: fd(args, 1)?.into() }),
         Transport::Seqpacket => Box::new(SeqpacketLink { fd: fd(args, 0)? }),
         Transport::UdsRpc => Box::new(StreamRpcLink::new(fd(args, 0)?)),

@@ -134,6 +134,16 @@ impl Report {
                 mem.map(|m| format!("{:.3}x", r.gb_per_s / m)).unwrap_or_default(),
             ));
         }
+        let rt = self.latency_of("cochannel", 64).zip(self.latency_of("bare_ring", 64));
+        let one_way = self.throughput_of("cochannel", 64).zip(self.throughput_of("bare_ring", 64));
+        if let (Some((co, bare)), Some((co_tp, bare_tp))) = (rt, one_way) {
+            out.push_str(&format!(
+                "\nCOCHANNEL against the bare ring it builds on (64 B): round trip {:.2}x its time, \
+                 one-way {:.2}x its rate\n",
+                co / bare,
+                co_tp.msgs_per_s / bare_tp.msgs_per_s
+            ));
+        }
         out
     }
 }

@@ -99,6 +99,13 @@ impl Setup<'_> {
                     Box::new(FutexLink::new(m, true))
                 }
             }
+            Transport::BareRing => {
+                let seg = memfd::create_segment("comesg-bench-bare-ring", crate::bare_ring::SEGMENT as u64)?;
+                let m = Mapping::map(&seg, crate::bare_ring::SEGMENT, Access::ReadWrite)?;
+                crate::bare_ring::BareRingLink::initialize(&m);
+                child_fds.push(seg);
+                Box::new(crate::bare_ring::BareRingLink::new(m, true))
+            }
             Transport::Pipe => {
                 let (r1, w1) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
                 let (r2, w2) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
@@ -395,6 +402,7 @@ pub fn run(cfg: &BenchConfig) -> io::Result<Report> {
     // move between host cores) hits all of them alike and ratios hold.
     let latency_order = [
         Transport::Spin,
+        Transport::BareRing,
         Transport::Futex,
         Transport::Pipe,
         Transport::Seqpacket,
@@ -412,7 +420,11 @@ pub fn run(cfg: &BenchConfig) -> io::Result<Report> {
     for _ in 0..plan.rounds {
         for (t, link, peer, samples) in pairs.iter_mut() {
             let n = match t {
-                Transport::Spin | Transport::Cochannel | Transport::Coservice | Transport::Copipe => plan.rt_fast,
+                Transport::Spin
+                | Transport::BareRing
+                | Transport::Cochannel
+                | Transport::Coservice
+                | Transport::Copipe => plan.rt_fast,
                 _ => plan.rt_slow,
             } / plan.rounds;
             round_trips(link.as_mut(), peer, n, PING, overhead, samples)?;
@@ -423,6 +435,7 @@ pub fn run(cfg: &BenchConfig) -> io::Result<Report> {
         report.latency.push(LatencyRow { transport: t.name().into(), size: PING as u64, median_ns, p99_ns });
     }
     let streams = [
+        Transport::BareRing,
         Transport::Pipe,
         Transport::Seqpacket,
         Transport::Cochannel,
@@ -435,6 +448,7 @@ pub fn run(cfg: &BenchConfig) -> io::Result<Report> {
             Transport::Pipe | Transport::Copipe | Transport::Cocarrier | Transport::CocarrierInplace => {
                 &SIZES_LARGE[..]
             }
+            Transport::BareRing => &SIZES[..1],
             _ => &SIZES[..],
         };
         for &size in sizes {

@@ -163,7 +163,9 @@ int32_t comesg_unlink(const struct comesg_conn *conn,
 // Copies `len` bytes into the carrier, as `comesg_carrier_send`, with `n`
 // handles attached (`atts` may be NULL when `n` is 0): each receiver
 // that takes them gets handles of its own, with the rights named (never
-// wider than the sender's). Waits while no receiver has room.
+// wider than the sender's). The attached ports must have been opened
+// through the carrier's own connection (`-EINVAL` otherwise). Waits up to
+// `timeout_ms` while no receiver has room.
 //
 // # Safety
 // `c` is a live carrier; `msg` points to `len` readable bytes; `atts` to
@@ -172,7 +174,8 @@ int32_t comesg_carrier_send_with(const struct comesg_carrier *c,
                                  const void *msg,
                                  size_t len,
                                  const struct comesg_attach *atts,
-                                 size_t n);
+                                 size_t n,
+                                 int64_t timeout_ms);
 
 // The handle's kind (a `COMESG_KIND_` constant), or `-EINVAL` for NULL.
 //
@@ -610,8 +613,9 @@ void *comesg_building_data(struct comesg_building *b,
                            size_t *len);
 
 // Seals and sends the message with `n` handles attached (`atts` may be
-// NULL when `n` is 0), waiting while no receiver has room; frees it
-// (also when it fails: then nothing was sent). Pointers from
+// NULL when `n` is 0; their ports must come from the carrier's own
+// connection), waiting up to `timeout_ms` while no receiver has room;
+// frees it (also when it fails: then nothing was sent). Pointers from
 // `comesg_building_data` are invalid after.
 //
 // # Safety
@@ -619,7 +623,8 @@ void *comesg_building_data(struct comesg_building *b,
 // attachments whose ports are live.
 int32_t comesg_building_send(struct comesg_building *b,
                              const struct comesg_attach *atts,
-                             size_t n);
+                             size_t n,
+                             int64_t timeout_ms);
 
 // Drops a message being built without sending it (NULL is ignored).
 //

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use comesg::{Attachable, Handle, Rights};
 
-use crate::args::{self, bytes, obj};
+use crate::args::{self, bytes, obj, wait, Wait};
 use crate::error::{guard, null, Failure};
 use crate::{comesg_carrier, comesg_channel, comesg_mutex, comesg_pipe, comesg_service};
 
@@ -113,7 +113,9 @@ pub(crate) unsafe fn attachments<'a>(
 /// Copies `len` bytes into the carrier, as `comesg_carrier_send`, with `n`
 /// handles attached (`atts` may be NULL when `n` is 0): each receiver
 /// that takes them gets handles of its own, with the rights named (never
-/// wider than the sender's). Waits while no receiver has room.
+/// wider than the sender's). The attached ports must have been opened
+/// through the carrier's own connection (`-EINVAL` otherwise). Waits up to
+/// `timeout_ms` while no receiver has room.
 ///
 /// # Safety
 /// `c` is a live carrier; `msg` points to `len` readable bytes; `atts` to
@@ -125,13 +127,18 @@ pub unsafe extern "C" fn comesg_carrier_send_with(
     len: usize,
     atts: *const comesg_attach,
     n: usize,
+    timeout_ms: i64,
 ) -> i32 {
     guard(
         |e| e,
         || {
             // SAFETY: the caller's contract.
             let (car, m, list) = unsafe { (obj(c, "the carrier")?, bytes(msg, len)?, attachments(atts, n)?) };
-            car.port.send_with(m, &list)?;
+            match wait(timeout_ms) {
+                Wait::Forever => car.port.send_with(m, &list),
+                Wait::Never => car.port.send_with_timeout(m, &list, std::time::Duration::ZERO),
+                Wait::For(d) => car.port.send_with_timeout(m, &list, d),
+            }?;
             Ok(0)
         },
     )

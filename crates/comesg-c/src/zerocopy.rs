@@ -242,15 +242,21 @@ pub unsafe extern "C" fn comesg_building_data(b: *mut comesg_building, len: *mut
 }
 
 /// Seals and sends the message with `n` handles attached (`atts` may be
-/// NULL when `n` is 0), waiting while no receiver has room; frees it
-/// (also when it fails: then nothing was sent). Pointers from
+/// NULL when `n` is 0; their ports must come from the carrier's own
+/// connection), waiting up to `timeout_ms` while no receiver has room;
+/// frees it (also when it fails: then nothing was sent). Pointers from
 /// `comesg_building_data` are invalid after.
 ///
 /// # Safety
 /// `b` is a live message being built, not used after; `atts` points to `n`
 /// attachments whose ports are live.
 #[no_mangle]
-pub unsafe extern "C" fn comesg_building_send(b: *mut comesg_building, atts: *const comesg_attach, n: usize) -> i32 {
+pub unsafe extern "C" fn comesg_building_send(
+    b: *mut comesg_building,
+    atts: *const comesg_attach,
+    n: usize,
+    timeout_ms: i64,
+) -> i32 {
     guard(
         |e| e,
         || {
@@ -258,8 +264,11 @@ pub unsafe extern "C" fn comesg_building_send(b: *mut comesg_building, atts: *co
             let b = unsafe { take(b, "the message")? };
             // SAFETY: the caller's contract.
             let list = unsafe { attachments(atts, n)? };
-            let refs: Vec<_> = list.iter().map(|(a, r)| (*a, *r)).collect();
-            b.b.send_with(&refs)?;
+            match wait(timeout_ms) {
+                Wait::Forever => b.b.send_with(&list),
+                Wait::Never => b.b.send_timeout(&list, std::time::Duration::ZERO),
+                Wait::For(d) => b.b.send_timeout(&list, d),
+            }?;
             Ok(0)
         },
     )
@@ -386,7 +395,7 @@ mod tests {
             assert!(comesg_loan_data(std::ptr::null_mut(), std::ptr::null_mut()).is_null());
             assert!(comesg_slot_data(std::ptr::null(), std::ptr::null_mut()).is_null());
             assert_eq!(comesg_slot_release(std::ptr::null_mut()), 0);
-            assert_eq!(comesg_building_send(std::ptr::null_mut(), std::ptr::null(), 0), -libc::EINVAL);
+            assert_eq!(comesg_building_send(std::ptr::null_mut(), std::ptr::null(), 0, 0), -libc::EINVAL);
             assert_eq!(comesg_message_attached(std::ptr::null()), 0);
             comesg_loan_cancel(std::ptr::null_mut());
             comesg_building_cancel(std::ptr::null_mut());

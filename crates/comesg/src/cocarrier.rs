@@ -192,12 +192,31 @@ impl Building<'_> {
 
     /// Seals and sends it with handles, as [`Cocarrier::send_with`].
     pub fn send_with(self, handles: &[(&dyn Attachable, Rights)]) -> Result<(), SendError> {
+        self.send_until(handles, None, false)
+    }
+
+    /// Like [`Building::send_with`], waiting at most `timeout` for a
+    /// receiver with room ([`SendError::TimedOut`]; zero: [`SendError::Full`]
+    /// at once). The message is sealed either way.
+    pub fn send_timeout(self, handles: &[(&dyn Attachable, Rights)], timeout: Duration) -> Result<(), SendError> {
+        if timeout.is_zero() {
+            return self.send_until(handles, None, true);
+        }
+        self.send_until(handles, crate::deadline(timeout), false)
+    }
+
+    fn send_until(
+        self,
+        handles: &[(&dyn Attachable, Rights)],
+        deadline: Option<Instant>,
+        once: bool,
+    ) -> Result<(), SendError> {
         let c = self.carrier;
         let len = self.b.bytes_len();
-        let fd = self.b.seal().map_err(|e| SendError::Control(format!("cannot seal the message: {e}")))?;
         let attach = c.attach_list(handles)?;
+        let fd = self.b.seal().map_err(|e| SendError::Control(format!("cannot seal the message: {e}")))?;
         let req = || Request::CarrierSendSealed { handle: c.held.id(), len, attach: attach.clone() };
-        c.submit(req, &[comesg_sys::AsFd::as_fd(&fd)], true, None, false)
+        c.submit(req, &[comesg_sys::AsFd::as_fd(&fd)], true, deadline, once)
     }
 }
 
@@ -220,10 +239,22 @@ impl CarrierMessage<'_> {
             match reply.map_err(|e| e.for_handle(&c.name))? {
                 (Reply::Taken(taken), mut fds) => {
                     let full = taken.len() >= comesg_proto::TAKE_BATCH;
+                    // Every grant becomes a handle, even after one fails:
+                    // the kernel granted them all, and a handle that cannot
+                    // be attached gives its grant back as it fails.
+                    let mut failed = None;
                     for t in taken {
                         let n = (t.fds as usize).min(fds.len());
                         let mine: Vec<OwnedFd> = fds.drain(..n).collect();
-                        out.push(Handle::from_grant(&c.conn, t, mine)?);
+                        match Handle::from_grant(&c.conn, t, mine) {
+                            Ok(h) => out.push(h),
+                            Err(e) => {
+                                failed.get_or_insert(e);
+                            }
+                        }
+                    }
+                    if let Some(e) = failed {
+                        return Err(e);
                     }
                     if !full {
                         return Ok(out);
@@ -393,7 +424,7 @@ impl Cocarrier {
             Err(SendError::Refused(KernelError::CannotRead(_))) => {
                 let mut b = self.build(msg.len())?;
                 b.as_mut_slice().copy_from_slice(msg);
-                b.send_with(handles)
+                b.send_until(handles, deadline, once)
             }
             r => r,
         }
@@ -435,9 +466,9 @@ impl Cocarrier {
         for (h, rights) in handles {
             let (conn, id) = h.handle_ref();
             if !conn.same_as(&self.conn) {
-                return Err(SendError::Control(
+                return Err(SendError::Refused(KernelError::InvalidArgument(
                     "a handle to attach must come from the carrier's own connection".into(),
-                ));
+                )));
             }
             attach.push((id, *rights));
         }
@@ -491,6 +522,21 @@ impl Cocarrier {
     /// ```
     pub fn send_with(&self, msg: &[u8], handles: &[(&dyn Attachable, Rights)]) -> Result<(), SendError> {
         self.send_full(msg, handles, None, false)
+    }
+
+    /// Like [`Cocarrier::send_with`], waiting at most `timeout` for a
+    /// receiver with room ([`SendError::TimedOut`]; zero: [`SendError::Full`]
+    /// at once).
+    pub fn send_with_timeout(
+        &self,
+        msg: &[u8],
+        handles: &[(&dyn Attachable, Rights)],
+        timeout: Duration,
+    ) -> Result<(), SendError> {
+        if timeout.is_zero() {
+            return self.send_full(msg, handles, None, true);
+        }
+        self.send_full(msg, handles, crate::deadline(timeout), false)
     }
 
     /// Like [`Cocarrier::send`], giving up after `timeout`.

@@ -196,12 +196,20 @@ int main(int argc, char **argv) {
     CHECK(bd != NULL && blen == 12, "the message being built has %zu bytes", blen);
     memcpy(bd, "built in C!!", 12);
     comesg_attach att = {COMESG_KIND_CHANNEL, from_c, COMESG_SEND};
-    CHECK(comesg_building_send(b, &att, 1) == 0, "send the built message with a handle");
+    CHECK(comesg_building_send(b, &att, 1, 5000) == 0, "send the built message with a handle");
     comesg_attach wider = {COMESG_KIND_CHANNEL, from_c, COMESG_SEND | COMESG_RECV};
-    int rc = comesg_carrier_send_with(cout, "wider", 5, &wider, 1);
+    int rc = comesg_carrier_send_with(cout, "wider", 5, &wider, 1, 5000);
     CHECK(rc == -EACCES, "attach with a right this handle lacks: %d", rc);
     comesg_attach bad_kind = {99, from_c, COMESG_SEND};
-    CHECK(comesg_carrier_send_with(cout, "kind", 4, &bad_kind, 1) == -EINVAL, "an unknown kind");
+    CHECK(comesg_carrier_send_with(cout, "kind", 4, &bad_kind, 1, 5000) == -EINVAL, "an unknown kind");
+    comesg_conn *conn2 = NULL;
+    comesg_channel *elsewhere = NULL;
+    CHECK(comesg_connect(argv[1], &conn2) == 0, "a second connection");
+    CHECK(comesg_channel_open(conn2, path("from_c"), COMESG_SEND, &elsewhere) == 0, "open through it");
+    comesg_attach foreign = {COMESG_KIND_CHANNEL, elsewhere, COMESG_SEND};
+    CHECK(comesg_carrier_send_with(cout, "foreign", 7, &foreign, 1, 5000) == -EINVAL, "a port of another connection");
+    comesg_channel_close(elsewhere);
+    comesg_disconnect(conn2);
     CHECK(comesg_carrier_build(cout, 1 << 20, &b) == -EMSGSIZE, "a message over the carrier's limit");
     say("built");
 

@@ -342,7 +342,10 @@ impl CarrierObject {
     /// messages and never releases them cannot starve the others.
     fn quota(&self) -> u64 {
         let share = self.spec.arena / self.receivers.len().max(1) as u64;
-        share.max(Arena::footprint(self.spec.max_message))
+        // A largest message of either kind always fits a receiver that
+        // holds nothing (one built in place counts whole pages).
+        let largest = Arena::footprint(self.spec.max_message).max(footprint(SEALED, self.spec.max_message));
+        share.max(largest)
     }
 
     /// Receivers with room (in their queue and their arena quota for `need`
@@ -703,6 +706,22 @@ mod tests {
         c.receivers[&r].release.ring.try_send(RECEIVER, &ids[0].to_le_bytes()).unwrap();
         assert!(c.send_sealed(sealed(), 10, 0).is_ok());
         assert_eq!(c.receivers[&r].held_sealed, 4);
+    }
+
+    #[test]
+    fn a_largest_message_built_in_place_always_fits_an_idle_receiver() {
+        // Shares smaller than a page, and a largest message that is not a
+        // whole number of pages.
+        let spec = CarrierSpec { arena: 8192, max_message: 5000, receivers: 4, queue: 4 };
+        let mut c = CarrierObject::create(&Name::try_from("/t").unwrap(), spec).unwrap();
+        let a = c.attach(Rights::RECV).unwrap().recv.unwrap();
+        let b = c.attach(Rights::RECV).unwrap().recv.unwrap();
+        for _ in 0..2 {
+            let fd = memfd::create_sealable("m", 5000).unwrap();
+            memfd::seal_immutable(&fd).unwrap();
+            let id = c.send_sealed(fd, 5000, 0).expect("an idle receiver takes a largest message");
+            assert!(matches!(c.holder_of(id), Some(r) if r == a || r == b));
+        }
     }
 
     #[test]

@@ -275,6 +275,17 @@ impl Proc {
     }
 }
 
+/// A peer left running when a run fails is killed, so that it neither
+/// outlives the benchmark nor holds its output pipes open.
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 fn channel_opts(slots: u32) -> ChannelOptions {
     ChannelOptions { slot_size: MSG as u32, slots, exclusive: true, ..Default::default() }
 }

@@ -487,6 +487,7 @@ impl Ring {
         self.check_holder(holder)?;
         let tail = self.tail();
         let mut pos = tail.load(Acquire);
+        let start = pos;
         for _ in 0..self.max_attempts() {
             let i = (pos & self.mask) as usize;
             match self.send_step(pos, i)? {
@@ -511,6 +512,13 @@ impl Ring {
                 }
                 SendStep::Reload => pos = tail.load(Acquire),
             }
+        }
+        // Out of attempts. If other senders moved the tail meanwhile, this
+        // one only kept losing races on a full ring: honest contention, so
+        // report the ring full (the caller waits and tries again). If
+        // nothing moved, the stamps never let anyone claim: corrupt.
+        if tail.load(Acquire) != start {
+            return Err(RingError::Full);
         }
         Err(RingError::Corrupt("no progress claiming a slot"))
     }
@@ -629,6 +637,7 @@ impl Ring {
         self.check_holder(holder)?;
         let head = self.head();
         let mut pos = head.load(Acquire);
+        let start = pos;
         for _ in 0..self.max_attempts() {
             let i = (pos & self.mask) as usize;
             match self.recv_step(pos, i)? {
@@ -665,6 +674,10 @@ impl Ring {
                 }
                 RecvStep::Reload => pos = head.load(Acquire),
             }
+        }
+        // As for senders: other receivers moving the head is contention.
+        if head.load(Acquire) != start {
+            return Err(RingError::Empty);
         }
         Err(RingError::Corrupt("no progress claiming a message"))
     }

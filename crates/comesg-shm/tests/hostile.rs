@@ -141,30 +141,35 @@ fn honest_threads_survive_a_scribbler_on_the_same_pipe() {
     for (seed, send, me) in [(1u64, true, 0u32), (2, true, 1), (3, false, 0), (4, false, 1)] {
         let honest = pipe();
         let (stop, outcomes) = (stop.clone(), outcomes.clone());
-        threads.push(std::thread::spawn(move || {
-            let mut next = rng(seed);
-            let watch = Watch::new(0);
-            let mut buf = [0u8; 32];
-            while !stop.load(Relaxed) {
-                let deadline = Some(Instant::now() + Duration::from_millis(5));
-                let r = if send {
-                    let len = (next() % 33) as usize;
-                    honest.send(me, &buf[..len], deadline, false, &watch).map(|()| len)
-                } else {
-                    honest.recv(me, &mut buf, deadline, false, &watch)
-                };
-                let k = match r {
-                    // A length is the message's, and may exceed what was
-                    // copied (as recv(2) with MSG_TRUNC); the copy itself
-                    // never leaves the buffer.
-                    Ok(_) => 0,
-                    Err(PipeError::TimedOut | PipeError::WouldBlock | PipeError::Closed | PipeError::ReceiverDied) => 1,
-                    Err(PipeError::Corrupt(_)) => 2,
-                    Err(e) => panic!("an error no hostile write should cause: {e:?}"),
-                };
-                outcomes[k].fetch_add(1, Relaxed);
-            }
-        }));
+        threads.push((
+            send,
+            std::thread::spawn(move || {
+                let mut next = rng(seed);
+                let watch = Watch::new(0);
+                let mut buf = [0u8; 32];
+                while !stop.load(Relaxed) {
+                    let deadline = Some(Instant::now() + Duration::from_millis(5));
+                    let r = if send {
+                        let len = (next() % 33) as usize;
+                        honest.send(me, &buf[..len], deadline, false, &watch).map(|()| len)
+                    } else {
+                        honest.recv(me, &mut buf, deadline, false, &watch)
+                    };
+                    let k = match r {
+                        // A length is the message's, and may exceed what was
+                        // copied (as recv(2) with MSG_TRUNC); the copy itself
+                        // never leaves the buffer.
+                        Ok(_) => 0,
+                        Err(
+                            PipeError::TimedOut | PipeError::WouldBlock | PipeError::Closed | PipeError::ReceiverDied,
+                        ) => 1,
+                        Err(PipeError::Corrupt(_)) => 2,
+                        Err(e) => panic!("an error no hostile write should cause: {e:?}"),
+                    };
+                    outcomes[k].fetch_add(1, Relaxed);
+                }
+            }),
+        ));
     }
     let (mc, md) = (mapped(&c, layout.control_len()), mapped(&d, layout.data_len()));
     let segs = [mc.words(), md.words()];
@@ -190,8 +195,20 @@ fn honest_threads_survive_a_scribbler_on_the_same_pipe() {
         std::thread::sleep(Duration::from_millis(1));
     }
     stop.store(true, Relaxed);
-    for t in threads {
-        t.join().expect("an honest thread panicked");
+    // The receivers stop first. A sender that filled an offer one of them
+    // left open waits for it to be taken (a send returns once a receiver
+    // has the message), so do what the microkernel does when a receiver's
+    // handle goes: mark its slot gone, which tells such a sender.
+    let (senders, receivers): (Vec<_>, Vec<_>) = threads.into_iter().partition(|(send, _)| *send);
+    for (_, t) in receivers {
+        t.join().expect("an honest receiver panicked");
+    }
+    set_up();
+    for r in 0..2 {
+        let _ = liar.receiver_gone(r);
+    }
+    for (_, t) in senders {
+        t.join().expect("an honest sender panicked");
     }
     let [ok, other, corrupt] = [0, 1, 2].map(|i| outcomes[i].load(Relaxed));
     println!(

@@ -31,6 +31,42 @@ fn rng(seed: u64) -> impl FnMut() -> u64 {
     }
 }
 
+/// The scribbler's rounds, for `run_for`: each writes a plausible state
+/// (`set_up`, as a liar would, to lead the honest threads deep into their
+/// normal paths), then up to `most` random words at random places of the
+/// segment `pick` chooses (small numbers and all-ones among the noise), and
+/// lets the honest threads run into them. Returns (rounds, writes).
+fn scribble(
+    segs: [&[AtomicU64]; 2],
+    seed: u64,
+    run_for: Duration,
+    most: u64,
+    pick: impl Fn(u64) -> usize,
+    set_up: impl Fn(),
+) -> (u64, u64) {
+    let mut next = rng(seed);
+    let end = Instant::now() + run_for;
+    let (mut writes, mut rounds) = (0u64, 0u64);
+    while Instant::now() < end {
+        set_up();
+        rounds += 1;
+        std::thread::sleep(Duration::from_micros(200));
+        for _ in 0..next() % most + 1 {
+            let seg = segs[pick(next())];
+            let at = (next() % seg.len() as u64) as usize;
+            let v = match next() % 4 {
+                0 => next() % 64,
+                1 => u64::MAX,
+                _ => next(),
+            };
+            seg[at].store(v, Relaxed);
+            writes += 1;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    (rounds, writes)
+}
+
 #[test]
 fn honest_threads_survive_a_scribbler_on_the_same_channel() {
     let geo = Geometry { slot_size: 48, slots: 16, max_holders: 4 };
@@ -79,34 +115,12 @@ fn honest_threads_survive_a_scribbler_on_the_same_channel() {
         }));
     }
 
-    // The scribbler: its own mapping of both segments. Each round it
-    // writes a plausible state (the initial one: as a liar would, to lead
-    // the honest threads deep into their normal paths), then a few random
-    // words at random places, with small numbers and all-ones among the
-    // noise, and lets the honest threads run into them.
+    // The scribbler: its own mapping of both segments; its plausible state
+    // is the initial one.
     let (ms, mr) = (mapped(&s, geo.sender_segment_len()), mapped(&r, geo.receiver_segment_len()));
-    let segs = [ms.words(), mr.words()];
     let liar = ring(&s, &r);
-    let mut next = rng(99);
-    let end = Instant::now() + run_for;
-    let (mut writes, mut rounds) = (0u64, 0u64);
-    while Instant::now() < end {
-        liar.initialize().unwrap();
-        rounds += 1;
-        std::thread::sleep(Duration::from_micros(200));
-        for _ in 0..next() % 8 + 1 {
-            let seg = segs[(next() & 1) as usize];
-            let at = (next() % seg.len() as u64) as usize;
-            let v = match next() % 4 {
-                0 => next() % 64,
-                1 => u64::MAX,
-                _ => next(),
-            };
-            seg[at].store(v, Relaxed);
-            writes += 1;
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    let (rounds, writes) =
+        scribble([ms.words(), mr.words()], 99, run_for, 8, |x| (x & 1) as usize, || liar.initialize().unwrap());
     stop.store(true, Relaxed);
     for t in threads {
         t.join().expect("an honest thread panicked");
@@ -172,28 +186,9 @@ fn honest_threads_survive_a_scribbler_on_the_same_pipe() {
         ));
     }
     let (mc, md) = (mapped(&c, layout.control_len()), mapped(&d, layout.data_len()));
-    let segs = [mc.words(), md.words()];
-    let mut next = rng(77);
-    let end = Instant::now() + Duration::from_millis(1500);
-    let (mut writes, mut rounds) = (0u64, 0u64);
-    while Instant::now() < end {
-        set_up();
-        rounds += 1;
-        std::thread::sleep(Duration::from_micros(200));
-        for _ in 0..next() % 4 + 1 {
-            // The control segment (states, lengths, futex words) mostly.
-            let seg = segs[usize::from(next().is_multiple_of(4))];
-            let at = (next() % seg.len() as u64) as usize;
-            let v = match next() % 4 {
-                0 => next() % 64,
-                1 => u64::MAX,
-                _ => next(),
-            };
-            seg[at].store(v, Relaxed);
-            writes += 1;
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    // The control segment (states, lengths, futex words) mostly.
+    let pick = |x: u64| usize::from(x.is_multiple_of(4));
+    let (rounds, writes) = scribble([mc.words(), md.words()], 77, Duration::from_millis(1500), 4, pick, set_up);
     stop.store(true, Relaxed);
     // The receivers stop first. A sender that filled an offer one of them
     // left open waits for it to be taken (a send returns once a receiver

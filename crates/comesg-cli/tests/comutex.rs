@@ -7,15 +7,7 @@ mod util;
 use std::time::{Duration, Instant};
 
 use comesg::{ComutexOptions, EntryKind, LockError, PortKind, Rights};
-use util::{text, KernelProc};
-
-/// Same name and layout as the CLI peers' `Counter`.
-#[derive(Debug, Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-#[repr(C)]
-struct Counter {
-    n: u64,
-    dirty: u64,
-}
+use util::{text, Counter, KernelProc};
 
 #[derive(Debug, Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 #[repr(C)]

@@ -7,7 +7,7 @@ mod util;
 use std::time::Duration;
 
 use comesg::{ChannelOptions, CopipeOptions, RecvError, Rights, SendError};
-use util::{KernelProc, Peer};
+use util::{Counter, KernelProc, Peer};
 
 const SIGABRT: i32 = 6;
 
@@ -222,14 +222,6 @@ fn a_carrier_receiver_killed_at_each_step_loses_at_most_the_message_it_held() {
         assert!(q.wait(Duration::from_secs(60)).success());
         assert_eq!(out.join().unwrap(), ["2 0", "done 1"], "{point}");
     }
-}
-
-/// Same name and layout as the CLI peers' `Counter`.
-#[derive(Debug, Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-#[repr(C)]
-struct Counter {
-    n: u64,
-    dirty: u64,
 }
 
 #[test]

@@ -9,6 +9,17 @@ use std::process::{Child, ChildStdout, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+/// The shared counter the CLI peers (`count`, `hold-lock`) lock: same
+/// layout as their `Counter`.
+#[derive(Debug, Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+#[repr(C)]
+pub struct Counter {
+    /// The count.
+    pub n: u64,
+    /// 1 while an update is half done.
+    pub dirty: u64,
+}
+
 /// The binary under test.
 pub fn exe() -> &'static str {
     env!("CARGO_BIN_EXE_comesg")

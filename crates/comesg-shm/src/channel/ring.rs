@@ -922,11 +922,8 @@ impl Ring {
     }
 }
 
-/// Adds to a per-holder counter. Only threads of the holder's own process
-/// write it, so a plain load and store is enough; a rare lost update between
-/// two threads of one process sharing a handle only blurs a statistic.
-#[inline]
 /// Asks the CPU to start fetching the cache line at `p`.
+#[inline]
 fn prefetch(p: *const u8) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: a prefetch is a hint: it never faults, whatever the address,
@@ -938,6 +935,10 @@ fn prefetch(p: *const u8) {
     let _ = p;
 }
 
+/// Adds to a per-holder counter. Only threads of the holder's own process
+/// write it, so a plain load and store is enough; a rare lost update between
+/// two threads of one process sharing a handle only blurs a statistic.
+#[inline]
 fn bump(word: &AtomicU64, by: u64) {
     word.store(word.load(Relaxed).wrapping_add(by), Relaxed);
 }

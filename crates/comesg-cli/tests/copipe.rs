@@ -99,6 +99,29 @@ fn a_blocked_sender_sees_a_broken_pipe_when_the_last_receiver_is_killed() {
     assert_eq!(t.join().unwrap(), Err(SendError::Closed));
 }
 
+/// A receiver that opened its offer (by polling) and does not take: a
+/// timed send gives up at its deadline and withdraws the message (nobody
+/// ever receives it), instead of waiting for the receiver; the offer stays
+/// open, and the next send is received exactly once.
+#[test]
+fn a_timed_send_into_an_offer_nobody_takes_times_out_and_is_never_delivered() {
+    let k = KernelProc::start("pipe-withdraw");
+    let tx = create(&k, "/it/p/withdraw", 64);
+    let mut receiver = k.peer(&["offer-pipe", "/it/p/withdraw", "--hold-ms", "2000"]);
+    let lines = receiver.collect();
+    let (done, answers) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let first = tx.send_timeout(b"first", Duration::from_millis(300));
+        let second = tx.send_timeout(b"second", Duration::from_secs(60));
+        let _ = done.send((first, second));
+    });
+    // Bounded: a send stuck past its deadline fails here, not by hanging.
+    let (first, second) = answers.recv_timeout(Duration::from_secs(30)).expect("the sends returned");
+    assert_eq!(first, Err(SendError::TimedOut));
+    assert_eq!(second, Ok(()));
+    assert_eq!(lines.join().unwrap(), ["take second"]);
+}
+
 #[test]
 fn the_cli_creates_sends_and_receives_on_a_pipe() {
     let k = KernelProc::start("pipe-cli");

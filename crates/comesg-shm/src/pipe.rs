@@ -27,6 +27,14 @@
 //! `FILLED` (wait), its own `DEAD_HELD` (not delivered), or anything else
 //! (taken). A dead sender's `CLAIMED` goes back to `OFFERED`.
 //!
+//! A sender whose deadline passes before its receiver took the message
+//! (the receiver left its offer open for a poller, or is slow) withdraws
+//! it: `FILLED(n, h)` back to `OFFERED(n + 1)`, by compare-and-swap against
+//! the receiver's take (`FILLED` to `IDLE`), so exactly one of the two wins:
+//! either the receiver has the message and the send succeeds, or nobody
+//! has it and the send times out. The new offer number keeps a receiver
+//! that copied the withdrawn message from mistaking a later fill for it.
+//!
 //! The header also counts sender and receiver *attaches* ever made, so that
 //! an end that has not yet seen the other side waits for it (as a FIFO does)
 //! rather than reporting it gone.
@@ -49,6 +57,10 @@ const SPIN: u32 = 2048;
 /// Spin rounds a receiver waits while a sender copies into its buffer
 /// (some milliseconds) before sleeping.
 const SPIN_WHILE_COPYING: u32 = 1 << 18;
+/// How long a `try` send that found an open offer waits for its receiver
+/// to take the message before withdrawing it: long enough for a receiver
+/// that sleeps in a poll to wake up and take it.
+pub const TRY_TAKE_GRACE: std::time::Duration = std::time::Duration::from_millis(10);
 
 const IDLE: u64 = 0;
 const OFFERED: u64 = 1;
@@ -358,7 +370,11 @@ impl Pipe {
                 match self.fill(r, claimed, msg) {
                     Some(()) => {
                         crate::fault::point("pipe.send.filled");
-                        return self.await_taken(r, claimed);
+                        let give_up = if try_first { Some(Instant::now() + TRY_TAKE_GRACE) } else { deadline };
+                        return self.await_taken(r, claimed, give_up).map_err(|e| match e {
+                            PipeError::TimedOut if try_first => PipeError::WouldBlock,
+                            e => e,
+                        });
                     }
                     // The receiver died while we copied: try another.
                     None => continue,
@@ -495,7 +511,9 @@ impl Pipe {
         }
     }
 
-    fn await_taken(&self, r: u32, claimed: State) -> Result<(), PipeError> {
+    /// Waits until the receiver of slot `r` has taken our message; past
+    /// `deadline`, withdraws it instead (`TimedOut`: nobody has it).
+    fn await_taken(&self, r: u32, claimed: State, deadline: Option<Instant>) -> Result<(), PipeError> {
         let filled = claimed.with(FILLED, claimed.n, claimed.h);
         let mut spins = 0u32;
         loop {
@@ -515,7 +533,20 @@ impl Pipe {
                 std::hint::spin_loop();
                 continue;
             }
-            Self::nap(self.bell(r), self.send_waiting(r), None, || self.state(r).load(SeqCst) != filled);
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                let reopened = claimed.with(OFFERED, claimed.n.wrapping_add(1), 0);
+                if self.state(r).compare_exchange(filled, reopened, AcqRel, Acquire).is_ok() {
+                    // The offer is open again for whoever sends next.
+                    self.ring_offers();
+                    return Err(PipeError::TimedOut);
+                }
+                // The receiver took it (or died) first: look again.
+                continue;
+            }
+            if Self::nap(self.bell(r), self.send_waiting(r), deadline, || self.state(r).load(SeqCst) != filled) {
+                // Timed out asleep: withdraw on the next round.
+                spins = SPIN;
+            }
         }
     }
 
@@ -589,7 +620,12 @@ impl Pipe {
                 FILLED => {
                     watch.saw.store(true, Relaxed);
                     crate::fault::point("pipe.recv.filled");
-                    return self.take(r, w, buf);
+                    match self.take(r, w, buf)? {
+                        Some(n) => return Ok(n),
+                        // The sender withdrew it at its deadline: our offer
+                        // is open again.
+                        None => continue,
+                    }
                 }
                 // A sender is copying: wait for it, whatever the deadline
                 // (it fills, or dies and the kernel reopens the offer).
@@ -645,7 +681,10 @@ impl Pipe {
         }
     }
 
-    fn take(&self, r: u32, filled: u64, buf: &mut [u8]) -> Result<usize, PipeError> {
+    /// Copies the message of filled state `filled` out and moves the slot
+    /// on. `Ok(None)`: the state changed under us (its sender withdrew it,
+    /// or another receive of this handle took it), so the copy is void.
+    fn take(&self, r: u32, filled: u64, buf: &mut [u8]) -> Result<Option<usize>, PipeError> {
         let len = self.len(r).load(Relaxed) as usize;
         if len > self.layout.buffer as usize {
             return Err(PipeError::Corrupt("message length exceeds the buffer"));
@@ -656,10 +695,10 @@ impl Pipe {
         unsafe { std::ptr::copy_nonoverlapping(self.buffer(r), buf.as_mut_ptr(), n) };
         let s = State::decode(filled);
         if self.state(r).compare_exchange(filled, s.with(IDLE, s.n, 0), AcqRel, Relaxed).is_err() {
-            return Err(PipeError::Corrupt("filled slot changed under its receiver"));
+            return Ok(None);
         }
         self.ring(r);
-        Ok(len)
+        Ok(Some(len))
     }
 
     // ---- polling ----
@@ -712,9 +751,15 @@ impl Pipe {
                 }
                 FILLED => {
                     stash.resize(self.layout.buffer as usize, 0);
-                    let n = self.take(r, w, stash).ok()?;
-                    stash.truncate(n);
-                    return Some(n);
+                    match self.take(r, w, stash) {
+                        Ok(Some(n)) => {
+                            stash.truncate(n);
+                            return Some(n);
+                        }
+                        // Withdrawn by its sender: withdraw the offer.
+                        Ok(None) => continue,
+                        Err(_) => return None,
+                    }
                 }
                 CLAIMED if Instant::now() < give_up => std::thread::yield_now(),
                 _ => return None,
@@ -733,11 +778,7 @@ impl Pipe {
         if State::decode(w).kind != FILLED {
             return None;
         }
-        match self.take(r, w, buf) {
-            Ok(n) => Some(Ok(n)),
-            Err(_) if self.state(r).load(Acquire) != w => None,
-            Err(e) => Some(Err(e)),
-        }
+        self.take(r, w, buf).transpose()
     }
 
     /// A sender's readiness: ready when some receiver's offer (other than
@@ -950,6 +991,58 @@ mod tests {
         assert_eq!(p.recv(1, &mut buf, Some(d), false, &fresh), Err(PipeError::TimedOut));
     }
 
+    /// A sender whose deadline passes while its message sits in an offer
+    /// races the receiver's take: in every round exactly one of "the send
+    /// succeeded" and "the message was never received" holds.
+    #[test]
+    fn a_withdrawn_message_is_never_received_and_a_taken_one_is_never_withdrawn() {
+        let p = Arc::new(pipe(PipeLayout { buffer: 16, receivers: 1 }));
+        p.set_senders(1, true);
+        p.set_receivers(1, true);
+        let w = Watch::default();
+        let (mut delivered, mut withdrawn) = (0, 0);
+        for round in 0..300u32 {
+            p.open_offer(0).unwrap();
+            let p2 = p.clone();
+            let rx = std::thread::spawn(move || {
+                std::thread::sleep(std::time::Duration::from_micros(u64::from(round * 7919 % 300)));
+                let mut buf = [0u8; 16];
+                match p2.try_take(0, &mut buf) {
+                    Some(Ok(n)) => Some(buf[..n].to_vec()),
+                    Some(Err(e)) => panic!("take failed: {e}"),
+                    None => None,
+                }
+            });
+            let msg = round.to_le_bytes();
+            // Mostly deadlines inside the receiver's delay; every tenth one
+            // generous, so that deliveries happen even on a loaded machine.
+            let patience = if round % 10 == 0 { 50_000 } else { 100 };
+            let d = Instant::now() + std::time::Duration::from_micros(patience);
+            let sent = p.send(0, &msg, Some(d), false, &w);
+            let got = rx.join().unwrap();
+            match sent {
+                Ok(()) => {
+                    assert_eq!(got.as_deref(), Some(&msg[..]), "round {round}: sent but not received");
+                    delivered += 1;
+                }
+                Err(PipeError::TimedOut) => {
+                    assert_eq!(got, None, "round {round}: timed out but received");
+                    // The offer is open again, and nothing is in it.
+                    assert_eq!(State::decode(p.state(0).load(SeqCst)).kind, OFFERED, "round {round}");
+                    withdrawn += 1;
+                }
+                Err(e) => panic!("round {round}: {e}"),
+            }
+        }
+        // Both outcomes happened, so both sides of the race were exercised.
+        assert!(delivered > 0 && withdrawn > 0, "delivered {delivered}, withdrawn {withdrawn}");
+        // A try send into an offer nobody takes gives up after its grace.
+        let t0 = Instant::now();
+        assert_eq!(p.send(0, b"try", None, true, &w), Err(PipeError::WouldBlock));
+        assert!(t0.elapsed() >= TRY_TAKE_GRACE);
+        assert_eq!(p.try_take(0, &mut [0u8; 16]), None, "withdrawn");
+    }
+
     #[test]
     fn deaths_reopen_offers_and_fail_waiting_senders() {
         let p = Arc::new(pipe(PipeLayout { buffer: 16, receivers: 1 }));
@@ -979,6 +1072,6 @@ mod tests {
         let claimed = State { kind: CLAIMED, gen: 1, n: 2, h: 3 };
         p.state(0).store(State { kind: IDLE, gen: 1, n: 2, h: 0 }.encode(), SeqCst);
         assert_eq!(p.receiver_gone(0), Ok(false));
-        assert_eq!(p.await_taken(0, claimed), Ok(()));
+        assert_eq!(p.await_taken(0, claimed, None), Ok(()));
     }
 }

@@ -415,14 +415,19 @@ impl Copipe {
         self.send_until(msg, None, false)
     }
 
-    /// Sends one message if a receiver is waiting now ([`SendError::Full`]
-    /// otherwise).
+    /// Sends one message if a receiver is offering now ([`SendError::Full`]
+    /// otherwise). The receiver then has up to 10 ms to take it (enough for
+    /// one asleep in a poll to wake); if it does not, the message is
+    /// withdrawn, never delivered, and the result is [`SendError::Full`] too.
     pub fn try_send(&self, msg: &[u8]) -> Result<(), SendError> {
         self.send_until(msg, None, true)
     }
 
-    /// Like [`Copipe::send`], giving up if no receiver offered within
-    /// `timeout` (once a receiver has the buffer, the send completes).
+    /// Like [`Copipe::send`], giving up once `timeout` has passed without a
+    /// receiver taking the message. A message already copied into a
+    /// receiver's buffer but not taken by then (the receiver left its offer
+    /// open for a poll and is busy elsewhere) is withdrawn: a
+    /// [`SendError::TimedOut`] always means that nobody received it.
     pub fn send_timeout(&self, msg: &[u8], timeout: Duration) -> Result<(), SendError> {
         self.send_until(msg, crate::deadline(timeout), false)
     }

@@ -197,6 +197,16 @@ enum Role {
         #[command(flatten)]
         socket: SocketArg,
     },
+    /// Open the pipe PATH for receiving, register it in a poll set (which
+    /// opens its offer), leave it unread for HOLD_MS, then take whatever a
+    /// sender left there without waiting: print "take MSG" or "take none".
+    OfferPipe {
+        path: String,
+        #[arg(long)]
+        hold_ms: u64,
+        #[command(flatten)]
+        socket: SocketArg,
+    },
     /// Receive one message from the carrier PATH, print "got N", then try
     /// to write into it through the arena mapping: dies by SIGSEGV.
     PokeCarrier {
@@ -682,6 +692,22 @@ pub fn run(a: Args) -> Outcome {
             let _p = socket.connect()?.open_copipe(&path, rights(&r))?;
             ready();
             park()
+        }
+        Role::OfferPipe { path, hold_ms, socket } => {
+            let p = socket.connect()?.open_copipe(&path, Rights::RECV)?;
+            let mut poll = comesg::Copoll::new()?;
+            poll.add(&p, 1, comesg::Interest::READABLE)?;
+            // A wait arms the registration: the offer opens and stays open.
+            poll.wait(&mut Vec::new(), Some(Duration::from_millis(1)))?;
+            ready();
+            std::thread::sleep(Duration::from_millis(hold_ms));
+            let mut buf = vec![0u8; p.buffer_size()];
+            match p.try_recv(&mut buf) {
+                Ok(n) => println!("take {}", String::from_utf8_lossy(&buf[..n])),
+                Err(RecvError::Empty) => println!("take none"),
+                Err(e) => return Err(e.into()),
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Role::PokeCarrier { path, socket } => {
             let c = socket.connect()?.open_cocarrier(&path, Rights::RECV)?;

@@ -627,17 +627,23 @@ impl Pipe {
                         None => continue,
                     }
                 }
-                // A sender is copying: wait for it, whatever the deadline
-                // (it fills, or dies and the kernel reopens the offer).
+                // A sender is copying into our buffer right now: spin
+                // through a large copy (waking from a futex costs more than
+                // copying a megabyte here), then sleep, until the deadline.
+                // The offer cannot be withdrawn now; the copy goes on, and
+                // the next receive through this handle takes the message
+                // (or the sender withdraws it at its own deadline).
                 CLAIMED => {
-                    // A sender is copying into our buffer right now: spin
-                    // through a large copy (waking from a futex costs more
-                    // than copying a megabyte here), then sleep.
+                    let late = spins.is_multiple_of(64) && deadline.is_some_and(|d| Instant::now() >= d);
+                    let late = late
+                        || (spins >= SPIN_WHILE_COPYING
+                            && Self::nap(self.bell(r), self.recv_waiting(r), deadline, || st.load(SeqCst) != w));
+                    if late {
+                        return Err(if try_first { PipeError::WouldBlock } else { PipeError::TimedOut });
+                    }
                     if spins < SPIN_WHILE_COPYING {
                         spins += 1;
                         std::hint::spin_loop();
-                    } else {
-                        Self::nap(self.bell(r), self.recv_waiting(r), None, || st.load(SeqCst) != w);
                     }
                     continue;
                 }

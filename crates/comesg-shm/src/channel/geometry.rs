@@ -8,12 +8,15 @@
 //! | 64 | `data_seq` (u32 futex word receivers sleep on), `send_waiters`, `send_pollers`, live senders, sender attaches (u32 each) |
 //! | 128 | `max_holders` holder records of 64 bytes (messages, bytes, sleeping, polling) |
 //! | `claims_offset` | `slots` claim words (u64 each), touched by senders only |
-//! | `headers_offset` | `slots` slot headers of 16 bytes: stamp (u64), length (u32), pad |
+//! | `headers_offset` | `slots` slot headers of a cache line each: stamp (u64), length (u32), pad |
 //! | `slots_offset` | `slots` slots of `stride` bytes, data only, each starting a cache line |
 //!
-//! Headers live apart from the data so that a 64-byte message moves one data
-//! line (plus a quarter of a header line) between the cores, not two lines:
-//! with the header in front, 64 bytes of data spilled into a second line.
+//! Headers live apart from the data so that a 64-byte message fills one data
+//! line instead of spilling into a second. Each header has a line of its
+//! own: a receiver polls the header of the next message, and with four
+//! headers to a line it kept pulling away the line a streaming sender was
+//! writing the following headers into (in-process 64 B stream measured
+//! 9 -> 12 M msgs/s with a line each).
 //!
 //! Receiver segment (written by receivers, mapped read-only by senders):
 //!
@@ -26,8 +29,8 @@
 
 /// Bytes of a cache line; hot words written by different sides never share one.
 pub const LINE: usize = 64;
-/// Bytes of a slot header: stamp (8), length (4), padding (4).
-pub const SLOT_HEADER: usize = 16;
+/// Bytes of a slot header: stamp (8), length (4), padding to a whole line.
+pub const SLOT_HEADER: usize = LINE;
 /// Bytes of a holder record.
 pub const HOLDER_RECORD: usize = LINE;
 /// Largest slot size a channel may have (16 MiB).

@@ -460,15 +460,21 @@ impl Ring {
             // Previous lap done, not yet received (or being received).
             (Full::Done { pos: p, .. }, Free::For(f)) if p == prev && f == prev => SendStep::Full,
             (Full::Done { pos: p, .. }, Free::Claimed(_)) if p == prev => SendStep::Full,
-            // A sender is still writing the previous lap.
+            // Position already taken (being written, or published with the
+            // claim word still up): our view of `tail` is behind.
+            (Full::Claimed(_), _) if stamp::claim_is_for(full, pos) => SendStep::Advance,
+            // A sender is still writing the previous lap, or has published
+            // it (its claim word stays up) and it is not yet received.
             (Full::Claimed(_), Free::For(f)) if f == prev => SendStep::Full,
-            // Position already taken: our view of `tail` is behind.
-            (Full::Claimed(_), Free::For(f)) if f == pos && stamp::claim_is_for(full, pos) => SendStep::Advance,
             // The previous lap's sender published and its message was
-            // received, but it has not yet released its claim word (it lags
-            // between its two stores, or died there): take the word over.
-            // Its late release is a compare-and-swap that then fails.
+            // received; its claim word stays up until a sender of this lap
+            // takes it over, here.
             (Full::Claimed(_), Free::For(f)) if f == pos && stamp::claim_is_for(full, prev) => SendStep::Claim(full),
+            // ... and a receiver is reading it.
+            (Full::Claimed(_), Free::Claimed(_)) if stamp::claim_is_for(full, prev) => SendStep::Full,
+            // Claimed for a later lap: `pos` was claimed long ago, and
+            // `tail` went back (a late plain store): help it forward.
+            (Full::Claimed(_), _) if stamp::claim_is_after(full, pos, self.cap) => SendStep::Advance,
             (Full::Done { pos: p, .. }, _)
                 if p.wrapping_sub(pos) < (1 << 60) && p.wrapping_sub(pos).is_multiple_of(self.cap) =>
             {
@@ -494,6 +500,12 @@ impl Ring {
                 SendStep::Claim(seen) => {
                     if self.claim(i).compare_exchange(seen, stamp::claimed_at(holder, pos), AcqRel, Relaxed).is_ok() {
                         tail.store(pos.wrapping_add(1), Release);
+                        // Start taking the lines of a later message now, so
+                        // that a streaming sender's stores find them here
+                        // instead of each waiting for the other core.
+                        let ahead = (pos.wrapping_add(AHEAD) & self.mask) as usize;
+                        prefetch_write(self.data_ptr(ahead));
+                        prefetch_write(self.stamp(ahead) as *const AtomicU64 as *const u8);
                         crate::fault::point("channel.send.claimed");
                         return Ok(SendClaim { pos, index: i, holder });
                     }
@@ -573,14 +585,11 @@ impl Ring {
         }
         self.stamp(claim.index).store(word, Release);
         crate::fault::point("channel.send.published");
-        // A compare-and-swap, not a store: a sender of the next lap may have
-        // taken the word over already (see `send_step`).
-        let _ = cw.compare_exchange(
-            stamp::claimed_at(claim.holder, claim.pos),
-            stamp::complete(claim.pos),
-            Release,
-            Relaxed,
-        );
+        // The claim word stays up: the next lap's sender claims over it once
+        // the slot is free again (see `send_step`), and repair tells a
+        // published claim by its stamp. Releasing it here would cost a
+        // locked instruction, which waits for this message's lines to reach
+        // this core: measured 8.8 -> 10.5 M msgs/s in-process without it.
         // Dekker with a receiver going to sleep: it registers, then runs a
         // heavy barrier, then re-checks; we publish, then (light barrier)
         // check for sleepers. One of us sees the other.
@@ -930,6 +939,24 @@ fn prefetch(p: *const u8) {
     // and changes no architectural state.
     unsafe {
         core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(p as *const i8)
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
+/// How many positions ahead of its claim a sender starts fetching lines
+/// for writing (measured: 2 gains most on a 64 B stream; more gains nothing).
+const AHEAD: u64 = 2;
+
+/// Asks the CPU to start fetching the cache line at `p` for writing.
+#[inline]
+fn prefetch_write(p: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is a hint: it never faults, whatever the address,
+    // and changes no architectural state (x86-64 CPUs without PREFETCHW
+    // decode it as a no-op: 0F 0D is a reserved NOP/prefetch hint).
+    unsafe {
+        core::arch::asm!("prefetchw [{0}]", in(reg) p, options(nostack, preserves_flags, readonly))
     };
     #[cfg(not(target_arch = "x86_64"))]
     let _ = p;

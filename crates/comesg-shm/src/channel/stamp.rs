@@ -42,6 +42,14 @@ pub const fn claim_is_for(word: u64, pos: u64) -> bool {
     (word >> 32) & CLAIM_POS_MASK == pos & CLAIM_POS_MASK
 }
 
+/// Whether a sender's claim word was written for a later lap of the same
+/// slot than position `pos` (ring of `cap` slots, a power of two below
+/// 2^30), as far as the position bits it records can tell.
+pub const fn claim_is_after(word: u64, pos: u64, cap: u64) -> bool {
+    let d = ((word >> 32) & CLAIM_POS_MASK).wrapping_sub(pos & CLAIM_POS_MASK) & CLAIM_POS_MASK;
+    d != 0 && d < (1 << 30) && d & (cap - 1) == 0
+}
+
 /// Full stamp: position `pos` holds a message.
 pub const fn complete(pos: u64) -> u64 {
     pos.wrapping_add(1) & VALUE_MASK
@@ -107,6 +115,11 @@ mod tests {
             prop_assert_eq!(decode_full(claimed_at(h, pos)), Full::Claimed(h));
             prop_assert!(claim_is_for(claimed_at(h, pos), pos));
             prop_assert!(!claim_is_for(claimed_at(h, pos), pos + 1));
+            prop_assert!(claim_is_after(claimed_at(h, pos + 1024), pos, 1024));
+            prop_assert!(claim_is_after(claimed_at(h, pos + 3 * 1024), pos, 1024));
+            prop_assert!(!claim_is_after(claimed_at(h, pos), pos, 1024));
+            prop_assert!(!claim_is_after(claimed_at(h, pos), pos + 1024, 1024));
+            prop_assert!(!claim_is_after(claimed_at(h, pos + 1), pos, 1024));
             prop_assert_eq!(decode_free(claimed(h)), Free::Claimed(h));
             prop_assert_eq!(decode_free(pos), Free::For(pos));
             prop_assert_ne!(complete(pos), skipped(pos));

@@ -148,10 +148,18 @@ pub struct Ring {
     can_recv: bool,
     /// Positions this process has seen free, packed as `end << 4 | count`:
     /// `[end - count, end)`. Process-local memory, not shared.
-    free_hint: AtomicU64,
+    free_hint: OwnLine,
     /// The port's bell, rung for pollers (see `readiness`).
     bell: Option<Bell>,
 }
+
+/// A word on a cache line of its own. The free hint is written by a
+/// sending thread while threads of the same process that receive through
+/// the same handle read the ring's other fields on every call: sharing
+/// their line, each hint update cost them a miss.
+#[derive(Debug)]
+#[repr(align(64))]
+struct OwnLine(AtomicU64);
 
 /// Free stamps per cache line.
 const FREE_PER_LINE: u64 = (LINE / 8) as u64;
@@ -191,7 +199,7 @@ impl Ring {
             headers_off: geo.headers_offset(),
             claims_off: geo.claims_offset(),
             free_off: geo.free_offset(),
-            free_hint: AtomicU64::new(0),
+            free_hint: OwnLine(AtomicU64::new(0)),
             bell: None,
         })
     }
@@ -418,7 +426,7 @@ impl Ring {
     /// positions they learnt about in bulk.
     #[inline]
     fn known_free(&self, pos: u64) -> bool {
-        let h = self.free_hint.load(Acquire);
+        let h = self.free_hint.0.load(Acquire);
         let (end, count) = (h >> 4, h & 0xf);
         pos < end && pos >= end.wrapping_sub(count)
     }
@@ -437,7 +445,7 @@ impl Ring {
             n += 1;
         }
         if pos.wrapping_add(n) < (1 << 60) {
-            self.free_hint.store(pos.wrapping_add(n) << 4 | n, Release);
+            self.free_hint.0.store(pos.wrapping_add(n) << 4 | n, Release);
         }
     }
 

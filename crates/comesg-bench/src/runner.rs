@@ -318,11 +318,21 @@ fn stream(link: &mut dyn Link, peer: &mut Peer, n: u64, size: usize) -> io::Resu
     Ok(d)
 }
 
-/// Streams for about `budget`: a short calibration run picks the count.
+/// Streams for about `budget`: calibration runs pick the count.
+///
+/// Each stream starts by waking the peer, asleep on its command pipe, and
+/// on these VMs that wake-up alone takes 60 us to a few ms, while a fixed
+/// probe of 2000 small messages is under 100 us of work. So the probe
+/// grows until it takes a twentieth of the budget, and the count it picks
+/// is not shrunk by a slow wake-up.
 fn throughput(link: &mut dyn Link, peer: &mut Peer, size: usize, budget: Duration) -> io::Result<(f64, f64)> {
-    // A probe of about 64 MiB at most: 2000 small messages, a few big ones.
-    let probe = ((64usize << 20) / size.max(1)).clamp(4, 2000) as u64;
-    let d = stream(link, peer, probe, size)?;
+    // Start at about 64 MiB at most: 2000 small messages, a few big ones.
+    let mut probe = ((64usize << 20) / size.max(1)).clamp(4, 2000) as u64;
+    let mut d = stream(link, peer, probe, size)?;
+    while d < budget / 20 && probe < 5_000_000 {
+        probe *= 4;
+        d = stream(link, peer, probe, size)?;
+    }
     let per = d.as_secs_f64() / probe as f64;
     let n = ((budget.as_secs_f64() / per.max(1e-9)) as u64).clamp(probe, 50_000_000);
     let d = stream(link, peer, n, size)?;

@@ -31,19 +31,21 @@
 #[inline(always)]
 pub fn point(name: &'static str) {
     use std::sync::atomic::Ordering;
-    if ARMED.load(Ordering::Relaxed) != DISARMED {
+    if STATE.load(Ordering::Relaxed) != NONE_NAMED {
         armed_point(name);
     }
 }
 
 /// [`point`]'s state: [`UNREAD`] until the environment is read, then
-/// [`DISARMED`] or armed.
+/// [`NONE_NAMED`] or [`ONE_NAMED`].
 #[cfg(feature = "fault-injection")]
-static ARMED: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(UNREAD);
+static STATE: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(UNREAD);
 #[cfg(feature = "fault-injection")]
 const UNREAD: u8 = 0;
 #[cfg(feature = "fault-injection")]
-const DISARMED: u8 = 1;
+const NONE_NAMED: u8 = 1;
+#[cfg(feature = "fault-injection")]
+const ONE_NAMED: u8 = 2;
 
 #[cfg(feature = "fault-injection")]
 #[cold]
@@ -60,7 +62,7 @@ fn armed_point(name: &'static str) {
             None => (v, 1),
         })
     });
-    ARMED.store(if target.is_some() { DISARMED + 1 } else { DISARMED }, Ordering::Relaxed);
+    STATE.store(if target.is_some() { ONE_NAMED } else { NONE_NAMED }, Ordering::Relaxed);
     if let Some((n, k)) = target {
         if n == name && VISITS.fetch_add(1, Ordering::SeqCst) + 1 == *k {
             eprintln!("comesg: crash point {name} reached: aborting");

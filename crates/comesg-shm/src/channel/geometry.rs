@@ -15,8 +15,9 @@
 //! line instead of spilling into a second. Each header has a line of its
 //! own: a receiver polls the header of the next message, and with four
 //! headers to a line it kept pulling away the line a streaming sender was
-//! writing the following headers into (in-process 64 B stream measured
-//! 9 -> 12 M msgs/s with a line each).
+//! writing the following headers into (`comesg bench`, three runs each way
+//! alternated: 64 B round trip 430-440 ns with a line each, 460-500 ns
+//! with four to a line).
 //!
 //! Receiver segment (written by receivers, mapped read-only by senders):
 //!

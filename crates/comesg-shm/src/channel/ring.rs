@@ -512,8 +512,8 @@ impl Ring {
                         // that a streaming sender's stores find them here
                         // instead of each waiting for the other core.
                         let ahead = (pos.wrapping_add(AHEAD) & self.mask) as usize;
-                        prefetch_write(self.data_ptr(ahead));
-                        prefetch_write(self.stamp(ahead) as *const AtomicU64 as *const u8);
+                        prefetch::<true>(self.data_ptr(ahead));
+                        prefetch::<true>(self.stamp(ahead) as *const AtomicU64 as *const u8);
                         crate::fault::point("channel.send.claimed");
                         return Ok(SendClaim { pos, index: i, holder });
                     }
@@ -585,8 +585,9 @@ impl Ring {
 
     #[inline]
     fn finish_send(&self, claim: &SendClaim, word: u64) -> Result<(), RingError> {
-        // Only this holder may move the claim word off its claim, so a load
-        // and plain stores suffice.
+        // Nobody else moves the claim word before this stamp is published
+        // (a sender of the next lap takes it over only once the slot was
+        // received), so a load checks it.
         let cw = self.claim(claim.index);
         if cw.load(Relaxed) != stamp::claimed_at(claim.holder, claim.pos) {
             return Err(RingError::Corrupt("sender's claim was taken over"));
@@ -705,7 +706,7 @@ impl Ring {
     #[inline]
     pub fn prefetch_next_recv(&self) {
         let i = (self.head().load(Relaxed) & self.mask) as usize;
-        prefetch(self.data_ptr(i));
+        prefetch::<false>(self.data_ptr(i));
     }
 
     /// The claimed message's bytes, in place (read-only for receivers).
@@ -939,32 +940,24 @@ impl Ring {
     }
 }
 
-/// Asks the CPU to start fetching the cache line at `p`.
-#[inline]
-fn prefetch(p: *const u8) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: a prefetch is a hint: it never faults, whatever the address,
-    // and changes no architectural state.
-    unsafe {
-        core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(p as *const i8)
-    };
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = p;
-}
-
 /// How many positions ahead of its claim a sender starts fetching lines
 /// for writing (measured: 2 gains most on a 64 B stream; more gains nothing).
 const AHEAD: u64 = 2;
 
-/// Asks the CPU to start fetching the cache line at `p` for writing.
+/// Asks the CPU to start fetching the cache line at `p`, for writing
+/// (exclusive, `PREFETCHW`) when `WRITE`.
 #[inline]
-fn prefetch_write(p: *const u8) {
+fn prefetch<const WRITE: bool>(p: *const u8) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: a prefetch is a hint: it never faults, whatever the address,
     // and changes no architectural state (x86-64 CPUs without PREFETCHW
-    // decode it as a no-op: 0F 0D is a reserved NOP/prefetch hint).
+    // decode 0F 0D as a no-op hint).
     unsafe {
-        core::arch::asm!("prefetchw [{0}]", in(reg) p, options(nostack, preserves_flags, readonly))
+        if WRITE {
+            core::arch::asm!("prefetchw [{0}]", in(reg) p, options(nostack, preserves_flags, readonly))
+        } else {
+            core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(p as *const i8)
+        }
     };
     #[cfg(not(target_arch = "x86_64"))]
     let _ = p;

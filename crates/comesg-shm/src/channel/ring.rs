@@ -708,13 +708,14 @@ impl Ring {
         Err(RingError::Corrupt("no progress claiming a message"))
     }
 
-    /// Starts fetching the data of the next message to receive, for a
-    /// receiver that has waited a while: the miss on the data then overlaps
-    /// the miss on the stamp when the message comes.
+    /// The stamp word of the next position to receive, its value now, and
+    /// that slot's data: a waiting receiver polls the one word until it
+    /// changes, and prefetches the data meanwhile.
     #[inline]
-    pub fn prefetch_next_recv(&self) {
+    pub(super) fn next_recv_watch(&self) -> (&AtomicU64, u64, *const u8) {
         let i = (self.head().load(Relaxed) & self.mask) as usize;
-        prefetch::<false>(self.data_ptr(i));
+        let stamp = self.stamp(i);
+        (stamp, stamp.load(Acquire), self.data_ptr(i))
     }
 
     /// The claimed message's bytes, in place (read-only for receivers).
@@ -969,6 +970,12 @@ fn prefetch<const WRITE: bool>(p: *const u8) {
     };
     #[cfg(not(target_arch = "x86_64"))]
     let _ = p;
+}
+
+/// Starts fetching the line at `p` for reading.
+#[inline]
+pub(super) fn prefetch_read(p: *const u8) {
+    prefetch::<false>(p);
 }
 
 /// Adds to a per-holder counter. Only threads of the holder's own process

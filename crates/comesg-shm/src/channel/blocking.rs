@@ -19,7 +19,7 @@ use super::ring::{RecvClaim, Ring, RingError, SendClaim, Side};
 
 /// How many rounds a blocked operation spins (a receiver's round is one
 /// load of the next stamp, a sender's a full attempt; after the first
-/// [`TIGHT_ROUNDS`], each after a `pause`: together some tens of
+/// 256, each after a `pause`: together some tens of
 /// microseconds) before it sleeps.
 pub const SPIN_ROUNDS: u32 = 2048;
 

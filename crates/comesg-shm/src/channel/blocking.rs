@@ -126,19 +126,22 @@ fn wait<T>(
             // that much later: with the watch, in-process round trips went
             // from 1.73-2.24x to 1.55-1.86x the spin ping-pong (seven
             // interleaved pairs of `ring_pingpong` runs, lower in each).
-            let (stamp, seen, data) = ring.next_recv_watch();
-            // Attempt after reading `seen`: a message published before that
-            // read is taken now, and one published after changes the stamp.
+            match ring.next_recv_watch() {
+                Some((stamp, seen, data)) => {
+                    while stamp.load(Acquire) == seen {
+                        if spin.n >= PREFETCH_AFTER {
+                            super::ring::prefetch_read(data);
+                        }
+                        if !spin.round() {
+                            break 'spin;
+                        }
+                    }
+                }
+                None if !spin.round() => break,
+                None => {}
+            }
             if let Some(r) = again(attempt()) {
                 return r;
-            }
-            while stamp.load(Acquire) == seen {
-                if spin.n >= PREFETCH_AFTER {
-                    super::ring::prefetch_read(data);
-                }
-                if !spin.round() {
-                    break 'spin;
-                }
             }
         } else {
             if !spin.round() {

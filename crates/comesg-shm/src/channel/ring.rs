@@ -708,14 +708,22 @@ impl Ring {
         Err(RingError::Corrupt("no progress claiming a message"))
     }
 
-    /// The stamp word of the next position to receive, its value now, and
-    /// that slot's data: a waiting receiver polls the one word until it
-    /// changes, and prefetches the data meanwhile.
+    /// For a receiver about to wait: the stamp word of the next position to
+    /// receive, its value now, and that slot's data, when the stamp still
+    /// shows the previous lap (no message yet). Publishing changes the
+    /// word, so the receiver polls the one word until it changes, and
+    /// prefetches the data meanwhile. `None` when the stamp shows anything
+    /// else: the receiver should attempt at once.
     #[inline]
-    pub(super) fn next_recv_watch(&self) -> (&AtomicU64, u64, *const u8) {
-        let i = (self.head().load(Relaxed) & self.mask) as usize;
+    pub(super) fn next_recv_watch(&self) -> Option<(&AtomicU64, u64, *const u8)> {
+        let pos = self.head().load(Relaxed);
+        let i = (pos & self.mask) as usize;
         let stamp = self.stamp(i);
-        (stamp, stamp.load(Acquire), self.data_ptr(i))
+        let seen = stamp.load(Acquire);
+        match decode_full(seen) {
+            Full::Done { pos: p, .. } if p == pos.wrapping_sub(self.cap) => Some((stamp, seen, self.data_ptr(i))),
+            _ => None,
+        }
     }
 
     /// The claimed message's bytes, in place (read-only for receivers).

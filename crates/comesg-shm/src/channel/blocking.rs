@@ -151,11 +151,8 @@ fn wait<T>(
                     while stamp.load(Acquire) == seen {
                         std::hint::spin_loop();
                         k += 1;
-                        if k.is_multiple_of(32) {
-                            let now = Instant::now();
-                            if now - start >= LEAD_TIME || deadline.is_some_and(|d| now >= d) {
-                                break;
-                            }
+                        if k.is_multiple_of(32) && start.elapsed() >= LEAD_TIME {
+                            break;
                         }
                     }
                 }

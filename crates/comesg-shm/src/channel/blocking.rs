@@ -33,19 +33,6 @@ const TIGHT_ROUNDS: u32 = 256;
 /// message or two would pull each line away from the sender mid-write.
 const PREFETCH_AFTER: u32 = 8;
 
-/// How far ahead a receiver trailing a streaming sender lets it get.
-const LEAD: u64 = 64;
-
-/// Bound on that wait. Measured in-process on a 4096-slot ring of 64 B
-/// slots (`ring_pingpong`, three interleaved runs each): a lead of 64
-/// with this bound streamed 32-35 M msgs/s, with a bound of about 1 us
-/// 25-28 M, without a lead 16-31 M.
-const LEAD_TIME: std::time::Duration = std::time::Duration::from_micros(4);
-
-/// A wait for a message that ended within this many rounds was short: the
-/// receiver is trailing a streaming sender.
-const SHORT_WAIT: u32 = 32;
-
 /// Longest sleep between re-checks when the kernel refuses `membarrier`.
 const NAP: std::time::Duration = std::time::Duration::from_millis(1);
 
@@ -139,24 +126,6 @@ fn wait<T>(
             // that much later: with the watch, in-process round trips went
             // from 1.73-2.24x to 1.55-1.86x the spin ping-pong (seven
             // interleaved pairs of `ring_pingpong` runs, lower in each).
-            if spin.n == 0 && ring.trailing() {
-                // Trailing a streaming sender message by message, the two
-                // sides take each message's lines from each other while
-                // they are written: let the sender get a lead first (a
-                // bounded wait: a stream that stops here delays its last
-                // message by at most that much).
-                if let Some((stamp, seen)) = ring.watch_ahead(LEAD) {
-                    let start = Instant::now();
-                    let mut k = 0u32;
-                    while stamp.load(Acquire) == seen {
-                        std::hint::spin_loop();
-                        k += 1;
-                        if k.is_multiple_of(32) && start.elapsed() >= LEAD_TIME {
-                            break;
-                        }
-                    }
-                }
-            }
             match ring.next_recv_watch() {
                 Some((stamp, seen, data)) => {
                     while stamp.load(Acquire) == seen {
@@ -172,7 +141,6 @@ fn wait<T>(
                 None => {}
             }
             if let Some(r) = again(attempt()) {
-                ring.set_trailing(spin.n <= SHORT_WAIT);
                 return r;
             }
         } else {

@@ -149,9 +149,6 @@ pub struct Ring {
     /// Positions this process has seen free, packed as `end << 4 | count`:
     /// `[end - count, end)`. Process-local memory, not shared.
     free_hint: OwnLine,
-    /// Process-local: 1 when this handle's last wait for a message was
-    /// short (a receiver trailing a streaming sender), else 0.
-    trailing: OwnLine,
     /// The port's bell, rung for pollers (see `readiness`).
     bell: Option<Bell>,
 }
@@ -203,7 +200,6 @@ impl Ring {
             claims_off: geo.claims_offset(),
             free_off: geo.free_offset(),
             free_hint: OwnLine(AtomicU64::new(0)),
-            trailing: OwnLine(AtomicU64::new(0)),
             bell: None,
         })
     }
@@ -726,38 +722,6 @@ impl Ring {
         let seen = stamp.load(Acquire);
         match decode_full(seen) {
             Full::Done { pos: p, .. } if p == pos.wrapping_sub(self.cap) => Some((stamp, seen, self.data_ptr(i))),
-            _ => None,
-        }
-    }
-
-    /// Whether this handle's last wait for a message was short.
-    #[inline]
-    pub(super) fn trailing(&self) -> bool {
-        self.trailing.0.load(Relaxed) != 0
-    }
-
-    /// Records whether this handle's last wait for a message was short
-    /// (written only when it changes: threads sharing a handle share it).
-    #[inline]
-    pub(super) fn set_trailing(&self, on: bool) {
-        if self.trailing() != on {
-            self.trailing.0.store(on as u64, Relaxed);
-        }
-    }
-
-    /// The stamp word of position `head + ahead` and its value now, when it
-    /// still shows the previous lap; `None` otherwise, or when the ring is
-    /// too small for a lead of `ahead`.
-    #[inline]
-    pub(super) fn watch_ahead(&self, ahead: u64) -> Option<(&AtomicU64, u64)> {
-        if self.cap < 4 * ahead {
-            return None;
-        }
-        let pos = self.head().load(Relaxed).wrapping_add(ahead);
-        let stamp = self.stamp((pos & self.mask) as usize);
-        let seen = stamp.load(Acquire);
-        match decode_full(seen) {
-            Full::Done { pos: p, .. } if p == pos.wrapping_sub(self.cap) => Some((stamp, seen)),
             _ => None,
         }
     }

@@ -18,6 +18,7 @@
 pub mod barrier;
 pub mod bell;
 pub mod futex;
+pub mod hint;
 pub mod lockfile;
 pub mod mapping;
 pub mod memfd;

@@ -131,7 +131,7 @@ fn wait<T>(
                 Some((stamp, seen, data)) => {
                     while stamp.load(Acquire) == seen {
                         if spin.n >= PREFETCH_AFTER {
-                            super::ring::prefetch_read(data);
+                            comesg_sys::hint::prefetch::<false>(data);
                         }
                         if !spin.round() {
                             break 'spin;

@@ -519,8 +519,8 @@ impl Ring {
                         // that a streaming sender's stores find them here
                         // instead of each waiting for the other core.
                         let ahead = (pos.wrapping_add(AHEAD) & self.mask) as usize;
-                        prefetch::<true>(self.data_ptr(ahead));
-                        prefetch::<true>(self.stamp(ahead) as *const AtomicU64 as *const u8);
+                        comesg_sys::hint::prefetch::<true>(self.data_ptr(ahead));
+                        comesg_sys::hint::prefetch::<true>(self.stamp(ahead) as *const AtomicU64 as *const u8);
                         crate::fault::point("channel.send.claimed");
                         return Ok(SendClaim { pos, index: i, holder });
                     }
@@ -960,31 +960,6 @@ impl Ring {
 /// How many positions ahead of its claim a sender starts fetching lines
 /// for writing (measured: 2 gains most on a 64 B stream; more gains nothing).
 const AHEAD: u64 = 2;
-
-/// Asks the CPU to start fetching the cache line at `p`, for writing
-/// (exclusive, `PREFETCHW`) when `WRITE`.
-#[inline]
-fn prefetch<const WRITE: bool>(p: *const u8) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: a prefetch is a hint: it never faults, whatever the address,
-    // and changes no architectural state (x86-64 CPUs without PREFETCHW
-    // decode 0F 0D as a no-op hint).
-    unsafe {
-        if WRITE {
-            core::arch::asm!("prefetchw [{0}]", in(reg) p, options(nostack, preserves_flags, readonly))
-        } else {
-            core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(p as *const i8)
-        }
-    };
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = p;
-}
-
-/// Starts fetching the line at `p` for reading.
-#[inline]
-pub(super) fn prefetch_read(p: *const u8) {
-    prefetch::<false>(p);
-}
 
 /// Adds to a per-holder counter. Only threads of the holder's own process
 /// write it, so a plain load and store is enough; a rare lost update between

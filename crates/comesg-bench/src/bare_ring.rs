@@ -27,7 +27,8 @@ pub const MAX: usize = 64;
 /// Bytes of the shared segment (two rings).
 pub const SEGMENT: usize = 2 * RING_WORDS * 8;
 
-/// Polls of an empty ring made back to back before the rest pause.
+/// Polls of an empty ring made back to back before the rest pause (the
+/// values COCHANNEL waits with, in `comesg_shm::channel::blocking`).
 const TIGHT_POLLS: u32 = 256;
 /// Polls after which a waiting receiver prefetches the slot's second line.
 const PREFETCH_AFTER: u32 = 8;

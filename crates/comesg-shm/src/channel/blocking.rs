@@ -119,38 +119,31 @@ fn wait<T>(
     // The callers made the first attempt already (outside this cold path).
     let mut spin = Spin { n: 0, since: None, deadline };
     'spin: loop {
-        if side == Side::Recv {
-            // While the next message's stamp still shows the previous lap,
-            // watch only it, one load a round, until it changes; then (or
-            // at once, when it shows anything else) make the full attempt. A round of the full
-            // attempt is some tens of instructions, and a hand-off is seen
-            // that much later: with the watch, in-process round trips went
-            // from 1.73-2.24x to 1.55-1.86x the spin ping-pong (seven
-            // interleaved pairs of `ring_pingpong` runs, lower in each).
-            match ring.next_recv_watch() {
-                Some((stamp, seen, data)) => {
-                    while stamp.load(Acquire) == seen {
-                        if spin.n >= PREFETCH_AFTER {
-                            comesg_sys::hint::prefetch::<false>(data);
-                        }
-                        if !spin.round() {
-                            break 'spin;
-                        }
+        // A receiver whose next stamp still shows the previous lap watches
+        // only that word, one load a round, until it changes; then (or at
+        // once, when the stamp shows anything else) it makes the full
+        // attempt, as a sender does every round. A round of the full
+        // attempt is some tens of instructions, and a hand-off is seen that
+        // much later: with the watch, in-process round trips went from
+        // 1.73-2.24x to 1.55-1.86x the spin ping-pong (seven interleaved
+        // pairs of `ring_pingpong` runs, lower in each).
+        let watch = if side == Side::Recv { ring.next_recv_watch() } else { None };
+        match watch {
+            Some((stamp, seen, data)) => {
+                while stamp.load(Acquire) == seen {
+                    if spin.n >= PREFETCH_AFTER {
+                        comesg_sys::hint::prefetch::<false>(data);
+                    }
+                    if !spin.round() {
+                        break 'spin;
                     }
                 }
-                None if !spin.round() => break,
-                None => {}
             }
-            if let Some(r) = again(attempt()) {
-                return r;
-            }
-        } else {
-            if !spin.round() {
-                break;
-            }
-            if let Some(r) = again(attempt()) {
-                return r;
-            }
+            None if !spin.round() => break,
+            None => {}
+        }
+        if let Some(r) = again(attempt()) {
+            return r;
         }
     }
     // Sleep. A sender sleeps on the receivers' sequence word and the other

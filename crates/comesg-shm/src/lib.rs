@@ -15,3 +15,4 @@ pub mod comutex;
 pub mod fault;
 pub mod pipe;
 pub mod service;
+pub mod spin;

@@ -16,7 +16,7 @@
 //! 4. the caller, spinning and then sleeping on the slot's state word, reads
 //!    the response and frees the slot.
 //!
-//! No step makes a system call while the other side is spinning. A caller
+//! No step makes a wake-up call while the other side is spinning. A caller
 //! can only write its own call segment, so it can neither read nor answer
 //! another caller's calls; a forged ticket names a slot that is not
 //! `PENDING` (dropped) or a real pending call (run once, as it would be).
@@ -72,9 +72,6 @@ pub enum CallState {
     /// The slot holds a state no honest peer writes.
     Corrupt,
 }
-
-/// Spin rounds a caller waits for its response before sleeping.
-const CALL_SPIN: u32 = 4096;
 
 /// Shape of a call segment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -278,17 +275,20 @@ impl CallSegment {
     pub fn wait_done(&self, slot: u32, deadline: Option<Instant>) -> Result<(), WaitEnd> {
         self.check_slot(slot).map_err(|_| WaitEnd::Corrupt)?;
         let state = self.state(slot);
-        for n in 0..CALL_SPIN {
+        let mut spin = crate::spin::Spin::new(deadline);
+        loop {
             match state.load(Acquire) {
                 DONE => return Ok(()),
                 DEAD => return Err(WaitEnd::Dead),
                 PENDING | RUNNING => {}
                 _ => return Err(WaitEnd::Corrupt),
             }
-            if n % 64 == 63 && self.is_dead() {
+            if spin.rounds() % 64 == 63 && self.is_dead() {
                 return Err(WaitEnd::Dead);
             }
-            std::hint::spin_loop();
+            if !spin.round() {
+                break;
+            }
         }
         loop {
             // Dekker with the worker's DONE store and the kernel's DEAD

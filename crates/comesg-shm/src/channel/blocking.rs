@@ -1,9 +1,9 @@
 //! Waiting on a COCHANNEL: spin first, then sleep on a futex.
 //!
 //! Waking a sleeping process costs about 300 times a spinning hand-off on
-//! the machines this runs on, so a blocked operation first spins (for
-//! [`SPIN_TIME`]: a sender retries, a receiver watches the next message's
-//! stamp), then registers as a sleeper and waits on the other side's
+//! the machines this runs on, so a blocked operation first spins ([`Spin`]:
+//! a sender retries, a receiver watches the next message's stamp), then
+//! registers as a sleeper and waits on the other side's
 //! sequence word. A sender or receiver that completes an operation
 //! checks the sleeper count (after a sequentially consistent write, so the
 //! check and the sleeper's registration cannot both miss each other) and
@@ -16,15 +16,7 @@ use std::time::Instant;
 use comesg_sys::futex::{self, Wake};
 
 use super::ring::{RecvClaim, Ring, RingError, SendClaim, Side};
-
-/// How long a blocked operation spins before it sleeps (a sender retries
-/// its claim, a receiver watches the next message's stamp). A time rather
-/// than a count of rounds, so that a lighter round does not shorten it.
-pub const SPIN_TIME: std::time::Duration = std::time::Duration::from_micros(50);
-
-/// Spin rounds that poll without a `pause` in between, before the rest
-/// pause between polls.
-const TIGHT_ROUNDS: u32 = 256;
+use crate::spin::Spin;
 
 /// Spin rounds after which a waiting receiver prefetches the next message's
 /// data line, so that when the message comes its data arrives alongside its
@@ -69,38 +61,6 @@ pub fn claim_recv(ring: &Ring, holder: u32, deadline: Option<Instant>) -> Result
     }
 }
 
-/// Counts the rounds of a spinning wait and says when to stop.
-struct Spin {
-    n: u32,
-    since: Option<Instant>,
-    deadline: Option<Instant>,
-}
-
-impl Spin {
-    /// Ends a round: pauses after the first [`TIGHT_ROUNDS`] (those poll
-    /// back to back, so that a hand-off is seen sooner: measured, a 64 B
-    /// round trip between two processes 250 -> 220 ns, one-way throughput
-    /// unchanged), and returns false once [`SPIN_TIME`] or the deadline has
-    /// passed. The clock is read every 64 rounds, and during the tight
-    /// rounds only by a caller with a deadline.
-    #[inline]
-    fn round(&mut self) -> bool {
-        self.n = self.n.wrapping_add(1);
-        let tight = self.n <= TIGHT_ROUNDS;
-        if !tight {
-            std::hint::spin_loop();
-        }
-        if !self.n.is_multiple_of(64) || (tight && self.deadline.is_none()) {
-            return true;
-        }
-        let now = Instant::now();
-        if self.deadline.is_some_and(|d| now >= d) {
-            return false;
-        }
-        tight || now.duration_since(*self.since.get_or_insert(now)) < SPIN_TIME
-    }
-}
-
 #[cold]
 fn wait<T>(
     ring: &Ring,
@@ -117,7 +77,7 @@ fn wait<T>(
         }
     };
     // The callers made the first attempt already (outside this cold path).
-    let mut spin = Spin { n: 0, since: None, deadline };
+    let mut spin = Spin::new(deadline);
     'spin: loop {
         // A receiver whose next stamp still shows the previous lap watches
         // only that word, one load a round, until it changes; then (or at
@@ -131,7 +91,7 @@ fn wait<T>(
         match watch {
             Some((stamp, seen, data)) => {
                 while stamp.load(Acquire) == seen {
-                    if spin.n >= PREFETCH_AFTER {
+                    if spin.rounds() >= PREFETCH_AFTER {
                         comesg_sys::hint::prefetch::<false>(data);
                     }
                     if !spin.round() {
@@ -187,38 +147,5 @@ fn wait<T>(
             // slot) it was for rather than strand it.
             return again(attempt()).unwrap_or(Err(WaitError::TimedOut));
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::time::Duration;
-
-    fn rounds_until_stop(spin: &mut Spin) -> u32 {
-        while spin.round() {}
-        spin.n
-    }
-
-    #[test]
-    fn spin_stops_after_its_time_not_before() {
-        let t = Instant::now();
-        let mut spin = Spin { n: 0, since: None, deadline: None };
-        let n = rounds_until_stop(&mut spin);
-        assert!(n > TIGHT_ROUNDS, "stopped during the tight rounds ({n})");
-        assert!(t.elapsed() >= SPIN_TIME, "stopped after {:?}", t.elapsed());
-    }
-
-    #[test]
-    fn spin_stops_at_a_passed_deadline_even_in_the_tight_rounds() {
-        let mut spin = Spin { n: 0, since: None, deadline: Some(Instant::now()) };
-        assert_eq!(rounds_until_stop(&mut spin), 64);
-    }
-
-    #[test]
-    fn spin_keeps_going_before_a_far_deadline() {
-        let far = Instant::now() + Duration::from_secs(3600);
-        let mut spin = Spin { n: 0, since: None, deadline: Some(far) };
-        assert!((0..TIGHT_ROUNDS).all(|_| spin.round()));
     }
 }

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
-use comesg::{ChannelOptions, CocarrierOptions, Connection, Provider, Rights, ServiceOptions};
+use comesg::{ChannelOptions, CocarrierOptions, Connection, Provider, Rights, ServiceClient, ServiceOptions};
 use zenoh::query::Query;
 use zenoh::sample::{Sample, SampleKind};
 use zenoh::{Session, Wait};
@@ -218,13 +218,16 @@ impl Bridge {
         for n in 0..4 {
             let i = inner.clone();
             let rx = calls_rx.clone();
-            threads.push(std::thread::Builder::new().name(format!("calls {n}")).spawn(move || loop {
-                let q = match lock(&rx).recv_timeout(Duration::from_millis(100)) {
-                    Ok(q) => q,
-                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) if !i.stop.load(Relaxed) => continue,
-                    Err(_) => return,
-                };
-                i.on_call(&q);
+            threads.push(std::thread::Builder::new().name(format!("calls {n}")).spawn(move || {
+                let mut open = HashMap::new();
+                loop {
+                    let q = match lock(&rx).recv_timeout(Duration::from_millis(100)) {
+                        Ok(q) => q,
+                        Err(std::sync::mpsc::RecvTimeoutError::Timeout) if !i.stop.load(Relaxed) => continue,
+                        Err(_) => return,
+                    };
+                    i.on_call(&q, &mut open);
+                }
             })?);
         }
         let calls = session
@@ -514,23 +517,43 @@ impl Inner {
         };
     }
 
-    fn on_call(&self, q: &Query) {
+    /// Runs a call from a far bridge. `open` keeps this thread's service
+    /// handles: opening one per call cost two microkernel round trips and
+    /// a wake-up of the provider, about half of each call's time.
+    fn on_call(&self, q: &Query, open: &mut HashMap<String, Arc<ServiceClient>>) {
         let key = q.key_expr().as_str().to_string();
         let Some((_, path)) = wire::parse_key(&key, "call") else {
             let _ = q.reply_err("bad call key").wait();
             return;
         };
+        // Handles whose provider went are let go, so that they keep no dead
+        // service alive.
+        open.retain(|_, s| !s.is_gone());
         let result = match self.exported_meta(&path) {
             Some(ExportMeta { kind: ExportKind::Service(_), rights }) if rights.contains(Rights::SEND) => {
                 let req = q.payload().map(|p| p.to_bytes().into_owned()).unwrap_or_default();
-                self.conn
-                    .service(&path)
-                    .map_err(|e| e.to_string())
-                    .and_then(|s| s.call_timeout(&req, self.cfg.call_timeout).map_err(|e| e.to_string()))
+                let svc = match open.get(&path) {
+                    Some(s) if !s.is_gone() => Ok(s.clone()),
+                    _ => self.conn.service(&path),
+                };
+                match svc {
+                    Ok(s) => {
+                        open.insert(path.clone(), s.clone());
+                        s.call_timeout(&req, self.cfg.call_timeout).map_err(|e| e.to_string())
+                    }
+                    Err(e) => {
+                        open.remove(&path);
+                        Err(e.to_string())
+                    }
+                }
             }
             Some(_) => Err(format!("{path} is not a service exported for calling")),
             None => Err(format!("{path} is not exported")),
         };
+        if result.is_err() {
+            // A handle that failed a call is not trusted for the next one.
+            open.remove(&path);
+        }
         let _ = match result {
             Ok(resp) => q.reply(q.key_expr().clone(), resp).wait(),
             Err(e) => q.reply_err(e).wait(),

@@ -61,7 +61,7 @@ pub enum Body<'a> {
         /// others follow it.
         seq: u64,
         /// The messages.
-        #[serde(borrow)]
+        #[serde(borrow, serialize_with = "byte_strings")]
         msgs: Vec<&'a [u8]>,
     },
     /// Every message of `stream` up to `upto` is in the receiving ring: the
@@ -86,6 +86,20 @@ pub enum Body<'a> {
     },
 }
 
+/// Writes each message as one byte string rather than as a sequence of
+/// `u8`, which serde does for a `&[u8]` and postcard then encodes a byte
+/// at a time (15% of a 64 KiB stream's CPU went there). Postcard puts both
+/// on the wire the same way: a length, then the bytes.
+fn byte_strings<S: serde::Serializer>(msgs: &[&[u8]], s: S) -> Result<S::Ok, S::Error> {
+    struct Bytes<'b>(&'b [u8]);
+    impl Serialize for Bytes<'_> {
+        fn serialize<T: serde::Serializer>(&self, s: T) -> Result<T::Ok, T::Error> {
+            s.serialize_bytes(self.0)
+        }
+    }
+    s.collect_seq(msgs.iter().map(|m| Bytes(m)))
+}
+
 /// A frame that could not be decoded.
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
@@ -103,8 +117,16 @@ pub enum DecodeError {
 impl<'a> Frame<'a> {
     /// The frame's bytes on the wire.
     pub fn encode(&self) -> Vec<u8> {
+        // Room for all of it up front: a batch of large messages would
+        // otherwise be copied again each time the buffer grows.
+        let room = 64
+            + self.from.len()
+            + match &self.body {
+                Body::Msg { port, msgs, .. } => port.len() + msgs.iter().map(|m| m.len() + 10).sum::<usize>(),
+                Body::Ack { port, .. } | Body::Demand { port, .. } => port.len(),
+            };
         // Serializing plain owned data into a Vec cannot fail.
-        postcard::to_stdvec(self).unwrap_or_default()
+        postcard::to_io(self, Vec::with_capacity(room)).unwrap_or_default()
     }
 
     /// Decodes a frame received from the network.
@@ -252,6 +274,14 @@ mod tests {
         assert!(!valid_host("a/b"));
         assert!(!valid_host("*"));
         assert!(!valid_host(".."));
+    }
+
+    #[test]
+    fn messages_are_length_then_bytes_on_the_wire() {
+        // Pinned, so that bridges of different builds understand each other.
+        let body = Body::Msg { port: "/p".into(), dir: Dir::Up, stream: 1, seq: 2, msgs: vec![&[0xAA], &[]] };
+        let f = Frame { from: "a".into(), body };
+        assert_eq!(f.encode(), [1, b'a', 0, 2, b'/', b'p', 0, 1, 2, 2, 1, 0xAA, 0]);
     }
 
     proptest! {

@@ -147,5 +147,12 @@ fn wait<T>(
             // slot) it was for rather than strand it.
             return again(attempt()).unwrap_or(Err(WaitError::TimedOut));
         }
+        // Woken: most likely for us, so try before registering again. The
+        // barrier is only needed on the way to sleep, and it interrupts
+        // every CPU running a registered process (an IPI each, costly in a
+        // virtual machine).
+        if let Some(r) = again(attempt()) {
+            return r;
+        }
     }
 }

@@ -25,7 +25,8 @@ use crate::spin::Spin;
 /// message or two would pull each line away from the sender mid-write.
 const PREFETCH_AFTER: u32 = 8;
 
-/// Longest sleep between re-checks when the kernel refuses `membarrier`.
+/// Longest sleep without the heavy barrier: the first sleep of a wait, and
+/// every sleep when the kernel refuses `membarrier`.
 const NAP: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// Why a waiting operation gave up.
@@ -113,6 +114,7 @@ fn wait<T>(
         Side::Recv => (ring.data_seq(), ring.recv_waiters()),
     };
     let mine = ring.rec_waiting(side, holder);
+    let mut first = true;
     loop {
         // The shared count first and our own record second (and the other
         // way round on the way out): if we die between the two, repair
@@ -126,7 +128,16 @@ fn wait<T>(
         // message published before it is seen by the re-check below and one
         // published after it sees us registered. If the kernel refuses,
         // sleep in short naps instead of trusting the wake-up.
-        let trusted = comesg_sys::barrier::heavy();
+        //
+        // Not before the first sleep of a wait, which is a nap instead: the
+        // barrier interrupts every CPU running a registered process, and on
+        // a virtual machine it takes 18-20 us whenever another CPU is busy,
+        // paid at every hand-off of a request/reply exchange slower than the
+        // spin. Without it a wake-up can be missed only if the message's
+        // publication was still in its sender's store buffer (nanoseconds)
+        // when we registered; the nap bounds what that costs.
+        let trusted = !first && comesg_sys::barrier::heavy();
+        first = false;
         let result = again(attempt());
         let mut timeout = deadline.map(|d| d.saturating_duration_since(Instant::now()));
         if !trusted {

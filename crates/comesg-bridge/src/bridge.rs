@@ -213,17 +213,19 @@ impl Bridge {
 
         let mut threads = Vec::new();
         // Service calls block; a few threads run them, fed by the queryable.
-        let (calls_tx, calls_rx) = std::sync::mpsc::sync_channel::<Query>(1024);
-        let calls_rx = Arc::new(Mutex::new(calls_rx));
+        // One queue for all of them, so that a call wakes one idle thread
+        // and nothing else (a shared std receiver behind a mutex woke the
+        // next thread in line at every call).
+        let (calls_tx, calls_rx) = crossbeam_channel::bounded::<Query>(1024);
         for n in 0..4 {
             let i = inner.clone();
             let rx = calls_rx.clone();
             threads.push(std::thread::Builder::new().name(format!("calls {n}")).spawn(move || {
                 let mut open = HashMap::new();
                 loop {
-                    let q = match lock(&rx).recv_timeout(Duration::from_millis(100)) {
+                    let q = match rx.recv_timeout(Duration::from_millis(100)) {
                         Ok(q) => q,
-                        Err(std::sync::mpsc::RecvTimeoutError::Timeout) if !i.stop.load(Relaxed) => continue,
+                        Err(crossbeam_channel::RecvTimeoutError::Timeout) if !i.stop.load(Relaxed) => continue,
                         Err(_) => return,
                     };
                     i.on_call(&q, &mut open);
@@ -233,7 +235,7 @@ impl Bridge {
         let calls = session
             .declare_queryable(format!("comesg/{me}/call/**"))
             .callback(move |q: Query| {
-                if let Err(std::sync::mpsc::TrySendError::Full(q)) = calls_tx.try_send(q) {
+                if let Err(crossbeam_channel::TrySendError::Full(q)) = calls_tx.try_send(q) {
                     let _ = q.reply_err("the bridge has too many calls waiting").wait();
                 }
             })

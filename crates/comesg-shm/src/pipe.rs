@@ -387,8 +387,8 @@ impl Pipe {
                 return Err(PipeError::WouldBlock);
             }
             if spins < SPIN {
+                crate::spin::pause(spins);
                 spins += 1;
-                std::hint::spin_loop();
                 continue;
             }
             let open = || {
@@ -529,8 +529,8 @@ impl Pipe {
                 return Ok(());
             }
             if spins < SPIN {
+                crate::spin::pause(spins);
                 spins += 1;
-                std::hint::spin_loop();
                 continue;
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {
@@ -642,8 +642,8 @@ impl Pipe {
                         return Err(if try_first { PipeError::WouldBlock } else { PipeError::TimedOut });
                     }
                     if spins < SPIN_WHILE_COPYING {
+                        crate::spin::pause(spins);
                         spins += 1;
-                        std::hint::spin_loop();
                     }
                     continue;
                 }
@@ -676,8 +676,8 @@ impl Pipe {
                 _ => return Err(PipeError::Corrupt("receiver slot in an impossible state")),
             }
             if spins < SPIN || try_first {
+                crate::spin::pause(spins);
                 spins += 1;
-                std::hint::spin_loop();
                 continue;
             }
             let ready = || State::decode(st.load(SeqCst)).kind != OFFERED || closed();

@@ -5,7 +5,9 @@
 //! a waiter spins first; but a spinner holds its CPU, and where there are
 //! more runnable threads than CPUs a thread woken onto that CPU waits behind
 //! it. So a spin polls back to back at first, then pauses between polls,
-//! then yields between polls, and stops after [`SPIN_TIME`].
+//! then yields between polls, and stops after [`SPIN_TIME`] ([`Spin`]).
+//! Loops that count their own rounds (COPIPE's) use [`pause`], which
+//! yields the same way.
 
 use std::time::{Duration, Instant};
 
@@ -26,6 +28,21 @@ const YIELD_AFTER: Duration = Duration::from_micros(2);
 /// Rounds that poll without a `pause` in between, before the rest pause
 /// between polls.
 const TIGHT_ROUNDS: u32 = 256;
+
+/// Rounds of a counted spin ([`pause`]) before it starts to yield: about
+/// [`YIELD_AFTER`] of `pause` instructions.
+const YIELD_ROUNDS: u32 = 256;
+
+/// One round of a spin that counts its own rounds (`round` from 0): a
+/// `pause`, and past [`YIELD_ROUNDS`] a `sched_yield` every 64 rounds, for
+/// the reason given at [`YIELD_AFTER`].
+#[inline]
+pub fn pause(round: u32) {
+    std::hint::spin_loop();
+    if round >= YIELD_ROUNDS && round.is_multiple_of(64) {
+        std::thread::yield_now();
+    }
+}
 
 /// Counts the rounds of a spinning wait and says when to stop.
 pub struct Spin {

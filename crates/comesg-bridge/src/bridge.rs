@@ -776,11 +776,17 @@ impl Inner {
             queue: spec.queue,
             mode: self.mode_for(Rights::SEND),
         };
-        let session = self.outbox.session().clone();
         let key = wire::call(&id.0, &id.1);
-        let timeout = self.cfg.call_timeout;
+        // Declared once, so that a call does not resolve the key again.
+        let querier = self
+            .outbox
+            .session()
+            .declare_querier(key.clone())
+            .timeout(self.cfg.call_timeout)
+            .wait()
+            .map_err(|e| comesg::Error::Protocol(format!("{key}: {e}")))?;
         let provider = self.conn.serve_fallible(local, opts, move |call| {
-            let replies = session.get(&key).payload(call.request.to_vec()).timeout(timeout).wait().ok()?;
+            let replies = querier.get().payload(call.request.to_vec()).wait().ok()?;
             let reply = replies.recv().ok()?;
             match reply.result() {
                 Ok(sample) => Some(sample.payload().to_bytes().into_owned()),

@@ -54,6 +54,12 @@ pub const MAX_BUFFER: u32 = 64 << 20;
 pub const MAX_RECEIVERS: u32 = 1024;
 /// Spin rounds before sleeping.
 const SPIN: u32 = 2048;
+/// Whether a spin should stop for its deadline: checked every 64 rounds,
+/// since the rounds yield the CPU (and a yield can cost a time slice).
+fn past(spins: u32, deadline: Option<Instant>) -> bool {
+    spins % 64 == 63 && deadline.is_some_and(|d| Instant::now() >= d)
+}
+
 /// Spin rounds a receiver waits while a sender copies into its buffer
 /// (some milliseconds) before sleeping.
 const SPIN_WHILE_COPYING: u32 = 1 << 18;
@@ -386,7 +392,7 @@ impl Pipe {
             if try_first {
                 return Err(PipeError::WouldBlock);
             }
-            if spins < SPIN {
+            if spins < SPIN && !past(spins, deadline) {
                 crate::spin::pause(spins);
                 spins += 1;
                 continue;
@@ -528,7 +534,7 @@ impl Pipe {
                 // slot on, and only then could it die or the slot be reused.
                 return Ok(());
             }
-            if spins < SPIN {
+            if spins < SPIN && !past(spins, deadline) {
                 crate::spin::pause(spins);
                 spins += 1;
                 continue;

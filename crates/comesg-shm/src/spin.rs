@@ -23,15 +23,16 @@ pub const SPIN_TIME: Duration = Duration::from_micros(50);
 /// sched timehist`), and the round trip went from 2.1-2.8x to 1.5-2.0x
 /// plain Zenoh's when spinners yielded. With nobody waiting for the CPU the
 /// call returns at once.
-const YIELD_AFTER: Duration = Duration::from_micros(2);
+pub const YIELD_AFTER: Duration = Duration::from_micros(2);
 
 /// Rounds that poll without a `pause` in between, before the rest pause
 /// between polls.
-const TIGHT_ROUNDS: u32 = 256;
+pub const TIGHT_ROUNDS: u32 = 256;
 
-/// Rounds of a counted spin ([`pause`]) before it starts to yield: about
-/// [`YIELD_AFTER`] of `pause` instructions.
-const YIELD_ROUNDS: u32 = 256;
+/// Rounds of a counted spin ([`pause`]) before it starts to yield: a few
+/// microseconds of `pause` instructions (their length differs between
+/// CPUs, 10 to 50 ns).
+pub const YIELD_ROUNDS: u32 = 256;
 
 /// One round of a spin that counts its own rounds (`round` from 0): a
 /// `pause`, and past [`YIELD_ROUNDS`] a `sched_yield` every 64 rounds, for

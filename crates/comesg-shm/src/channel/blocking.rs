@@ -3,12 +3,13 @@
 //! Waking a sleeping process costs about 300 times a spinning hand-off on
 //! the machines this runs on, so a blocked operation first spins ([`Spin`]:
 //! a sender retries, a receiver watches the next message's stamp), then
-//! registers as a sleeper and waits on the other side's
-//! sequence word. A sender or receiver that completes an operation
-//! checks the sleeper count (after a sequentially consistent write, so the
-//! check and the sleeper's registration cannot both miss each other) and
-//! only then makes the `futex` wake call: with nobody asleep the data path
-//! makes no system call.
+//! registers as a sleeper and waits on the other side's sequence word. A
+//! sender or receiver that completes an operation checks the sleeper count
+//! and only then makes the `futex` wake call: with nobody asleep the data
+//! path makes no system call. The completing side has only a compiler
+//! fence between its publication and that check; a sleeper forces the
+//! barrier on it with `membarrier`, except before the first sleep of a
+//! wait, which is a short nap instead (see `wait`).
 
 use std::sync::atomic::Ordering::{Acquire, SeqCst};
 use std::time::Instant;

@@ -225,7 +225,10 @@ impl Bridge {
                 loop {
                     let q = match rx.recv_timeout(Duration::from_millis(100)) {
                         Ok(q) => q,
-                        Err(crossbeam_channel::RecvTimeoutError::Timeout) if !i.stop.load(Relaxed) => continue,
+                        Err(crossbeam_channel::RecvTimeoutError::Timeout) if !i.stop.load(Relaxed) => {
+                            i.let_go(&mut open);
+                            continue;
+                        }
                         Err(_) => return,
                     };
                     i.on_call(&q, &mut open);
@@ -519,6 +522,19 @@ impl Inner {
         };
     }
 
+    /// Lets go of a calls thread's service handles whose provider went or
+    /// that are no longer exported for calling, so that they keep no dead
+    /// service (and its memory) alive. Run before each call and while idle.
+    fn let_go(&self, open: &mut HashMap<String, Arc<ServiceClient>>) {
+        open.retain(|path, s| {
+            !s.is_gone()
+                && matches!(
+                    self.exported_meta(path),
+                    Some(ExportMeta { kind: ExportKind::Service(_), rights }) if rights.contains(Rights::SEND)
+                )
+        });
+    }
+
     /// Runs a call from a far bridge. `open` keeps this thread's service
     /// handles: opening one per call cost two microkernel round trips and
     /// a wake-up of the provider, about half of each call's time.
@@ -528,9 +544,7 @@ impl Inner {
             let _ = q.reply_err("bad call key").wait();
             return;
         };
-        // Handles whose provider went are let go, so that they keep no dead
-        // service alive.
-        open.retain(|_, s| !s.is_gone());
+        self.let_go(open);
         let result = match self.exported_meta(&path) {
             Some(ExportMeta { kind: ExportKind::Service(_), rights }) if rights.contains(Rights::SEND) => {
                 let req = q.payload().map(|p| p.to_bytes().into_owned()).unwrap_or_default();
@@ -543,19 +557,12 @@ impl Inner {
                         open.insert(path.clone(), s.clone());
                         s.call_timeout(&req, self.cfg.call_timeout).map_err(|e| e.to_string())
                     }
-                    Err(e) => {
-                        open.remove(&path);
-                        Err(e.to_string())
-                    }
+                    Err(e) => Err(e.to_string()),
                 }
             }
             Some(_) => Err(format!("{path} is not a service exported for calling")),
             None => Err(format!("{path} is not exported")),
         };
-        if result.is_err() {
-            // A handle that failed a call is not trusted for the next one.
-            open.remove(&path);
-        }
         let _ = match result {
             Ok(resp) => q.reply(q.key_expr().clone(), resp).wait(),
             Err(e) => q.reply_err(e).wait(),

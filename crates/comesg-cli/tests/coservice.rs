@@ -123,3 +123,38 @@ fn the_cli_serves_and_calls() {
     let out = k.cli(&["call", "/it/svc/up", "x", "--timeout", "5"]);
     assert!(!out.status.success());
 }
+
+#[test]
+fn calls_started_without_waiting_are_answered_on_other_threads_and_never_block() {
+    let k = KernelProc::start("svc-owned");
+    let _provider = k.peer(&["serve", "/it/svc/owned", "--workers", "2"]);
+    let conn = k.connect();
+    let svc = conn.service("/it/svc/owned").unwrap();
+    let waiters: Vec<_> = (0..8)
+        .map(|n| {
+            let call = svc.try_start_owned(format!("req{n}").as_bytes()).unwrap().expect("room in an idle service");
+            std::thread::spawn(move || (n, call.wait()))
+        })
+        .collect();
+    for w in waiters {
+        let (n, r) = w.join().unwrap();
+        let r = String::from_utf8(r.unwrap()).unwrap();
+        assert!(r.starts_with('w') && r.ends_with(&format!(":req{n}")), "call {n} got {r}");
+    }
+    assert!(matches!(svc.try_start_owned(&vec![0u8; 1 << 20]), Err(CallError::TooLong { .. })));
+
+    // Both workers stuck (once they take these): starting more fills the
+    // queue or the call slots and then says so, without waiting.
+    let _stuck: Vec<_> = (0..2).map(|_| svc.try_start_owned(b"hang").unwrap().unwrap()).collect();
+    let mut started = Vec::new();
+    let end = loop {
+        match svc.try_start_owned(b"x") {
+            Ok(Some(c)) => started.push(c),
+            Ok(None) => break "the request queue is full",
+            Err(CallError::Busy(_)) => break "every call slot is in flight",
+            Err(e) => panic!("{e}"),
+        }
+        assert!(started.len() < 100_000, "never full");
+    };
+    println!("{} calls started before {end}", started.len());
+}

@@ -304,8 +304,27 @@ pub struct ServiceClient {
 /// its response. Dropping it abandons the response.
 #[derive(Debug)]
 pub struct PendingCall<'a> {
-    client: &'a ServiceClient,
+    client: Client<'a>,
     slot: Option<u32>,
+}
+
+/// The handle a call was started on: borrowed, or shared so that the call
+/// can move to another thread ([`ServiceClient::try_start_owned`]).
+#[derive(Debug)]
+enum Client<'a> {
+    Borrowed(&'a ServiceClient),
+    Shared(Arc<ServiceClient>),
+}
+
+impl std::ops::Deref for Client<'_> {
+    type Target = ServiceClient;
+
+    fn deref(&self) -> &ServiceClient {
+        match self {
+            Client::Borrowed(c) => c,
+            Client::Shared(c) => c,
+        }
+    }
 }
 
 impl ServiceClient {
@@ -375,6 +394,36 @@ impl ServiceClient {
         self.start_until(req, None)
     }
 
+    /// Like [`ServiceClient::start`], but never waits: `Ok(None)` when the
+    /// service's request queue is full (nothing was started).
+    pub fn try_start(&self, req: &[u8]) -> Result<Option<PendingCall<'_>>, CallError> {
+        self.start_with(req, || match self.ring.try_claim_send(self.holder) {
+            Ok(c) => Ok(Some(c)),
+            Err(comesg_shm::channel::RingError::Full) => Ok(None),
+            Err(e) => Err(CallError::Corrupt(e.to_string())),
+        })
+    }
+
+    /// Like [`ServiceClient::try_start`], for a shared handle: the call
+    /// holds its own reference, so one thread can start it and another
+    /// wait for it.
+    ///
+    /// ```no_run
+    /// # fn f() -> Result<(), Box<dyn std::error::Error>> {
+    /// let conn = comesg::Connection::connect_default()?;
+    /// let svc = conn.service("/app/upper")?;
+    /// if let Some(call) = svc.try_start_owned(b"hi")? {
+    ///     let waiter = std::thread::spawn(move || call.wait());
+    ///     assert_eq!(waiter.join().unwrap()?, b"HI");
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn try_start_owned(self: &Arc<Self>, req: &[u8]) -> Result<Option<PendingCall<'static>>, CallError> {
+        Ok(self
+            .try_start(req)?
+            .map(|mut call| PendingCall { client: Client::Shared(self.clone()), slot: call.slot.take() }))
+    }
+
     fn start_until(&self, req: &[u8], deadline: Option<Instant>) -> Result<PendingCall<'_>, CallError> {
         let claim = || self.claim_ticket(deadline).map(Some);
         self.start_with(req, claim)?.ok_or_else(|| CallError::Corrupt("no ticket slot".into()))
@@ -407,7 +456,7 @@ impl ServiceClient {
             Ok(true)
         });
         match sent {
-            Ok(true) => Ok(Some(PendingCall { client: self, slot: Some(slot) })),
+            Ok(true) => Ok(Some(PendingCall { client: Client::Borrowed(self), slot: Some(slot) })),
             Ok(false) if self.seg.cancel(slot) => {
                 self.give_slot(slot);
                 Ok(None)
@@ -519,7 +568,7 @@ impl PendingCall<'_> {
     /// Takes the response once the wait for it ended with `end`.
     fn finish(mut self, end: Result<(), WaitEnd>) -> Result<Vec<u8>, CallError> {
         let Some(slot) = self.slot else { return Err(CallError::Corrupt("call already waited for".into())) };
-        let c = self.client;
+        let c = &*self.client;
         match end {
             Ok(()) => {
                 self.slot = None;
@@ -572,7 +621,7 @@ impl PendingCall<'_> {
 impl Drop for PendingCall<'_> {
     fn drop(&mut self) {
         if let Some(slot) = self.slot.take() {
-            let c = self.client;
+            let c = &*self.client;
             if c.seg.cancel(slot) {
                 c.give_slot(slot);
             } else {
@@ -634,12 +683,7 @@ impl ServiceClient {
         let queue = RequestQueue(self);
         let mut nap = Duration::from_micros(50);
         loop {
-            let claim = || match self.ring.try_claim_send(self.holder) {
-                Ok(c) => Ok(Some(c)),
-                Err(comesg_shm::channel::RingError::Full) => Ok(None),
-                Err(e) => Err(CallError::Corrupt(e.to_string())),
-            };
-            match self.start_with(req, claim) {
+            match self.try_start(req) {
                 Ok(Some(call)) => return call.wait_async().await,
                 Ok(None) => {}
                 // More calls in flight than call slots: wait for one of

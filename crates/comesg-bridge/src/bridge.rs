@@ -6,7 +6,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
-use comesg::{ChannelOptions, CocarrierOptions, Connection, Provider, Rights, ServiceClient, ServiceOptions};
+use comesg::{
+    CallError, ChannelOptions, CocarrierOptions, Connection, PendingCall, Provider, Rights, ServiceClient,
+    ServiceOptions,
+};
 use zenoh::query::Query;
 use zenoh::sample::{Sample, SampleKind};
 use zenoh::{Session, Wait};
@@ -35,6 +38,13 @@ pub struct BridgeConfig {
     pub call_timeout: Duration,
     /// How often the export prefixes are looked at again.
     pub scan_every: Duration,
+}
+
+/// A call from a far bridge, for a call thread: started already (it waits
+/// for the response), or still to start.
+enum Call {
+    Started(Query, PendingCall<'static>),
+    ToStart(Query),
 }
 
 /// Locks a mutex, whatever a panicking thread left in it (the maps hold no
@@ -107,6 +117,10 @@ struct Inner {
     /// any other name are refused, so a made-up name cannot create state.
     live: Mutex<HashSet<String>>,
     imports: Mutex<HashMap<(String, String), Import>>,
+    /// Handles of the exported services that far bridges call, kept open:
+    /// opening one per call cost two microkernel round trips and a wake-up
+    /// of the provider, about half of each call's time.
+    services: Mutex<HashMap<String, Arc<ServiceClient>>>,
     /// Takes what must be dropped off Zenoh's threads: dropping a link or
     /// an import joins threads that may be waiting on Zenoh themselves.
     reaper: Mutex<std::sync::mpsc::Sender<Box<dyn std::any::Any + Send>>>,
@@ -161,6 +175,7 @@ impl Bridge {
             importing: Mutex::default(),
             live: Mutex::default(),
             imports: Mutex::default(),
+            services: Mutex::default(),
             reaper: Mutex::new(reap_tx),
             stop: AtomicBool::new(false),
         });
@@ -216,29 +231,34 @@ impl Bridge {
         // One queue for all of them, so that a call wakes one idle thread
         // and nothing else (a shared std receiver behind a mutex woke the
         // next thread in line at every call).
-        let (calls_tx, calls_rx) = crossbeam_channel::bounded::<Query>(1024);
+        let (calls_tx, calls_rx) = crossbeam_channel::bounded::<Call>(1024);
         for n in 0..4 {
             let i = inner.clone();
             let rx = calls_rx.clone();
-            threads.push(std::thread::Builder::new().name(format!("calls {n}")).spawn(move || {
-                let mut open = HashMap::new();
-                loop {
-                    let q = match rx.recv_timeout(Duration::from_millis(100)) {
-                        Ok(q) => q,
-                        Err(crossbeam_channel::RecvTimeoutError::Timeout) if !i.stop.load(Relaxed) => {
-                            i.let_go(&mut open);
-                            continue;
-                        }
-                        Err(_) => return,
-                    };
-                    i.on_call(&q, &mut open);
+            threads.push(std::thread::Builder::new().name(format!("calls {n}")).spawn(move || loop {
+                match rx.recv_timeout(Duration::from_millis(100)) {
+                    Ok(Call::Started(q, call)) => i.answer(&q, call.wait_timeout(i.cfg.call_timeout)),
+                    Ok(Call::ToStart(q)) => i.on_call(&q),
+                    Err(crossbeam_channel::RecvTimeoutError::Timeout) if !i.stop.load(Relaxed) => i.let_go(),
+                    Err(_) => return,
                 }
             })?);
         }
+        let i = inner.clone();
         let calls = session
             .declare_queryable(format!("comesg/{me}/call/**"))
             .callback(move |q: Query| {
-                if let Err(crossbeam_channel::TrySendError::Full(q)) = calls_tx.try_send(q) {
+                // Started here when it can be without waiting, so that the
+                // provider's worker wakes while a call thread wakes to wait
+                // for the response, rather than after it.
+                let call = match i.start_call(&q) {
+                    Some(call) => Call::Started(q, call),
+                    None => Call::ToStart(q),
+                };
+                if let Err(crossbeam_channel::TrySendError::Full(c)) = calls_tx.try_send(call) {
+                    let q = match c {
+                        Call::Started(q, _) | Call::ToStart(q) => q,
+                    };
                     let _ = q.reply_err("the bridge has too many calls waiting").wait();
                 }
             })
@@ -522,50 +542,77 @@ impl Inner {
         };
     }
 
-    /// Lets go of a calls thread's service handles whose provider went or
-    /// that are no longer exported for calling, so that they keep no dead
-    /// service (and its memory) alive. Run before each call and while idle.
-    fn let_go(&self, open: &mut HashMap<String, Arc<ServiceClient>>) {
-        open.retain(|path, s| {
-            !s.is_gone()
-                && matches!(
-                    self.exported_meta(path),
-                    Some(ExportMeta { kind: ExportKind::Service(_), rights }) if rights.contains(Rights::SEND)
-                )
-        });
+    /// Lets go of the service handles whose provider went or that are no
+    /// longer exported for calling, so that they keep no dead service (and
+    /// its memory) alive. Run by idle call threads and before each call
+    /// that opens a service.
+    fn let_go(&self) {
+        lock(&self.services).retain(|path, s| !s.is_gone() && self.callable(path));
     }
 
-    /// Runs a call from a far bridge. `open` keeps this thread's service
-    /// handles: opening one per call cost two microkernel round trips and
-    /// a wake-up of the provider, about half of each call's time.
-    fn on_call(&self, q: &Query, open: &mut HashMap<String, Arc<ServiceClient>>) {
+    /// Whether `path` is exported as a service that may be called.
+    fn callable(&self, path: &str) -> bool {
+        matches!(
+            self.exported_meta(path),
+            Some(ExportMeta { kind: ExportKind::Service(_), rights }) if rights.contains(Rights::SEND)
+        )
+    }
+
+    /// Starts a call from a far bridge on Zenoh's thread, if that needs no
+    /// waiting: the service is exported for calling, its handle is open,
+    /// and its request queue and this handle's call slots have room.
+    /// Anything else (including every error) is left to a call thread.
+    fn start_call(&self, q: &Query) -> Option<PendingCall<'static>> {
+        let (_, path) = wire::parse_key(q.key_expr().as_str(), "call")?;
+        if !self.callable(&path) {
+            return None;
+        }
+        let svc = lock(&self.services).get(&path).filter(|s| !s.is_gone())?.clone();
+        let req = q.payload().map(|p| p.to_bytes()).unwrap_or_default();
+        svc.try_start_owned(&req).ok().flatten()
+    }
+
+    /// Runs a call from a far bridge on a call thread: opens the service if
+    /// need be, and waits for room and for the response.
+    fn on_call(&self, q: &Query) {
         let key = q.key_expr().as_str().to_string();
         let Some((_, path)) = wire::parse_key(&key, "call") else {
             let _ = q.reply_err("bad call key").wait();
             return;
         };
-        self.let_go(open);
+        self.let_go();
         let result = match self.exported_meta(&path) {
             Some(ExportMeta { kind: ExportKind::Service(_), rights }) if rights.contains(Rights::SEND) => {
                 let req = q.payload().map(|p| p.to_bytes().into_owned()).unwrap_or_default();
-                let svc = match open.get(&path) {
-                    Some(s) if !s.is_gone() => Ok(s.clone()),
-                    _ => self.conn.service(&path),
-                };
-                match svc {
+                let open = lock(&self.services).get(&path).filter(|s| !s.is_gone()).cloned();
+                match open.map_or_else(|| self.conn.service(&path), Ok) {
                     Ok(s) => {
-                        open.insert(path.clone(), s.clone());
-                        s.call_timeout(&req, self.cfg.call_timeout).map_err(|e| e.to_string())
+                        lock(&self.services).insert(path.clone(), s.clone());
+                        s.call_timeout(&req, self.cfg.call_timeout)
                     }
-                    Err(e) => Err(e.to_string()),
+                    Err(e) => {
+                        let _ = q.reply_err(e.to_string()).wait();
+                        return;
+                    }
                 }
             }
-            Some(_) => Err(format!("{path} is not a service exported for calling")),
-            None => Err(format!("{path} is not exported")),
+            Some(_) => {
+                let _ = q.reply_err(format!("{path} is not a service exported for calling")).wait();
+                return;
+            }
+            None => {
+                let _ = q.reply_err(format!("{path} is not exported")).wait();
+                return;
+            }
         };
+        self.answer(q, result);
+    }
+
+    /// Replies to a far bridge's call with its outcome.
+    fn answer(&self, q: &Query, result: Result<Vec<u8>, CallError>) {
         let _ = match result {
             Ok(resp) => q.reply(q.key_expr().clone(), resp).wait(),
-            Err(e) => q.reply_err(e).wait(),
+            Err(e) => q.reply_err(e.to_string()).wait(),
         };
     }
 

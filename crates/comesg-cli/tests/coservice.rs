@@ -143,18 +143,33 @@ fn calls_started_without_waiting_are_answered_on_other_threads_and_never_block()
     }
     assert!(matches!(svc.try_start_owned(&vec![0u8; 1 << 20]), Err(CallError::TooLong { .. })));
 
-    // Both workers stuck (once they take these): starting more fills the
-    // queue or the call slots and then says so, without waiting.
-    let _stuck: Vec<_> = (0..2).map(|_| svc.try_start_owned(b"hang").unwrap().unwrap()).collect();
+    // With every worker stuck, starting more never waits: it ends in a
+    // full request queue (4 tickets, 16 call slots per handle) or, on
+    // the handle that has them all in flight, in Busy.
+    let _small = k.peer(&["serve", "/it/svc/small", "--workers", "1", "--queue", "4"]);
+    let small = conn.service("/it/svc/small").unwrap();
+    let _stuck = small.try_start_owned(b"hang").unwrap().unwrap();
     let mut started = Vec::new();
-    let end = loop {
-        match svc.try_start_owned(b"x") {
+    let full = loop {
+        match small.try_start_owned(b"x") {
             Ok(Some(c)) => started.push(c),
-            Ok(None) => break "the request queue is full",
-            Err(CallError::Busy(_)) => break "every call slot is in flight",
+            Ok(None) => break true,
+            Err(CallError::Busy(_)) => break false,
             Err(e) => panic!("{e}"),
         }
-        assert!(started.len() < 100_000, "never full");
     };
-    println!("{} calls started before {end}", started.len());
+    // 4 tickets: 3 behind the hanging call, or 4 once the worker took it.
+    assert!(full, "the queue filled before the call slots did ({} started)", started.len());
+    assert!((3..=4).contains(&started.len()), "{} started before the queue was full", started.len());
+    let second = conn.service("/it/svc/owned").unwrap();
+    let mut slots = Vec::new();
+    let busy = loop {
+        match second.try_start_owned(b"hang") {
+            Ok(Some(c)) => slots.push(c),
+            Ok(None) => break false,
+            Err(CallError::Busy(n)) => break n == 16,
+            Err(e) => panic!("{e}"),
+        }
+    };
+    assert!(busy, "16 call slots, then Busy ({} started)", slots.len());
 }

@@ -395,7 +395,8 @@ impl ServiceClient {
     }
 
     /// Like [`ServiceClient::start`], but never waits: `Ok(None)` when the
-    /// service's request queue is full (nothing was started).
+    /// service's request queue is full, [`CallError::Busy`] when every call
+    /// slot of this handle is in flight (nothing was started either way).
     pub fn try_start(&self, req: &[u8]) -> Result<Option<PendingCall<'_>>, CallError> {
         self.start_with(req, || match self.ring.try_claim_send(self.holder) {
             Ok(c) => Ok(Some(c)),

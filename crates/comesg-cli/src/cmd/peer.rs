@@ -154,6 +154,9 @@ enum Role {
         path: String,
         #[arg(long, default_value_t = 4)]
         workers: u32,
+        /// Request queue length (tickets waiting for a worker).
+        #[arg(long, default_value_t = 1024)]
+        queue: u32,
         #[command(flatten)]
         socket: SocketArg,
     },
@@ -590,9 +593,9 @@ pub fn run(a: Args) -> Outcome {
             println!("done");
             Ok(ExitCode::SUCCESS)
         }
-        Role::Serve { path, workers, socket } => {
+        Role::Serve { path, workers, queue, socket } => {
             let conn = socket.connect()?;
-            let opts = comesg::ServiceOptions { workers, ..Default::default() };
+            let opts = comesg::ServiceOptions { workers, queue, ..Default::default() };
             let _svc = conn.serve(&path, opts, |c| {
                 if c.request == b"hang" {
                     park()

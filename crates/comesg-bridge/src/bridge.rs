@@ -2,7 +2,7 @@
 //! exporting local names and importing other hosts' exports.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
@@ -39,6 +39,13 @@ pub struct BridgeConfig {
     /// How often the export prefixes are looked at again.
     pub scan_every: Duration,
 }
+
+/// Threads that run calls from far bridges.
+const CALL_THREADS: usize = 4;
+
+/// Most calls from far bridges waiting for a call thread; more are refused
+/// before anything is started.
+const CALLS_QUEUED: usize = 1024;
 
 /// A call from a far bridge, for a call thread: started already (it waits
 /// for the response), or still to start.
@@ -121,6 +128,13 @@ struct Inner {
     /// opening one per call cost two microkernel round trips and a wake-up
     /// of the provider, about half of each call's time.
     services: Mutex<HashMap<String, Arc<ServiceClient>>>,
+    /// Calls handed to the call threads and not yet taken by one: the gate
+    /// that keeps their queue from ever refusing a call already started.
+    calls_queued: AtomicUsize,
+    /// Calls started on Zenoh's thread and not yet finished. At most one
+    /// per call thread, so that they never take all of a handle's call
+    /// slots from the calls the threads start themselves.
+    calls_started: AtomicUsize,
     /// Takes what must be dropped off Zenoh's threads: dropping a link or
     /// an import joins threads that may be waiting on Zenoh themselves.
     reaper: Mutex<std::sync::mpsc::Sender<Box<dyn std::any::Any + Send>>>,
@@ -176,6 +190,8 @@ impl Bridge {
             live: Mutex::default(),
             imports: Mutex::default(),
             services: Mutex::default(),
+            calls_queued: AtomicUsize::new(0),
+            calls_started: AtomicUsize::new(0),
             reaper: Mutex::new(reap_tx),
             stop: AtomicBool::new(false),
         });
@@ -231,14 +247,22 @@ impl Bridge {
         // One queue for all of them, so that a call wakes one idle thread
         // and nothing else (a shared std receiver behind a mutex woke the
         // next thread in line at every call).
-        let (calls_tx, calls_rx) = crossbeam_channel::bounded::<Call>(1024);
-        for n in 0..4 {
+        let (calls_tx, calls_rx) = crossbeam_channel::bounded::<Call>(CALLS_QUEUED);
+        for n in 0..CALL_THREADS {
             let i = inner.clone();
             let rx = calls_rx.clone();
             threads.push(std::thread::Builder::new().name(format!("calls {n}")).spawn(move || loop {
                 match rx.recv_timeout(Duration::from_millis(100)) {
-                    Ok(Call::Started(q, call)) => i.answer(&q, call.wait_timeout(i.cfg.call_timeout)),
-                    Ok(Call::ToStart(q)) => i.on_call(&q),
+                    Ok(call) => {
+                        i.calls_queued.fetch_sub(1, Relaxed);
+                        match call {
+                            Call::Started(q, call) => {
+                                i.answer(&q, call.wait_timeout(i.cfg.call_timeout));
+                                i.calls_started.fetch_sub(1, Relaxed);
+                            }
+                            Call::ToStart(q) => i.on_call(&q),
+                        }
+                    }
                     Err(crossbeam_channel::RecvTimeoutError::Timeout) if !i.stop.load(Relaxed) => i.let_go(),
                     Err(_) => return,
                 }
@@ -248,6 +272,12 @@ impl Bridge {
         let calls = session
             .declare_queryable(format!("comesg/{me}/call/**"))
             .callback(move |q: Query| {
+                // Refused before anything starts when too many wait.
+                if i.calls_queued.fetch_add(1, Relaxed) >= CALLS_QUEUED {
+                    i.calls_queued.fetch_sub(1, Relaxed);
+                    let _ = q.reply_err("the bridge has too many calls waiting").wait();
+                    return;
+                }
                 // Started here when it can be without waiting, so that the
                 // provider's worker wakes while a call thread wakes to wait
                 // for the response, rather than after it.
@@ -255,11 +285,10 @@ impl Bridge {
                     Some(call) => Call::Started(q, call),
                     None => Call::ToStart(q),
                 };
-                if let Err(crossbeam_channel::TrySendError::Full(c)) = calls_tx.try_send(call) {
-                    let q = match c {
-                        Call::Started(q, _) | Call::ToStart(q) => q,
-                    };
-                    let _ = q.reply_err("the bridge has too many calls waiting").wait();
+                // The gate above leaves room: this fails only when the
+                // bridge is stopping.
+                if calls_tx.try_send(call).is_err() {
+                    i.calls_queued.fetch_sub(1, Relaxed);
                 }
             })
             .wait()
@@ -302,6 +331,7 @@ impl Drop for Bridge {
         lock(&self.inner.imports).clear();
         lock(&self.inner.links).clear();
         lock(&self.inner.exported).clear();
+        lock(&self.inner.services).clear();
     }
 }
 
@@ -547,7 +577,21 @@ impl Inner {
     /// its memory) alive. Run by idle call threads and before each call
     /// that opens a service.
     fn let_go(&self) {
-        lock(&self.services).retain(|path, s| !s.is_gone() && self.callable(path));
+        // Closing a handle waits for the microkernel: not while holding the
+        // map that Zenoh's thread reads. (Lock order: `services`, then
+        // `exported`; nothing takes them the other way round.)
+        let mut gone = Vec::new();
+        {
+            let mut services = lock(&self.services);
+            let paths: Vec<String> = services.keys().cloned().collect();
+            for path in paths {
+                let keep = services.get(&path).is_some_and(|s| !s.is_gone()) && self.callable(&path);
+                if !keep {
+                    gone.extend(services.remove(&path));
+                }
+            }
+        }
+        drop(gone);
     }
 
     /// Whether `path` is exported as a service that may be called.
@@ -568,8 +612,21 @@ impl Inner {
             return None;
         }
         let svc = lock(&self.services).get(&path).filter(|s| !s.is_gone())?.clone();
+        if self.calls_started.fetch_add(1, Relaxed) >= CALL_THREADS {
+            self.calls_started.fetch_sub(1, Relaxed);
+            return None;
+        }
         let req = q.payload().map(|p| p.to_bytes()).unwrap_or_default();
-        svc.try_start_owned(&req).ok().flatten()
+        let call = svc.try_start_owned(&req).ok().flatten();
+        if call.is_none() {
+            self.calls_started.fetch_sub(1, Relaxed);
+        }
+        // The map may have let go of it meanwhile: then closing it (which
+        // waits for the microkernel) is not for Zenoh's thread.
+        if Arc::strong_count(&svc) == 1 {
+            self.reap(svc);
+        }
+        call
     }
 
     /// Runs a call from a far bridge on a call thread: opens the service if
@@ -588,7 +645,7 @@ impl Inner {
                 match open.map_or_else(|| self.conn.service(&path), Ok) {
                     Ok(s) => {
                         lock(&self.services).insert(path.clone(), s.clone());
-                        s.call_timeout(&req, self.cfg.call_timeout)
+                        self.call_waiting_for_a_slot(&s, &req)
                     }
                     Err(e) => {
                         let _ = q.reply_err(e.to_string()).wait();
@@ -606,6 +663,23 @@ impl Inner {
             }
         };
         self.answer(q, result);
+    }
+
+    /// Calls `svc`, waiting (until the call timeout) while every call slot
+    /// of the shared handle is in flight rather than failing at once.
+    fn call_waiting_for_a_slot(&self, svc: &ServiceClient, req: &[u8]) -> Result<Vec<u8>, CallError> {
+        let deadline = std::time::Instant::now() + self.cfg.call_timeout;
+        let mut nap = Duration::from_micros(50);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match svc.call_timeout(req, left) {
+                Err(CallError::Busy(_)) if !left.is_zero() => {
+                    std::thread::sleep(nap.min(left));
+                    nap = (nap * 2).min(Duration::from_millis(2));
+                }
+                r => return r,
+            }
+        }
     }
 
     /// Replies to a far bridge's call with its outcome.

@@ -54,12 +54,6 @@ pub const MAX_BUFFER: u32 = 64 << 20;
 pub const MAX_RECEIVERS: u32 = 1024;
 /// Spin rounds before sleeping.
 const SPIN: u32 = 2048;
-/// Whether a spin should stop for its deadline: checked every 64 rounds,
-/// since the rounds yield the CPU (and a yield can cost a time slice).
-fn past(spins: u32, deadline: Option<Instant>) -> bool {
-    spins % 64 == 63 && deadline.is_some_and(|d| Instant::now() >= d)
-}
-
 /// Spin rounds a receiver waits while a sender copies into its buffer
 /// (some milliseconds) before sleeping.
 const SPIN_WHILE_COPYING: u32 = 1 << 18;
@@ -392,8 +386,7 @@ impl Pipe {
             if try_first {
                 return Err(PipeError::WouldBlock);
             }
-            if spins < SPIN && !past(spins, deadline) {
-                crate::spin::pause(spins);
+            if spins < SPIN && crate::spin::pause(spins, deadline) {
                 spins += 1;
                 continue;
             }
@@ -534,8 +527,7 @@ impl Pipe {
                 // slot on, and only then could it die or the slot be reused.
                 return Ok(());
             }
-            if spins < SPIN && !past(spins, deadline) {
-                crate::spin::pause(spins);
+            if spins < SPIN && crate::spin::pause(spins, deadline) {
                 spins += 1;
                 continue;
             }
@@ -648,7 +640,8 @@ impl Pipe {
                         return Err(if try_first { PipeError::WouldBlock } else { PipeError::TimedOut });
                     }
                     if spins < SPIN_WHILE_COPYING {
-                        crate::spin::pause(spins);
+                        // This branch looks at the deadline itself (above).
+                        crate::spin::pause(spins, None);
                         spins += 1;
                     }
                     continue;
@@ -682,7 +675,8 @@ impl Pipe {
                 _ => return Err(PipeError::Corrupt("receiver slot in an impossible state")),
             }
             if spins < SPIN || try_first {
-                crate::spin::pause(spins);
+                // The deadline is looked at once the offer is in (above).
+                crate::spin::pause(spins, None);
                 spins += 1;
                 continue;
             }

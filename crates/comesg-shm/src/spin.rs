@@ -20,7 +20,7 @@ pub const SPIN_TIME: Duration = Duration::from_micros(50);
 /// threads than CPUs, a thread woken onto a spinner's CPU otherwise waits
 /// for the spinner's time slice to end: between two bridges on a 2-CPU
 /// machine, every hop of a round trip waited so, 50-80 us each (`perf
-/// sched timehist`), and the round trip went from 2.1-2.8x to 1.5-2.0x
+/// sched timehist`), and the round trip went from 2.1-2.8x to 1.5-2.2x
 /// plain Zenoh's when spinners yielded. With nobody waiting for the CPU the
 /// call returns at once.
 pub const YIELD_AFTER: Duration = Duration::from_micros(2);
@@ -36,13 +36,21 @@ pub const YIELD_ROUNDS: u32 = 256;
 
 /// One round of a spin that counts its own rounds (`round` from 0): a
 /// `pause`, and past [`YIELD_ROUNDS`] a `sched_yield` every 64 rounds, for
-/// the reason given at [`YIELD_AFTER`].
+/// the reason given at [`YIELD_AFTER`]. Returns false, without pausing,
+/// once `deadline` has passed (looked at every 64 rounds: a yield can cost
+/// a time slice, so a spin of a fixed count could overshoot it).
 #[inline]
-pub fn pause(round: u32) {
-    std::hint::spin_loop();
-    if round >= YIELD_ROUNDS && round.is_multiple_of(64) {
-        std::thread::yield_now();
+pub fn pause(round: u32, deadline: Option<Instant>) -> bool {
+    if round.is_multiple_of(64) {
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return false;
+        }
+        if round >= YIELD_ROUNDS {
+            std::thread::yield_now();
+        }
     }
+    std::hint::spin_loop();
+    true
 }
 
 /// Counts the rounds of a spinning wait and says when to stop.
@@ -115,6 +123,14 @@ mod tests {
     #[test]
     fn spin_stops_at_a_passed_deadline_even_in_the_tight_rounds() {
         assert_eq!(rounds_until_stop(&mut Spin::new(Some(Instant::now()))), 64);
+    }
+
+    #[test]
+    fn a_counted_spin_stops_at_a_passed_deadline_and_not_before() {
+        assert!(!pause(64, Some(Instant::now())));
+        assert!(pause(63, Some(Instant::now())), "the deadline is looked at every 64 rounds");
+        assert!((0..1024).all(|r| pause(r, Some(Instant::now() + Duration::from_secs(3600)))));
+        assert!((0..1024).all(|r| pause(r, None)));
     }
 
     #[test]

@@ -3,7 +3,10 @@
 //! a noisy machine. A developer's probe of the ring alone (no kernel, no
 //! processes); `comesg bench` is the benchmark of record.
 //!
-//! `cargo bench -p comesg-shm --bench ring_pingpong`
+//! `cargo bench -p comesg-shm --bench ring_pingpong`; with `RING_TRACE=1`
+//! each stream also prints its rate and the ring's depth every 65,536
+//! messages (how the slow phases near an empty or full ring were found,
+//! see `channel::slip`).
 
 use std::sync::atomic::{AtomicU64, Ordering::*};
 use std::sync::{Arc, Barrier};
@@ -89,6 +92,9 @@ fn once(mode: Mode, c0: usize, c1: usize) -> f64 {
     ns
 }
 
+/// Messages per line of the stream trace.
+const TRACE_CHUNK: u64 = 1 << 16;
+
 /// One-way stream of `n` 64-byte messages through a 4096-slot ring; msgs/s.
 fn stream(n: u64, size: usize, slots: u32, c0: usize, c1: usize) -> f64 {
     let ch = Arc::new(ring_of(size as u32, slots));
@@ -107,13 +113,24 @@ fn stream(n: u64, size: usize, slots: u32, c0: usize, c1: usize) -> f64 {
     let _ = comesg_sys::process::pin_to_cpu(c0);
     go.wait();
     let buf = [7u8; 64];
+    let trace = std::env::var_os("RING_TRACE").is_some();
+    let mut chunks = Vec::new();
     let t0 = Instant::now();
-    for _ in 0..n {
+    let mut last = t0;
+    for k in 1..=n {
         let mut c = blocking::claim_send(&ch, 0, None).unwrap();
         ch.write(&mut c, &buf[..size]).unwrap();
         ch.publish(c, size).unwrap();
+        if trace && k % TRACE_CHUNK == 0 {
+            let now = Instant::now();
+            chunks.push(format!("{:.0}@{}", TRACE_CHUNK as f64 / (now - last).as_secs_f64() / 1e6, ch.stats().depth));
+            last = now;
+        }
     }
     t.join().unwrap();
+    if trace {
+        println!("  M msgs/s @ depth, every {TRACE_CHUNK} messages: {}", chunks.join(" "));
+    }
     n as f64 / t0.elapsed().as_secs_f64()
 }
 

@@ -17,6 +17,7 @@ use std::time::Instant;
 use comesg_sys::futex::{self, Wake};
 
 use super::ring::{RecvClaim, Ring, RingError, SendClaim, Side};
+use super::slip::Slip;
 use crate::spin::Spin;
 
 /// Spin rounds after which a waiting receiver prefetches the next message's
@@ -79,6 +80,7 @@ fn wait<T>(
         }
     };
     // The callers made the first attempt already (outside this cold path).
+    let slip = Slip::begin(ring, side, deadline);
     let mut spin = Spin::new(deadline);
     'spin: loop {
         // A receiver whose next stamp still shows the previous lap watches
@@ -105,9 +107,11 @@ fn wait<T>(
             None => {}
         }
         if let Some(r) = again(attempt()) {
+            slip.end(Some(spin.rounds()));
             return r;
         }
     }
+    slip.end(None);
     // Sleep. A sender sleeps on the receivers' sequence word and the other
     // way round; each registers in its own segment.
     let (seq, sleepers) = match side {

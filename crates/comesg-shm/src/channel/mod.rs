@@ -7,12 +7,14 @@
 //! - [`ring`]: the lock-free algorithm and the microkernel's crash repair.
 //! - [`loan`]: zero-copy send and receive as typed loans.
 //! - [`blocking`]: spin-then-futex waiting with deadlines.
+//! - `slip`: how a streaming side keeps its distance while it waits.
 
 pub mod blocking;
 pub mod geometry;
 pub mod loan;
 pub mod readiness;
 pub mod ring;
+mod slip;
 pub mod stamp;
 
 pub use geometry::{Geometry, GeometryError};

@@ -149,6 +149,9 @@ pub struct Ring {
     /// Positions this process has seen free, packed as `end << 4 | count`:
     /// `[end - count, end)`. Process-local memory, not shared.
     free_hint: OwnLine,
+    /// Each side's slipping state in this process (see `slip`), senders'
+    /// first; written once a wait. Process-local, not shared.
+    slip: SlipLine,
     /// The port's bell, rung for pollers (see `readiness`).
     bell: Option<Bell>,
 }
@@ -160,6 +163,12 @@ pub struct Ring {
 #[derive(Debug)]
 #[repr(align(64))]
 struct OwnLine(AtomicU64);
+
+/// The two slipping states, on a line apart from the free hint, which
+/// every send reads.
+#[derive(Debug)]
+#[repr(align(64))]
+struct SlipLine([AtomicU64; 2]);
 
 /// Free stamps per cache line.
 const FREE_PER_LINE: u64 = (LINE / 8) as u64;
@@ -200,6 +209,7 @@ impl Ring {
             claims_off: geo.claims_offset(),
             free_off: geo.free_offset(),
             free_hint: OwnLine(AtomicU64::new(0)),
+            slip: SlipLine([AtomicU64::new(0), AtomicU64::new(0)]),
             bell: None,
         })
     }
@@ -723,6 +733,36 @@ impl Ring {
         match decode_full(seen) {
             Full::Done { pos: p, .. } if p == pos.wrapping_sub(self.cap) => Some((stamp, seen, self.data_ptr(i))),
             _ => None,
+        }
+    }
+
+    /// This process's slipping state for `side` (see `slip`).
+    #[inline]
+    pub(super) fn slip_state(&self, side: Side) -> &AtomicU64 {
+        &self.slip.0[side as usize]
+    }
+
+    /// The next position `side` claims (`tail` or `head`), as last stored.
+    #[inline]
+    pub(super) fn next_position(&self, side: Side) -> u64 {
+        match side {
+            Side::Send => self.tail().load(Relaxed),
+            Side::Recv => self.head().load(Relaxed),
+        }
+    }
+
+    /// Whether position `d` past the next one `side` claims is ready for
+    /// it already: for a receiver, that message is published; for a
+    /// sender, that slot is free.
+    #[inline]
+    pub(super) fn ready_ahead(&self, side: Side, d: u64) -> bool {
+        let pos = self.next_position(side).wrapping_add(d);
+        let i = (pos & self.mask) as usize;
+        match side {
+            Side::Send => self.free(i).load(Acquire) == pos,
+            Side::Recv => {
+                matches!(decode_full(self.stamp(i).load(Acquire)), Full::Done { pos: p, .. } if p == pos)
+            }
         }
     }
 

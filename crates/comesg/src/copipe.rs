@@ -290,7 +290,8 @@ impl Copipe {
     }
 
     fn send_until(&self, msg: &[u8], deadline: Option<Instant>, try_first: bool) -> Result<(), SendError> {
-        let h = self.sender.ok_or(SendError::NoRight)?;
+        // Matched, not `ok_or`: see `Channel::sender`.
+        let Some(h) = self.sender else { return Err(SendError::NoRight) };
         Ok(self.pipe.send_skipping(h, msg, deadline, try_first, &self.receivers_seen, self.own_offer())?)
     }
 
@@ -433,7 +434,7 @@ impl Copipe {
     }
 
     fn recv_until(&self, buf: &mut [u8], deadline: Option<Instant>, try_first: bool) -> Result<usize, RecvError> {
-        let r = self.slot.ok_or(RecvError::NoRight)?;
+        let Some(r) = self.slot else { return Err(RecvError::NoRight) };
         let _one_offer = self.state();
         if let Some(m) = self.take_stashed() {
             let n = m.len().min(buf.len());

@@ -381,7 +381,11 @@ impl ServiceClient {
                 !done
             });
         }
-        free.pop().ok_or(CallError::Busy(self.spec.call_slots))
+        // Matched, not `ok_or`: see `Channel::sender`.
+        match free.pop() {
+            Some(slot) => Ok(slot),
+            None => Err(CallError::Busy(self.spec.call_slots)),
+        }
     }
 
     fn give_slot(&self, slot: u32) {

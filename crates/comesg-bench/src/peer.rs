@@ -178,9 +178,7 @@ pub fn run(args: PeerArgs) -> io::Result<()> {
                 }
             }
             CMD_SINK => {
-                for _ in 0..n {
-                    link.recv(&mut buf[..size])?;
-                }
+                link.recv_many(&mut buf[..size], n)?;
                 link.send(&buf[..1])?;
             }
             _ => return Ok(()),

@@ -309,9 +309,7 @@ fn stream(link: &mut dyn Link, peer: &mut Peer, n: u64, size: usize) -> io::Resu
     let mut ack = [0u8; 1];
     peer.command(CMD_SINK, n, size)?;
     let t = Instant::now();
-    for _ in 0..n {
-        link.send(&buf)?;
-    }
+    link.send_many(&buf, n)?;
     link.recv(&mut ack)?;
     let d = t.elapsed();
     peer.wait_done()?;

@@ -57,6 +57,10 @@ const DONE: u32 = 3;
 const DEAD: u32 = 4;
 
 /// `waiting` bits: the caller sleeps on the state word; it polls.
+/// Spin rounds after which a waiting caller starts fetching the response
+/// (not at once: the worker is still reading the request from that line).
+const PREFETCH_AFTER: u32 = 8;
+
 const SLEEPING: u32 = 1;
 const POLLING: u32 = 2;
 
@@ -283,6 +287,12 @@ impl CallSegment {
                 PENDING | RUNNING => {}
                 _ => return Err(WaitEnd::Corrupt),
             }
+            // Fetch the response's first line while waiting, so that it
+            // arrives alongside the DONE state instead of after it (as a
+            // COCHANNEL receiver does with the next message's data line).
+            if spin.rounds() >= PREFETCH_AFTER {
+                comesg_sys::hint::prefetch::<false>(self.data(slot));
+            }
             if spin.rounds() % 64 == 63 && self.is_dead() {
                 return Err(WaitEnd::Dead);
             }
@@ -362,6 +372,10 @@ impl CallSegment {
     /// pending (a stale or forged ticket). Returns the request.
     pub fn claim(&self, slot: u32) -> Option<Vec<u8>> {
         self.check_slot(slot).ok()?;
+        // The request's first line comes from the caller's core, as the
+        // state line does: ask for both at once rather than one after the
+        // other (the compare-and-swap holds back every later load).
+        comesg_sys::hint::prefetch::<false>(self.data(slot));
         self.state(slot).compare_exchange(PENDING, RUNNING, AcqRel, Relaxed).ok()?;
         crate::fault::point("service.worker.running");
         let len = self.len(slot).load(Relaxed).min(self.layout.slot_size) as usize;

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use comesg_proto::{Name, PortGrant, PortSpec, Reply, Request, Rights, ServiceSpec};
 use comesg_shm::channel::blocking::{self, WaitError};
-use comesg_shm::channel::{Geometry, Ring};
+use comesg_shm::channel::{Geometry, Ring, RingError};
 use comesg_shm::service::{CallLayout, CallSegment, CallState, ServiceHeader, Ticket, WaitEnd};
 use comesg_sys::bell::Bell;
 use comesg_sys::mapping::{Access, Mapping};
@@ -225,8 +225,16 @@ impl Drop for Provider {
 impl Shared {
     fn work(&self, w: u32) {
         let mut ticket = [0u8; Ticket::LEN];
+        let mut last = LastCaller::default();
         while !self.stop.load(Relaxed) {
-            match blocking::claim_recv(&self.ring, self.holder, Some(Instant::now() + WORKER_TICK)) {
+            // A ticket already queued needs no deadline (and no clock read).
+            let claimed = match self.ring.try_claim_recv(self.holder) {
+                Err(RingError::Empty) => {
+                    blocking::claim_recv(&self.ring, self.holder, Some(Instant::now() + WORKER_TICK))
+                }
+                r => r.map_err(WaitError::Ring),
+            };
+            match claimed {
                 Ok(claim) => {
                     let n = claim.len().min(Ticket::LEN);
                     ticket[..n].copy_from_slice(&self.ring.slot(&claim)[..n]);
@@ -235,7 +243,7 @@ impl Shared {
                         continue;
                     }
                     if let Some(t) = Ticket::decode(&ticket) {
-                        self.serve(w, t);
+                        self.serve(w, t, &mut last);
                     }
                 }
                 Err(WaitError::TimedOut) => {}
@@ -248,8 +256,8 @@ impl Shared {
         }
     }
 
-    fn serve(&self, w: u32, t: Ticket) {
-        let Some(seg) = self.segment(t.caller) else { return };
+    fn serve(&self, w: u32, t: Ticket, last: &mut LastCaller) {
+        let Some(seg) = self.segment_cached(t.caller, last) else { return };
         let Some(req) = seg.claim(t.slot) else { return };
         let call = Call { request: &req, worker: w, caller: t.caller };
         match catch_unwind(AssertUnwindSafe(|| (self.handler)(&call))) {
@@ -257,6 +265,19 @@ impl Shared {
             Ok(None) | Err(_) => seg.complete(t.slot, w | FAILED, &[], Some(&self.bell)),
         }
         self.header.count_call(w);
+    }
+
+    /// The caller's call segment, as `segment` gives it, kept by the worker
+    /// for as long as no caller has left the service (a caller's number can
+    /// only be given again after it left). A worker serving one caller then
+    /// takes no lock and touches no reference count per call.
+    fn segment_cached<'a>(&self, caller: u32, last: &'a mut LastCaller) -> Option<&'a CallSegment> {
+        let departures = self.header.departures();
+        let hit = matches!(&last.seg, Some((c, d, _)) if *c == caller && *d == departures);
+        if !hit {
+            last.seg = Some((caller, departures, self.segment(caller)?));
+        }
+        last.seg.as_ref().map(|(_, _, s)| &**s)
     }
 
     /// The caller's call segment: cached, or asked of the kernel once.
@@ -281,6 +302,13 @@ impl Shared {
             self.segments.write().unwrap_or_else(|p| p.into_inner()).retain(|_, s| !s.caller_gone());
         }
     }
+}
+
+/// The call segment a worker used last, with the departure count when it
+/// looked it up.
+#[derive(Default)]
+struct LastCaller {
+    seg: Option<(u32, u64, Arc<CallSegment>)>,
 }
 
 /// A caller's handle to a service. Cheap to share between threads; get one
@@ -486,6 +514,13 @@ impl ServiceClient {
     /// Waits for room in the request queue, in naps so that a provider's
     /// death (after which nobody drains the queue) is noticed.
     fn claim_ticket(&self, deadline: Option<Instant>) -> Result<comesg_shm::channel::SendClaim, CallError> {
+        // Room at once (the usual case) needs no clock: reading it costs a
+        // call 25-40 ns on these VMs, before its ticket goes out.
+        match self.ring.try_claim_send(self.holder) {
+            Ok(c) => return Ok(c),
+            Err(RingError::Full) => {}
+            Err(r) => return Err(CallError::Corrupt(r.to_string())),
+        }
         loop {
             let nap = Instant::now() + WORKER_TICK;
             let until = deadline.map_or(nap, |d| d.min(nap));

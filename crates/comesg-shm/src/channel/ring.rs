@@ -146,7 +146,7 @@ pub struct Ring {
     free_off: usize,
     can_send: bool,
     can_recv: bool,
-    /// Positions this process has seen free, packed as `end << 4 | count`:
+    /// Positions this process has seen free, packed as `end << 8 | count`:
     /// `[end - count, end)`. Process-local memory, not shared.
     free_hint: OwnLine,
     /// Each side's slipping state in this process (see `slip`), senders'
@@ -169,6 +169,10 @@ struct OwnLine(AtomicU64);
 #[derive(Debug)]
 #[repr(align(64))]
 struct SlipLine([AtomicU64; 2]);
+
+/// Bits of the free hint that count positions (see `Ring::known_free`).
+const HINT_COUNT_BITS: u32 = 8;
+const HINT_MAX_COUNT: u64 = (1 << HINT_COUNT_BITS) - 1;
 
 /// Free stamps per cache line.
 const FREE_PER_LINE: u64 = (LINE / 8) as u64;
@@ -437,8 +441,16 @@ impl Ring {
     #[inline]
     fn known_free(&self, pos: u64) -> bool {
         let h = self.free_hint.0.load(Acquire);
-        let (end, count) = (h >> 4, h & 0xf);
+        let (end, count) = (h >> HINT_COUNT_BITS, h & HINT_MAX_COUNT);
         pos < end && pos >= end.wrapping_sub(count)
+    }
+
+    /// Remembers that the positions `[end - count, end)` were seen free.
+    #[inline]
+    fn remember_free(&self, end: u64, count: u64) {
+        if end < 1 << (64 - HINT_COUNT_BITS) {
+            self.free_hint.0.store(end << HINT_COUNT_BITS | count.min(HINT_MAX_COUNT), Release);
+        }
     }
 
     /// Reads the free stamps after `pos` that share its cache line (already
@@ -454,9 +466,35 @@ impl Ring {
             }
             n += 1;
         }
-        if pos.wrapping_add(n) < (1 << 60) {
-            self.free_hint.0.store(pos.wrapping_add(n) << 4 | n, Release);
+        self.remember_free(pos.wrapping_add(n), n);
+    }
+
+    /// Called by a sender that just claimed `pos`, the first slot of a line
+    /// of free stamps: if it knows the rest of that line free, it reads the
+    /// next line (prefetched a line earlier) and remembers its free run too,
+    /// then prefetches the line after. So a sender reads free stamps a line
+    /// before it needs them, never waiting on the receivers' core for them;
+    /// and the receivers take each line back before they write it (see
+    /// `try_claim_recv`), after the sender's read, so they do not wait for
+    /// ours either. With a sender reading each line just before its
+    /// receiver wrote it, both waited on the other core once per line: an
+    /// in-process 64 B round trip whose sender skipped the read altogether
+    /// (unsound, for the measurement only) was 25-28 ns faster in four
+    /// interleaved runs; reading ahead took about 14 ns off it (median of
+    /// 15 paired runs).
+    fn learn_ahead(&self, pos: u64) {
+        let line = FREE_PER_LINE;
+        let h = self.free_hint.0.load(Acquire);
+        let end = h >> HINT_COUNT_BITS;
+        if end == pos.wrapping_add(line) && self.known_free(pos) {
+            let mut e = end;
+            while e.wrapping_sub(end) < line && self.free((e & self.mask) as usize).load(Acquire) == e {
+                e = e.wrapping_add(1);
+            }
+            self.remember_free(e, e.wrapping_sub(pos.wrapping_add(1)));
         }
+        let ahead = (pos.wrapping_add(2 * line) & self.mask) as usize;
+        comesg_sys::hint::prefetch::<false>(self.free(ahead) as *const AtomicU64 as *const u8);
     }
 
     #[inline]
@@ -525,6 +563,9 @@ impl Ring {
                 SendStep::Claim(seen) => {
                     if self.claim(i).compare_exchange(seen, stamp::claimed_at(holder, pos), AcqRel, Relaxed).is_ok() {
                         tail.store(pos.wrapping_add(1), Release);
+                        if i.is_multiple_of(FREE_PER_LINE as usize) {
+                            self.learn_ahead(pos);
+                        }
                         // Start taking the lines of a later message now, so
                         // that a streaming sender's stores find them here
                         // instead of each waiting for the other core.
@@ -680,6 +721,13 @@ impl Ring {
                 RecvStep::Claim { skip } => {
                     if self.free(i).compare_exchange(pos, stamp::claimed(holder), AcqRel, Relaxed).is_ok() {
                         head.store(pos.wrapping_add(1), Release);
+                        if i % FREE_PER_LINE as usize == FREE_PER_LINE as usize / 2 {
+                            // Take the next line of free stamps back from
+                            // the senders now, after their read of it (see
+                            // `learn_ahead`) and before our first write.
+                            let next = (pos.wrapping_add(FREE_PER_LINE / 2) & self.mask) as usize;
+                            comesg_sys::hint::prefetch::<true>(self.free(next) as *const AtomicU64 as *const u8);
+                        }
                         crate::fault::point("channel.recv.claimed");
                         let claim = RecvClaim { pos, index: i, holder, len: 0 };
                         if skip {

@@ -56,11 +56,11 @@ const DONE: u32 = 3;
 /// The provider went before the call was done (set by the microkernel).
 const DEAD: u32 = 4;
 
-/// `waiting` bits: the caller sleeps on the state word; it polls.
 /// Spin rounds after which a waiting caller starts fetching the response
 /// (not at once: the worker is still reading the request from that line).
 const PREFETCH_AFTER: u32 = 8;
 
+/// `waiting` bits: the caller sleeps on the state word; it polls.
 const SLEEPING: u32 = 1;
 const POLLING: u32 = 2;
 

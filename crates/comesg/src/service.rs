@@ -97,7 +97,11 @@ fn ring_of(spec: &ServiceSpec, g: &PortGrant, s: &OwnedFd, r: &OwnedFd) -> Resul
     let access = |right| if g.rights.contains(right) { Access::ReadWrite } else { Access::ReadOnly };
     let s = Mapping::map(s, geo.sender_segment_len(), access(Rights::SEND))?;
     let r = Mapping::map(r, geo.receiver_segment_len(), access(Rights::RECV))?;
-    Ring::new(geo, s, r).map_err(|e| Error::Protocol(e.to_string()))
+    let mut ring = Ring::new(geo, s, r).map_err(|e| Error::Protocol(e.to_string()))?;
+    // Each call waits for its ticket to be taken: a worker must never hold
+    // back a ready ticket to let a stream of them build up.
+    ring.set_slipping(false);
+    Ok(ring)
 }
 
 fn service_spec(name: &Name, g: &PortGrant) -> Result<ServiceSpec, Error> {
@@ -253,6 +257,11 @@ impl Shared {
                 }
             }
             self.forget_departed();
+            // Let go of a departed caller's segment now, not at the next
+            // call this worker serves.
+            if last.seg.as_ref().is_some_and(|(_, d, _)| *d != self.header.departures()) {
+                last.seg = None;
+            }
         }
     }
 
@@ -275,7 +284,14 @@ impl Shared {
         let departures = self.header.departures();
         let hit = matches!(&last.seg, Some((c, d, _)) if *c == caller && *d == departures);
         if !hit {
-            last.seg = Some((caller, departures, self.segment(caller)?));
+            last.seg = None;
+            let seg = self.segment(caller)?;
+            // The map may still hold a departed caller's segment until
+            // `forget_departed` runs: its tickets are stale.
+            if seg.caller_gone() {
+                return None;
+            }
+            last.seg = Some((caller, departures, seg));
         }
         last.seg.as_ref().map(|(_, _, s)| &**s)
     }

@@ -150,8 +150,11 @@ pub struct Ring {
     /// `[end - count, end)`. Process-local memory, not shared.
     free_hint: OwnLine,
     /// Each side's slipping state in this process (see `slip`), senders'
-    /// first; written once a wait. Process-local, not shared.
+    /// first; written when a wait begins and when its verdict changes.
+    /// Process-local, not shared.
     slip: SlipLine,
+    /// Whether waits on this mapping may slip (see [`Ring::set_slipping`]).
+    may_slip: bool,
     /// The port's bell, rung for pollers (see `readiness`).
     bell: Option<Bell>,
 }
@@ -214,8 +217,24 @@ impl Ring {
             free_off: geo.free_offset(),
             free_hint: OwnLine(AtomicU64::new(0)),
             slip: SlipLine([AtomicU64::new(0), AtomicU64::new(0)]),
+            may_slip: true,
             bell: None,
         })
+    }
+
+    /// Lets waits on this mapping slip behind a stream (the default) or
+    /// not. A stream's rate gains from slipping, but a slip can hold back
+    /// a message that is ready for up to about a microsecond (see
+    /// `channel::slip`): a queue of requests, where each one's latency
+    /// matters more than the rate, turns it off.
+    pub fn set_slipping(&mut self, on: bool) {
+        self.may_slip = on;
+    }
+
+    /// Whether waits on this mapping may slip.
+    #[inline]
+    pub(super) fn may_slip(&self) -> bool {
+        self.may_slip
     }
 
     /// Gives the ring the port's bell, rung whenever a message or a free
@@ -485,8 +504,10 @@ impl Ring {
     fn learn_ahead(&self, pos: u64) {
         let line = FREE_PER_LINE;
         let h = self.free_hint.0.load(Acquire);
-        let end = h >> HINT_COUNT_BITS;
-        if end == pos.wrapping_add(line) && self.known_free(pos) {
+        let (end, count) = (h >> HINT_COUNT_BITS, h & HINT_MAX_COUNT);
+        // The hint runs exactly to the end of this line and covers all of
+        // it, `pos` included (the line's first slot).
+        if end == pos.wrapping_add(line) && count >= line {
             let mut e = end;
             while e.wrapping_sub(end) < line && self.free((e & self.mask) as usize).load(Acquire) == e {
                 e = e.wrapping_add(1);
@@ -796,6 +817,16 @@ impl Ring {
         match side {
             Side::Send => self.tail().load(Relaxed),
             Side::Recv => self.head().load(Relaxed),
+        }
+    }
+
+    /// The next position the other side claims: `head` for a sender,
+    /// `tail` for a receiver.
+    #[inline]
+    pub(super) fn other_position(&self, side: Side) -> u64 {
+        match side {
+            Side::Send => self.head().load(Relaxed),
+            Side::Recv => self.tail().load(Relaxed),
         }
     }
 

@@ -20,10 +20,16 @@
 //! this process on this side: it ended after a few rounds and followed
 //! several messages handled without waiting. A request/response exchange
 //! waits before every message, so it never slips. A slip gives up after
+//! as soon as the other side's counter stops moving between two looks
+//! (every [`PAUSES_PER_CLOCK`] pauses, about 200 ns), and in any case after
 //! [`NS_PER_MESSAGE`] for each position of the distance, the pace of a
-//! sender too slow for the contention to matter; a stream that stops
-//! mid-slip therefore delays its last messages by at most that long, and
-//! the next wait does not slip.
+//! sender too slow for the contention to matter. A stream that stops or
+//! pauses mid-slip therefore delays the messages already sent by at most
+//! two such looks, and the next wait does not slip. The state is the
+//! process's, shared by its threads on the ring (so one thread's verdict
+//! can make another slip, for as long as the other side keeps moving);
+//! a ring whose waits should never slip, such as a service's request
+//! queue, turns it off ([`Ring::set_slipping`]).
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
@@ -45,8 +51,9 @@ const SHORT_ROUNDS: u32 = 16;
 /// request/response exchange waits at every position).
 const MIN_RUN: u64 = 4;
 
-/// Pauses between two looks at the clock while slipping.
-const PAUSES_PER_CLOCK: u32 = 16;
+/// Pauses between two looks at the clock and at the other side's
+/// progress while slipping (a pause takes 10-40 ns on recent x86).
+pub const PAUSES_PER_CLOCK: u32 = 16;
 
 /// One wait's slipping: decided from the previous wait when the wait
 /// begins, recorded when it ends.
@@ -71,10 +78,10 @@ impl<'a> Slip<'a> {
         let start = ring.next_position(side);
         // No previous wait (state 0): no run to judge by.
         let run = if state == 0 { 0 } else { start.wrapping_sub(state >> 1) };
-        let mut slip = Slip { ring, side, start, run, gave_up: false, slipping: state & 1 == 1 };
-        let distance = Self::distance(ring);
-        if slip.slipping && distance >= MIN_RUN {
-            slip.gave_up = !slip.slip(distance, deadline);
+        let may = ring.may_slip() && Self::distance(ring) >= MIN_RUN;
+        let mut slip = Slip { ring, side, start, run, gave_up: false, slipping: may && state & 1 == 1 };
+        if slip.slipping {
+            slip.gave_up = !slip.slip(Self::distance(ring), deadline);
             slip.slipping = !slip.gave_up;
         }
         // Stored now, while nothing has arrived: `end` stores again only
@@ -91,11 +98,13 @@ impl<'a> Slip<'a> {
         MAX_DISTANCE.min(ring.geometry().slots as u64 / 4)
     }
 
-    /// Waits until the position `distance` ahead is ready; false if that
-    /// took too long.
+    /// Waits until the position `distance` ahead is ready; false if the
+    /// other side stopped moving, or kept too slow a pace, or the deadline
+    /// came.
     fn slip(&self, distance: u64, deadline: Option<Instant>) -> bool {
         let limit = Duration::from_nanos(distance * NS_PER_MESSAGE);
         let began = Instant::now();
+        let mut other = self.ring.other_position(self.side);
         let mut pauses = 0u32;
         loop {
             if self.ring.ready_ahead(self.side, distance) {
@@ -105,9 +114,11 @@ impl<'a> Slip<'a> {
             pauses = pauses.wrapping_add(1);
             if pauses.is_multiple_of(PAUSES_PER_CLOCK) {
                 let now = Instant::now();
-                if now.duration_since(began) >= limit || deadline.is_some_and(|d| now >= d) {
+                let moved = self.ring.other_position(self.side);
+                if moved == other || now.duration_since(began) >= limit || deadline.is_some_and(|d| now >= d) {
                     return false;
                 }
+                other = moved;
             }
         }
     }
@@ -119,7 +130,7 @@ impl<'a> Slip<'a> {
         // exchange never fills, so it needs no run to tell a stream; at a
         // full ring a streaming sender gets one slot a wait.
         let run = self.side == Side::Send || self.run >= MIN_RUN;
-        let streaming = !self.gave_up && rounds.is_some_and(|r| r <= SHORT_ROUNDS) && run;
+        let streaming = self.ring.may_slip() && !self.gave_up && rounds.is_some_and(|r| r <= SHORT_ROUNDS) && run;
         if streaming != self.slipping {
             self.ring.slip_state(self.side).store(self.start << 1 | streaming as u64, Relaxed);
         }
@@ -134,7 +145,10 @@ mod tests {
 
     /// A fresh 64-slot ring: slips keep 16 positions of distance.
     fn ring() -> Ring {
-        let geo = Geometry { slot_size: 64, slots: 64, max_holders: 2 };
+        ring_of(Geometry { slot_size: 64, slots: 64, max_holders: 2 })
+    }
+
+    fn ring_of(geo: Geometry) -> Ring {
         let s = comesg_sys::memfd::create_segment("slip-s", geo.sender_segment_len() as u64).unwrap();
         let r = comesg_sys::memfd::create_segment("slip-r", geo.receiver_segment_len() as u64).unwrap();
         let ring = Ring::new(
@@ -173,15 +187,62 @@ mod tests {
         pass(&ring, 5);
         Slip::begin(&ring, Side::Recv, None).end(Some(SHORT_ROUNDS));
         assert!(slipping(&ring, Side::Recv));
-        // A wait that went on spinning, or went to sleep, ends it.
-        pass(&ring, 5);
-        let slip = Slip::begin(&ring, Side::Recv, Some(Instant::now()));
-        slip.end(Some(SHORT_ROUNDS + 1));
-        assert!(!slipping(&ring, Side::Recv));
-        ring.slip_state(Side::Recv).store(ring.next_position(Side::Recv) << 1 | 1, Relaxed);
-        pass(&ring, 5);
-        Slip::begin(&ring, Side::Recv, Some(Instant::now())).end(None);
-        assert!(!slipping(&ring, Side::Recv));
+        // A wait that went on spinning, or went to sleep, ends it, even
+        // after a slip that the sender kept up with.
+        for ending in [Some(SHORT_ROUNDS + 1), None] {
+            publish_ahead(&ring);
+            let slip = Slip::begin(&ring, Side::Recv, None);
+            assert!(!slip.gave_up && slip.slipping);
+            slip.end(ending);
+            assert!(!slipping(&ring, Side::Recv), "{ending:?}");
+            // Working through the stretch, then a quick wait: a stream again.
+            drain(&ring);
+            Slip::begin(&ring, Side::Recv, None).end(Some(SHORT_ROUNDS));
+            assert!(slipping(&ring, Side::Recv));
+        }
+    }
+
+    /// Publishes messages up to the slipping distance past the next one.
+    fn publish_ahead(ring: &Ring) {
+        for _ in 0..=Slip::distance(ring) {
+            ring.try_send(0, b"m").unwrap();
+        }
+    }
+
+    fn drain(ring: &Ring) {
+        while ring.try_recv(1, &mut [0u8; 64]).is_ok() {}
+    }
+
+    #[test]
+    fn a_ring_that_may_not_slip_never_does() {
+        let mut ring = ring();
+        ring.set_slipping(false);
+        ring.slip_state(Side::Recv).store(1, Relaxed);
+        // Nothing is sent: a slip would give up, so none was made.
+        let slip = Slip::begin(&ring, Side::Recv, None);
+        assert!(!slip.gave_up && !slip.slipping);
+    }
+
+    #[test]
+    fn a_slipping_stream_delivers_every_message_once_in_order() {
+        let geo = Geometry { slot_size: 64, slots: 256, max_holders: 2 };
+        let ring = std::sync::Arc::new(ring_of(geo));
+        const N: u64 = 300_000;
+        let tx = ring.clone();
+        let sender = std::thread::spawn(move || {
+            for k in 0..N {
+                let mut c = crate::channel::blocking::claim_send(&tx, 0, None).unwrap();
+                tx.write(&mut c, &k.to_le_bytes()).unwrap();
+                tx.publish(c, 8).unwrap();
+            }
+        });
+        for k in 0..N {
+            let c = crate::channel::blocking::claim_recv(&ring, 1, None).unwrap();
+            assert_eq!(ring.slot(&c), k.to_le_bytes());
+            ring.release(c).unwrap();
+        }
+        sender.join().unwrap();
+        assert!(ring.try_recv(1, &mut [0u8; 64]).is_err());
     }
 
     #[test]
@@ -202,14 +263,15 @@ mod tests {
         // With the position `distance` ahead published, it returns at once.
         pass(&ring, 5);
         Slip::begin(&ring, Side::Recv, None).end(Some(0));
-        for _ in 0..=distance {
-            ring.try_send(0, b"m").unwrap();
-        }
+        publish_ahead(&ring);
         let slip = Slip::begin(&ring, Side::Recv, None);
         assert!(!slip.gave_up);
         slip.end(Some(0));
-        // The receiver works through the stretch; its next wait slips again.
-        while ring.try_recv(1, &mut [0u8; 64]).is_ok() {}
+        // Its own verdict: no run since the previous wait, so not a stream.
+        assert!(!slipping(&ring, Side::Recv));
+        // The receiver works through the stretch; the quick wait after it
+        // marks a stream again.
+        drain(&ring);
         ring.try_send(0, b"m").unwrap();
         Slip::begin(&ring, Side::Recv, None).end(Some(0));
         assert!(slipping(&ring, Side::Recv));

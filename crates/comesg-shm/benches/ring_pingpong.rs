@@ -6,7 +6,8 @@
 //! `cargo bench -p comesg-shm --bench ring_pingpong`; with `RING_TRACE=1`
 //! each stream also prints its rate and the ring's depth every 65,536
 //! messages (how the slow phases near an empty or full ring were found,
-//! see `channel::slip`).
+//! see `channel::slip`); with `RING_RT_ONLY=1` it measures the round trips
+//! alone (a few seconds), for paired runs of two builds.
 
 use std::sync::atomic::{AtomicU64, Ordering::*};
 use std::sync::{Arc, Barrier};
@@ -175,6 +176,10 @@ fn main() {
         spin.push(once(Mode::Spin, c0, c1));
         ring.push(once(Mode::Ring, c0, c1));
     }
+    if std::env::var_os("RING_RT_ONLY").is_some() {
+        report_round_trips(spin, ring, rounds);
+        return;
+    }
     {
         // One thread, no other core: the instruction cost of the data path.
         let r = ring_of(64, 64);
@@ -201,7 +206,12 @@ fn main() {
         rates.sort_by(f64::total_cmp);
         println!("one-way stream, {slots} slots of {size} B, in-process: median {:.1} M msgs/s", rates[2] / 1e6);
     }
-    // Ratio per round (adjacent in time), then the median of those.
+    report_round_trips(spin, ring, rounds);
+}
+
+/// Prints the round trips' medians and the median per-round ratio (spin
+/// and ring rounds adjacent in time).
+fn report_round_trips(mut spin: Vec<f64>, mut ring: Vec<f64>, rounds: usize) {
     let mut ratios: Vec<f64> = spin.iter().zip(&ring).map(|(s, r)| r / s).collect();
     ratios.sort_by(f64::total_cmp);
     spin.sort_by(f64::total_cmp);

@@ -501,3 +501,30 @@ fn a_lagging_claim_release_does_not_wedge_the_ring() {
         assert_eq!(buf[0], k);
     }
 }
+
+#[test]
+fn a_deadline_is_worked_out_only_when_the_claim_must_wait() {
+    let (_f, r) = ring(64, 4);
+    let mut asked = 0;
+    let mut c = blocking::claim_send_by(&r, 0, || {
+        asked += 1;
+        None
+    })
+    .unwrap();
+    r.write(&mut c, b"m").unwrap();
+    r.publish(c, 1).unwrap();
+    let c = blocking::claim_recv_by(&r, 1, || {
+        asked += 1;
+        None
+    })
+    .unwrap();
+    r.release(c).unwrap();
+    assert_eq!(asked, 0, "no claim waited");
+    // Empty now: the wait asks once, and its deadline has passed.
+    let e = blocking::claim_recv_by(&r, 1, || {
+        asked += 1;
+        Some(std::time::Instant::now())
+    });
+    assert_eq!(e.unwrap_err(), blocking::WaitError::TimedOut);
+    assert_eq!(asked, 1);
+}

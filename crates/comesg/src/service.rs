@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use comesg_proto::{Name, PortGrant, PortSpec, Reply, Request, Rights, ServiceSpec};
 use comesg_shm::channel::blocking::{self, WaitError};
-use comesg_shm::channel::{Geometry, Ring, RingError};
+use comesg_shm::channel::{Geometry, Ring};
 use comesg_shm::service::{CallLayout, CallSegment, CallState, ServiceHeader, Ticket, WaitEnd};
 use comesg_sys::bell::Bell;
 use comesg_sys::mapping::{Access, Mapping};
@@ -231,14 +231,8 @@ impl Shared {
         let mut ticket = [0u8; Ticket::LEN];
         let mut last = LastCaller::default();
         while !self.stop.load(Relaxed) {
-            // A ticket already queued needs no deadline (and no clock read).
-            let claimed = match self.ring.try_claim_recv(self.holder) {
-                Err(RingError::Empty) => {
-                    blocking::claim_recv(&self.ring, self.holder, Some(Instant::now() + WORKER_TICK))
-                }
-                r => r.map_err(WaitError::Ring),
-            };
-            match claimed {
+            // A ticket already queued needs no deadline, so no clock read.
+            match blocking::claim_recv_by(&self.ring, self.holder, || Some(Instant::now() + WORKER_TICK)) {
                 Ok(claim) => {
                     let n = claim.len().min(Ticket::LEN);
                     ticket[..n].copy_from_slice(&self.ring.slot(&claim)[..n]);
@@ -530,17 +524,14 @@ impl ServiceClient {
     /// Waits for room in the request queue, in naps so that a provider's
     /// death (after which nobody drains the queue) is noticed.
     fn claim_ticket(&self, deadline: Option<Instant>) -> Result<comesg_shm::channel::SendClaim, CallError> {
-        // Room at once (the usual case) needs no clock: reading it costs a
-        // call 25-40 ns on these VMs, before its ticket goes out.
-        match self.ring.try_claim_send(self.holder) {
-            Ok(c) => return Ok(c),
-            Err(RingError::Full) => {}
-            Err(r) => return Err(CallError::Corrupt(r.to_string())),
-        }
         loop {
-            let nap = Instant::now() + WORKER_TICK;
-            let until = deadline.map_or(nap, |d| d.min(nap));
-            match blocking::claim_send(&self.ring, self.holder, Some(until)) {
+            // Room at once (the usual case) needs no clock, which would cost
+            // each call 25-40 ns before its ticket goes out.
+            let until = || {
+                let nap = Instant::now() + WORKER_TICK;
+                Some(deadline.map_or(nap, |d| d.min(nap)))
+            };
+            match blocking::claim_send_by(&self.ring, self.holder, until) {
                 Ok(c) => return Ok(c),
                 Err(WaitError::TimedOut) if deadline.is_some_and(|d| Instant::now() >= d) => {
                     return Err(CallError::TimedOut)

@@ -224,7 +224,7 @@ impl Ring {
 
     /// Lets waits on this mapping slip behind a stream (the default) or
     /// not. A stream's rate gains from slipping, but a slip can hold back
-    /// a message that is ready for up to about a microsecond (see
+    /// a message that is ready for a few hundred nanoseconds (see
     /// `channel::slip`): a queue of requests, where each one's latency
     /// matters more than the rate, turns it off.
     pub fn set_slipping(&mut self, on: bool) {

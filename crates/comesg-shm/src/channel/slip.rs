@@ -19,8 +19,8 @@
 //! temporal slipping. Streaming is recognised from the previous wait of
 //! this process on this side: it ended after a few rounds and followed
 //! several messages handled without waiting. A request/response exchange
-//! waits before every message, so it never slips. A slip gives up after
-//! as soon as the other side's counter stops moving between two looks
+//! waits before every message, so it never slips. A slip gives up as soon
+//! as the other side's counter stops moving between two looks
 //! (every [`PAUSES_PER_CLOCK`] pauses, about 200 ns), and in any case after
 //! [`NS_PER_MESSAGE`] for each position of the distance, the pace of a
 //! sender too slow for the contention to matter. A stream that stops or
@@ -78,10 +78,11 @@ impl<'a> Slip<'a> {
         let start = ring.next_position(side);
         // No previous wait (state 0): no run to judge by.
         let run = if state == 0 { 0 } else { start.wrapping_sub(state >> 1) };
-        let may = ring.may_slip() && Self::distance(ring) >= MIN_RUN;
+        let distance = Self::distance(ring);
+        let may = ring.may_slip() && distance >= MIN_RUN;
         let mut slip = Slip { ring, side, start, run, gave_up: false, slipping: may && state & 1 == 1 };
         if slip.slipping {
-            slip.gave_up = !slip.slip(Self::distance(ring), deadline);
+            slip.gave_up = !slip.slip(distance, deadline);
             slip.slipping = !slip.gave_up;
         }
         // Stored now, while nothing has arrived: `end` stores again only

@@ -2,8 +2,11 @@
 
 use crate::{ReplyFrame, RequestFrame};
 
-/// Protocol version spoken by this build.
-pub const VERSION: u32 = 3;
+/// Protocol version spoken by this build. It covers the layout of the
+/// shared segments as well as the frames: a client that maps a port lays
+/// it out as its own build does, so a kernel of another layout must turn
+/// it away (4: COCHANNEL slot headers moved next to their data).
+pub const VERSION: u32 = 4;
 
 /// Largest frame, in bytes, either way.
 pub const MAX_FRAME: usize = 64 * 1024;

@@ -8,16 +8,22 @@
 //! | 64 | `data_seq` (u32 futex word receivers sleep on), `send_waiters`, `send_pollers`, live senders, sender attaches (u32 each) |
 //! | 128 | `max_holders` holder records of 64 bytes (messages, bytes, sleeping, polling) |
 //! | `claims_offset` | `slots` claim words (u64 each), touched by senders only |
-//! | `headers_offset` | `slots` slot headers of a cache line each: stamp (u64), length (u32), pad |
-//! | `slots_offset` | `slots` slots of `stride` bytes, data only, each starting a cache line |
+//! | `slots_offset` | `slots` slots of `stride` bytes: a header line (stamp u64, length u32, pad), then the data, starting a line of its own |
 //!
-//! Headers live apart from the data so that a 64-byte message fills one data
-//! line instead of spilling into a second. Each header has a line of its
-//! own: a receiver polls the header of the next message, and with four
-//! headers to a line it kept pulling away the line a streaming sender was
-//! writing the following headers into (`comesg bench`, three runs each way
-//! alternated: 64 B round trip 430-440 ns with a line each, 460-500 ns
-//! with four to a line).
+//! A slot's header has a line to itself, so that a 64-byte message fills one
+//! data line instead of spilling into a second, and so that a receiver
+//! polling the next message's header does not pull away a line the sender
+//! is writing: with four headers to a line, in an array of their own, the
+//! 64 B round trip was 460-500 ns against 430-440 ns with a line each
+//! (`comesg bench`, three runs each way alternated).
+//!
+//! The header line sits right before its data. With all headers in one
+//! array and all data in another, an in-process 64 B round trip
+//! (`RING_RT_ONLY=1` on the `ring_pingpong` bench) was about 30 ns slower:
+//! medians of paired differences -31 and -36 ns over 12 and 11 pairs, with
+//! the header first or the data first. It is not the pairing of 128-byte
+//! aligned lines: a header and data in different 128-byte pairs measured
+//! the same as in one (-3 ns over 12 pairs).
 //!
 //! Receiver segment (written by receivers, mapped read-only by senders):
 //!
@@ -94,9 +100,10 @@ impl Geometry {
         Ok(())
     }
 
-    /// Bytes from one slot to the next.
+    /// Bytes from one slot to the next: its header line, then its data
+    /// rounded up to whole lines.
     pub fn stride(&self) -> usize {
-        round_up(self.slot_size as usize, LINE)
+        SLOT_HEADER + round_up(self.slot_size as usize, LINE)
     }
 
     /// Offset of the first holder record in either segment.
@@ -109,14 +116,9 @@ impl Geometry {
         self.holders_offset() + self.max_holders as usize * HOLDER_RECORD
     }
 
-    /// Offset of the slot-header array in the sender segment.
-    pub fn headers_offset(&self) -> usize {
-        round_up(self.claims_offset() + self.slots as usize * 8, LINE)
-    }
-
-    /// Offset of slot 0's data in the sender segment.
+    /// Offset of slot 0 (its header line) in the sender segment.
     pub fn slots_offset(&self) -> usize {
-        round_up(self.headers_offset() + self.slots as usize * SLOT_HEADER, LINE)
+        round_up(self.claims_offset() + self.slots as usize * 8, LINE)
     }
 
     /// Offset of the free-stamp array in the receiver segment.
@@ -143,8 +145,15 @@ mod tests {
     fn rejects_bad_shapes() {
         let ok = Geometry { slot_size: 64, slots: 1024, max_holders: 64 };
         assert!(ok.validate().is_ok());
-        assert_eq!(ok.stride(), 64);
-        assert_eq!(Geometry { slot_size: 65, ..ok }.stride(), 128);
+        assert_eq!(ok.stride(), 128);
+        assert_eq!(Geometry { slot_size: 65, ..ok }.stride(), 192);
+        // The claim words end on a line; slot 0's header starts the next.
+        assert_eq!(ok.slots_offset(), 128 + 64 * 64 + 1024 * 8);
+        assert_eq!(ok.sender_segment_len(), ok.slots_offset() + 1024 * 128);
+        // The examples in docs/memory.md.
+        let lib = Geometry { slot_size: 256, slots: 256, max_holders: 4096 };
+        assert_eq!((lib.sender_segment_len(), lib.receiver_segment_len()), (346_240, 264_320));
+        assert_eq!(Geometry { slot_size: 1024, ..lib }.sender_segment_len(), 542_848);
         assert!(Geometry { slots: 1000, ..ok }.validate().is_err());
         assert!(Geometry { slot_size: 0, ..ok }.validate().is_err());
         assert!(Geometry { max_holders: 0, ..ok }.validate().is_err());

@@ -141,7 +141,6 @@ pub struct Ring {
     stride: usize,
     // Offsets and rights computed once: the data path reads them per call.
     slots_off: usize,
-    headers_off: usize,
     claims_off: usize,
     free_off: usize,
     can_send: bool,
@@ -212,7 +211,6 @@ impl Ring {
             mask: geo.slots as u64 - 1,
             stride: geo.stride(),
             slots_off: geo.slots_offset(),
-            headers_off: geo.headers_offset(),
             claims_off: geo.claims_offset(),
             free_off: geo.free_offset(),
             free_hint: OwnLine(AtomicU64::new(0)),
@@ -398,14 +396,14 @@ impl Ring {
         Self::word32(self.seg(side), self.record(h) + 20)
     }
     #[inline]
-    fn slot_off(&self, i: usize) -> usize {
+    fn header_off(&self, i: usize) -> usize {
         debug_assert!(i < self.geo.slots as usize);
         self.slots_off + i * self.stride
     }
+    /// A slot's data follows its header line (see `geometry`).
     #[inline]
-    fn header_off(&self, i: usize) -> usize {
-        debug_assert!(i < self.geo.slots as usize);
-        self.headers_off + i * SLOT_HEADER
+    fn slot_off(&self, i: usize) -> usize {
+        self.header_off(i) + SLOT_HEADER
     }
     #[inline]
     pub(super) fn stamp(&self, i: usize) -> &AtomicU64 {

@@ -2,6 +2,10 @@
 //! embedded microkernel and the public library, with no benchmark harness
 //! around it: one `send` and one `recv` per message, 4 million messages
 //! per round. A developer's cross-check of `comesg bench`'s stream rows.
+//! With `STREAM_SHARED=1` each process holds a second, idle handle (SEND
+//! here, RECV in the receiver), so neither side is a sole holder and both
+//! claim by compare-and-swap (docs/cochannel.md, "Sole holders"): the
+//! leases' effect in one binary.
 //!
 //! `cargo run --release -p comesg-bench --example two_process_stream`
 
@@ -18,6 +22,10 @@ fn receive(args: &str) -> Result<(), Box<dyn std::error::Error>> {
     let (socket, name, cpu) = (it.next().unwrap_or(""), it.next().unwrap_or(""), it.next().unwrap_or("1"));
     let conn = Connection::connect(std::path::Path::new(socket))?;
     let rx = conn.open_channel(name, Rights::RECV)?;
+    let _spare = match std::env::var_os("STREAM_SHARED") {
+        Some(_) => Some(conn.open_channel(name, Rights::RECV)?),
+        None => None,
+    };
     comesg_sys::process::pin_to_cpu(cpu.parse()?)?;
     println!("ready");
     std::io::stdout().flush()?;
@@ -44,6 +52,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let opts = ChannelOptions { slot_size: 64, slots: 4096, exclusive: true, ..Default::default() };
         let created = conn.create_channel(&name, opts)?;
         let tx = conn.open_channel(&name, Rights::SEND)?;
+        let _spare = match std::env::var_os("STREAM_SHARED") {
+            Some(_) => Some(conn.open_channel(&name, Rights::SEND)?),
+            None => None,
+        };
         drop(created);
         let mut child = std::process::Command::new(std::env::current_exe()?)
             .env("COMESG_STREAM_RECEIVER", format!("{} {name} {theirs}", socket.display()))
@@ -58,7 +70,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         let status = child.wait()?;
         let rate = MESSAGES as f64 / t.elapsed().as_secs_f64();
-        println!("round {round}: {:.1} M msgs/s ({status})", rate / 1e6);
+        let lease = if tx.sole_sender() { "sole sender" } else { "shared" };
+        println!("round {round}: {:.1} M msgs/s ({lease}; receiver {status})", rate / 1e6);
     }
     drop(conn);
     drop(kernel);

@@ -1,37 +1,23 @@
 //! N senders x M receivers, each its own process, through a microkernel
 //! running as its own process: every message is received exactly once, and
-//! each receiver sees each sender's messages in order.
+//! each receiver sees each sender's messages in order; also while a sole
+//! sender and a sole receiver lose their leases and get them back.
 
 mod util;
 
 use std::collections::HashMap;
 use std::time::Duration;
 
-use util::KernelProc;
+use comesg::Rights;
+use util::{eventually, KernelProc};
 
-#[test]
-fn three_senders_two_receivers_every_message_exactly_once() {
-    const SENDERS: u32 = 3;
-    const RECEIVERS: usize = 2;
-    const PER_SENDER: u64 = 30_000;
-    let k = KernelProc::start("once");
-    let out = k.cli(&["create", "/it/once", "--slot-size", "64", "--slots", "64"]);
-    assert!(out.status.success(), "{out:?}");
-
-    let mut receivers: Vec<_> = (0..RECEIVERS).map(|_| k.peer(&["seq-recv", "/it/once", "--idle", "3"])).collect();
-    let readers: Vec<_> = receivers.iter_mut().map(|r| r.collect()).collect();
-    let count = PER_SENDER.to_string();
-    let mut senders: Vec<_> =
-        (0..SENDERS).map(|id| k.peer(&["seq-send", "/it/once", "--id", &id.to_string(), "--count", &count])).collect();
-    for s in &mut senders {
-        assert!(s.wait(Duration::from_secs(120)).success());
-    }
-
+/// Each receiver's "ID SEQ" lines (and its closing "done N"): how often
+/// each (sender, sequence) arrived, and how many each receiver took.
+/// Fails if a receiver saw one sender's messages out of order.
+fn tally(receivers: Vec<Vec<String>>) -> (HashMap<(u32, u64), usize>, Vec<usize>) {
     let mut seen: HashMap<(u32, u64), usize> = HashMap::new();
     let mut per_receiver = Vec::new();
-    for (r, reader) in readers.into_iter().enumerate() {
-        let lines = reader.join().unwrap();
-        assert!(receivers[r].wait(Duration::from_secs(30)).success());
+    for (r, lines) in receivers.into_iter().enumerate() {
         let mut last: HashMap<u32, u64> = HashMap::new();
         let mut n = 0;
         for line in lines {
@@ -51,6 +37,32 @@ fn three_senders_two_receivers_every_message_exactly_once() {
         }
         per_receiver.push(n);
     }
+    (seen, per_receiver)
+}
+
+#[test]
+fn three_senders_two_receivers_every_message_exactly_once() {
+    const SENDERS: u32 = 3;
+    const RECEIVERS: usize = 2;
+    const PER_SENDER: u64 = 30_000;
+    let k = KernelProc::start("once");
+    let out = k.cli(&["create", "/it/once", "--slot-size", "64", "--slots", "64"]);
+    assert!(out.status.success(), "{out:?}");
+
+    let mut receivers: Vec<_> = (0..RECEIVERS).map(|_| k.peer(&["seq-recv", "/it/once", "--idle", "3"])).collect();
+    let readers: Vec<_> = receivers.iter_mut().map(|r| r.collect()).collect();
+    let count = PER_SENDER.to_string();
+    let mut senders: Vec<_> =
+        (0..SENDERS).map(|id| k.peer(&["seq-send", "/it/once", "--id", &id.to_string(), "--count", &count])).collect();
+    for s in &mut senders {
+        assert!(s.wait(Duration::from_secs(120)).success());
+    }
+
+    let lines = readers.into_iter().map(|r| r.join().unwrap()).collect();
+    for r in &mut receivers {
+        assert!(r.wait(Duration::from_secs(30)).success());
+    }
+    let (seen, per_receiver) = tally(lines);
     let total = SENDERS as u64 * PER_SENDER;
     assert_eq!(seen.len() as u64, total, "messages missing (per receiver: {per_receiver:?})");
     assert!(seen.values().all(|&c| c == 1), "a message was delivered twice");
@@ -59,4 +71,65 @@ fn three_senders_two_receivers_every_message_exactly_once() {
     // The kernel's counters agree.
     let e = k.connect().list("/it/once").unwrap().pop().unwrap();
     assert_eq!((e.sent_msgs, e.received_msgs, e.lost, e.depth), (total, total, 0, 0));
+}
+
+/// One tagged message as `seq-recv` expects it: sender id, sequence.
+fn tagged(id: u32, seq: u64) -> [u8; 16] {
+    let mut m = [0u8; 16];
+    m[..4].copy_from_slice(&id.to_le_bytes());
+    m[4..12].copy_from_slice(&seq.to_le_bytes());
+    m
+}
+
+#[test]
+fn sole_holders_lose_their_leases_mid_stream_and_nothing_is_lost() {
+    const FIRST: u64 = 20_000;
+    const SECOND: u64 = 40_000;
+    const OTHER: u64 = 30_000;
+    let k = KernelProc::start("lease");
+    let out = k.cli(&["create", "/it/lease", "--slot-size", "64", "--slots", "64"]);
+    assert!(out.status.success(), "{out:?}");
+    let conn = k.connect();
+    let tx = conn.open_channel("/it/lease", Rights::SEND).unwrap();
+    assert!(tx.sole_sender(), "the only sender holds the senders' lease");
+
+    // A sole receiver takes the first messages under its lease, this
+    // process sends them under its own.
+    let mut first = k.peer(&["seq-recv", "/it/lease", "--idle", "3"]);
+    let mut readers = vec![first.collect()];
+    for seq in 0..FIRST {
+        tx.send(&tagged(0, seq)).unwrap();
+    }
+    assert!(tx.sole_sender());
+
+    // A second receiver and a second sender attach while messages are in
+    // flight: the microkernel revokes both leases before it answers them.
+    let mut second = k.peer(&["seq-recv", "/it/lease", "--idle", "3"]);
+    readers.push(second.collect());
+    let count = OTHER.to_string();
+    let mut other = k.peer(&["seq-send", "/it/lease", "--id", "1", "--count", &count]);
+    assert!(!tx.sole_sender(), "a second sender attached: the lease is revoked");
+    for seq in FIRST..FIRST + SECOND {
+        tx.send(&tagged(0, seq)).unwrap();
+    }
+    assert!(other.wait(Duration::from_secs(120)).success());
+
+    // The other sender is gone: this one is alone again and gets the lease
+    // back.
+    eventually(Duration::from_secs(10), "the lease granted again", || tx.sole_sender());
+    for seq in FIRST + SECOND..2 * FIRST + SECOND {
+        tx.send(&tagged(0, seq)).unwrap();
+    }
+
+    let lines = readers.into_iter().map(|r| r.join().unwrap()).collect();
+    for r in [&mut first, &mut second] {
+        assert!(r.wait(Duration::from_secs(30)).success());
+    }
+    let (seen, per_receiver) = tally(lines);
+    let mine = 2 * FIRST + SECOND;
+    assert_eq!(seen.len() as u64, mine + OTHER, "messages missing (per receiver: {per_receiver:?})");
+    assert!(seen.values().all(|&c| c == 1), "a message was delivered twice");
+    assert!((0..mine).all(|s| seen.contains_key(&(0, s))) && (0..OTHER).all(|s| seen.contains_key(&(1, s))));
+    let e = conn.list("/it/lease").unwrap().pop().unwrap();
+    assert_eq!((e.sent_msgs, e.received_msgs, e.lost, e.depth), (mine + OTHER, mine + OTHER, 0, 0));
 }

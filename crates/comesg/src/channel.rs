@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use comesg_proto::{Entry, HandleId, Name, PortGrant, PortSpec, Rights};
-use comesg_shm::channel::{blocking, Geometry, Ring, RingError, Side};
+use comesg_shm::channel::{blocking, Geometry, Lease, Ring, RingError, Side};
 use comesg_sys::bell::Bell;
 use comesg_sys::mapping::{Access, Mapping};
 use comesg_sys::OwnedFd;
@@ -270,6 +270,25 @@ impl Channel {
     #[doc(hidden)]
     pub fn segments(&self) -> (&Mapping, &Mapping) {
         self.ring.segments()
+    }
+
+    /// Whether this handle is the channel's only sender and so holds the
+    /// senders' lease: its claims are plain stores, with no locked
+    /// instruction (docs/cochannel.md, "Sole holders"). The microkernel
+    /// revokes the lease when a second sender attaches and grants it again
+    /// when one is left.
+    pub fn sole_sender(&self) -> bool {
+        self.holds_lease(Side::Send, self.send_holder)
+    }
+
+    /// Whether this handle is the channel's only receiver (see
+    /// [`Channel::sole_sender`]).
+    pub fn sole_receiver(&self) -> bool {
+        self.holds_lease(Side::Recv, self.recv_holder)
+    }
+
+    fn holds_lease(&self, side: Side, holder: Option<u32>) -> bool {
+        matches!((self.ring.lease(side), holder), (Lease::Granted { holder: h, .. }, Some(mine)) if h == mine)
     }
 
     /// Messages waiting, read from shared memory.

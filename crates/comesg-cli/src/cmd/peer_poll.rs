@@ -112,7 +112,7 @@ impl Gate {
 }
 
 enum Port {
-    Channel(comesg::Channel),
+    Channel(Box<comesg::Channel>),
     Carrier(Box<comesg::Cocarrier>),
     Pipe(Arc<comesg::Copipe>),
     Comutex(comesg::Comutex),
@@ -122,7 +122,7 @@ enum Port {
 fn open(conn: &Connection, spec: &str) -> Result<Port, Box<dyn std::error::Error>> {
     let (kind, path) = spec.split_once(':').ok_or("a port is KIND:PATH")?;
     Ok(match kind {
-        "channel" => Port::Channel(conn.open_channel(path, Rights::SEND)?),
+        "channel" => Port::Channel(Box::new(conn.open_channel(path, Rights::SEND)?)),
         "carrier" => Port::Carrier(Box::new(conn.open_cocarrier(path, Rights::SEND)?)),
         "pipe" => Port::Pipe(Arc::new(conn.open_copipe(path, Rights::SEND)?)),
         "comutex" => Port::Comutex(conn.open_comutex(path)?),

@@ -138,10 +138,19 @@ impl ChannelObject {
     }
 
     /// Writes the live holder counts into the segments (pollers read them
-    /// for "no more senders / receivers").
+    /// for "no more senders / receivers"), and grants each side's lease to
+    /// its holder while it has only one (see `comesg_shm::channel::lease`).
+    /// Callers run this after any repair and before they reply, so a
+    /// newcomer sees the lease revoked and no departed holder still claims.
     fn publish_live(&self) {
-        let _ = self.ring.set_live(Side::Send, self.send_records.live.len() as u32, self.send_records.attaches);
-        let _ = self.ring.set_live(Side::Recv, self.recv_records.live.len() as u32, self.recv_records.attaches);
+        for (side, records) in [(Side::Send, &self.send_records), (Side::Recv, &self.recv_records)] {
+            let _ = self.ring.set_live(side, records.live.len() as u32, records.attaches);
+            let sole = match records.live.len() {
+                1 => records.live.first().copied(),
+                _ => None,
+            };
+            let _ = self.ring.set_lease(side, sole);
+        }
     }
 
     /// Holder records per side.

@@ -8,9 +8,11 @@
 //! - [`loan`]: zero-copy send and receive as typed loans.
 //! - [`blocking`]: spin-then-futex waiting with deadlines.
 //! - `slip`: how a streaming side keeps its distance while it waits.
+//! - `lease`: how a sole holder of a side claims without compare-and-swap.
 
 pub mod blocking;
 pub mod geometry;
+mod lease;
 pub mod loan;
 pub mod readiness;
 pub mod ring;
@@ -18,5 +20,6 @@ mod slip;
 pub mod stamp;
 
 pub use geometry::{Geometry, GeometryError};
+pub use lease::Lease;
 pub use loan::{RecvSlot, SendLoan};
 pub use ring::{RecvClaim, Ring, RingError, RingStats, SendClaim, Side};

@@ -41,6 +41,7 @@ use comesg_sys::bell::Bell;
 use comesg_sys::mapping::{Access, Mapping};
 
 use super::geometry::{Geometry, LINE, SLOT_HEADER};
+use super::lease::LocalLease;
 use super::stamp::{self, decode_free, decode_full, Free, Full};
 
 /// Which side of the channel a holder is on.
@@ -154,6 +155,8 @@ pub struct Ring {
     slip: SlipLine,
     /// Whether waits on this mapping may slip (see [`Ring::set_slipping`]).
     may_slip: bool,
+    /// This process's view of the sole holders' leases (see `lease`).
+    lease: LocalLease,
     /// The port's bell, rung for pollers (see `readiness`).
     bell: Option<Bell>,
 }
@@ -216,6 +219,7 @@ impl Ring {
             free_hint: OwnLine(AtomicU64::new(0)),
             slip: SlipLine([AtomicU64::new(0), AtomicU64::new(0)]),
             may_slip: true,
+            lease: LocalLease::default(),
             bell: None,
         })
     }
@@ -342,6 +346,16 @@ impl Ring {
     pub(super) fn senders_live(&self) -> (&AtomicU32, &AtomicU32) {
         (Self::word32(&self.s, LINE + 12), Self::word32(&self.s, LINE + 16))
     }
+    /// The side's lease word (see `lease`), in its own segment: written by
+    /// the microkernel, read by every claim of that side.
+    #[inline]
+    pub(super) fn lease_word(&self, side: Side) -> &AtomicU64 {
+        Self::word64(self.seg(side), LINE + 24)
+    }
+    #[inline]
+    pub(super) fn local_lease(&self) -> &LocalLease {
+        &self.lease
+    }
     #[inline]
     pub(super) fn head(&self) -> &AtomicU64 {
         Self::word64(&self.r, 0)
@@ -394,6 +408,11 @@ impl Ring {
     #[inline]
     pub(super) fn rec_polling(&self, side: Side, h: u32) -> &AtomicU32 {
         Self::word32(self.seg(side), self.record(h) + 20)
+    }
+    /// Nonzero while holder `h` claims under its lease (see `lease`).
+    #[inline]
+    pub(super) fn rec_claiming(&self, side: Side, h: u32) -> &AtomicU32 {
+        Self::word32(self.seg(side), self.record(h) + 24)
     }
     #[inline]
     fn header_off(&self, i: usize) -> usize {
@@ -573,6 +592,18 @@ impl Ring {
     pub fn try_claim_send(&self, holder: u32) -> Result<SendClaim, RingError> {
         self.writable(Side::Send)?;
         self.check_holder(holder)?;
+        let sole = self.lease_enter(Side::Send, holder);
+        let r = self.claim_send(holder, sole);
+        if sole {
+            self.lease_leave(Side::Send, holder);
+        }
+        r
+    }
+
+    /// [`Ring::try_claim_send`]'s walk; `sole` when this thread holds the
+    /// side's lease and may claim with a plain store (see `lease`).
+    #[inline(always)]
+    fn claim_send(&self, holder: u32, sole: bool) -> Result<SendClaim, RingError> {
         let tail = self.tail();
         let mut pos = tail.load(Acquire);
         let start = pos;
@@ -580,7 +611,14 @@ impl Ring {
             let i = (pos & self.mask) as usize;
             match self.send_step(pos, i)? {
                 SendStep::Claim(seen) => {
-                    if self.claim(i).compare_exchange(seen, stamp::claimed_at(holder, pos), AcqRel, Relaxed).is_ok() {
+                    let mine = stamp::claimed_at(holder, pos);
+                    let won = if sole {
+                        self.claim(i).store(mine, Release);
+                        true
+                    } else {
+                        self.claim(i).compare_exchange(seen, mine, AcqRel, Relaxed).is_ok()
+                    };
+                    if won {
                         tail.store(pos.wrapping_add(1), Release);
                         if i.is_multiple_of(FREE_PER_LINE as usize) {
                             self.learn_ahead(pos);
@@ -731,6 +769,17 @@ impl Ring {
     pub fn try_claim_recv(&self, holder: u32) -> Result<RecvClaim, RingError> {
         self.writable(Side::Recv)?;
         self.check_holder(holder)?;
+        let sole = self.lease_enter(Side::Recv, holder);
+        let r = self.claim_recv(holder, sole);
+        if sole {
+            self.lease_leave(Side::Recv, holder);
+        }
+        r
+    }
+
+    /// [`Ring::try_claim_recv`]'s walk; `sole` as in `claim_send`.
+    #[inline(always)]
+    fn claim_recv(&self, holder: u32, sole: bool) -> Result<RecvClaim, RingError> {
         let head = self.head();
         let mut pos = head.load(Acquire);
         let start = pos;
@@ -738,7 +787,19 @@ impl Ring {
             let i = (pos & self.mask) as usize;
             match self.recv_step(pos, i)? {
                 RecvStep::Claim { skip } => {
-                    if self.free(i).compare_exchange(pos, stamp::claimed(holder), AcqRel, Relaxed).is_ok() {
+                    // A sole receiver checks the free stamp as the
+                    // compare-and-swap would (`recv_step` read only the full
+                    // stamp, which a hostile sender may have forged).
+                    let won = if sole {
+                        let free = self.free(i);
+                        free.load(Relaxed) == pos && {
+                            free.store(stamp::claimed(holder), Release);
+                            true
+                        }
+                    } else {
+                        self.free(i).compare_exchange(pos, stamp::claimed(holder), AcqRel, Relaxed).is_ok()
+                    };
+                    if won {
                         head.store(pos.wrapping_add(1), Release);
                         if i % FREE_PER_LINE as usize == FREE_PER_LINE as usize / 2 {
                             // Take the next line of free stamps back from
@@ -921,6 +982,9 @@ impl Ring {
         self.rec_bytes(side, h).store(0, Relaxed);
         self.rec_waiting(side, h).store(0, Relaxed);
         self.rec_polling(side, h).store(0, Relaxed);
+        // A holder that died inside a claim under its lease leaves this
+        // up; a revoker waits for it to come down.
+        self.rec_claiming(side, h).store(0, Release);
         Ok(())
     }
 

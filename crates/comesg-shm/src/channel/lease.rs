@@ -1,0 +1,442 @@
+//! The sole holder's lease: while a side of a channel has one holder, that
+//! holder claims slots with plain stores instead of compare-and-swap.
+//!
+//! Every claim is a locked compare-and-swap (see `ring`), and a locked
+//! instruction waits until every older store has left the store buffer,
+//! including the previous message's lines, which the other side's core has
+//! just pulled away. In a 64-byte stream between two threads that wait was
+//! the largest single cost: with both claims made by plain stores (unsound
+//! with two holders a side; measured for the estimate only) four
+//! alternated runs of `cargo bench -p comesg-shm --bench ring_pingpong`
+//! streamed 33-46 M msgs/s with 48-byte messages against 23-31 M. Most
+//! channels have one sender and one receiver, so the microkernel, which
+//! knows every holder, grants a side's **lease** to its holder while it is
+//! the only one, and revokes it when a second one attaches.
+//!
+//! Two things must be exclusive for a plain store to stand in for the
+//! compare-and-swap: the holder (no other holder of the side claims) and,
+//! within its process, the thread (a handle may be shared by threads).
+//!
+//! - **Holders.** The lease word (line 1 of the side's segment, written by
+//!   the microkernel) names the holder and an epoch that every change
+//!   bumps. The microkernel revokes before it replies to the second
+//!   holder's attach, so the newcomer sees the revocation; before its first
+//!   claim it waits until the old holder is out of any claim it began
+//!   under the lease (below). It grants again when the side is back to one
+//!   holder, after repairing any holder that died.
+//! - **Threads.** The first thread of a process that claims through a ring
+//!   object becomes its owner; only the owner uses the lease. Another
+//!   thread that claims through the same object marks it shared for good
+//!   and waits, as a newcomer does, until the owner is out of its claim.
+//!
+//! The wait is an asymmetric Dekker handshake. The lease holder's owner
+//! thread writes its holder record's `claiming` word, then (only a compiler
+//! fence between) checks lease and owner, claims, and clears `claiming`.
+//! The revoker has changed the lease or the owner first, then forces a
+//! barrier on every thread of every process that uses channels
+//! (`membarrier`, see `comesg_sys::barrier::heavy`), then waits for
+//! `claiming` to read 0: either the owner's write was visible to it, or the
+//! owner's check comes after the barrier and sees the change. Where the
+//! kernel refuses `membarrier`, the microkernel grants no lease, and a
+//! revoker whose barrier fails sleeps a millisecond first, far longer than
+//! a store takes to leave a store buffer.
+
+use std::sync::atomic::Ordering::*;
+use std::time::Duration;
+
+use super::ring::{RingError, Side};
+use super::Ring;
+use crate::spin::Spin;
+
+/// The lease word's flag: granted to the holder in the low 32 bits.
+pub(super) const GRANTED: u64 = 1 << 63;
+/// The bits a holder compares: flag and holder, not the epoch.
+const MATCH: u64 = GRANTED | 0xffff_ffff;
+/// Epochs take 31 bits; 0 means "never granted".
+const EPOCH_MASK: u64 = 0x7fff_ffff;
+
+/// Owner value of a ring object that threads share.
+const SHARED: u64 = u64::MAX;
+
+/// How long a revoker whose barrier failed waits before it trusts what it
+/// reads of the old holder's `claiming` word.
+const UNFENCED_GRACE: Duration = Duration::from_millis(1);
+
+fn epoch(word: u64) -> u32 {
+    ((word >> 32) & EPOCH_MASK) as u32
+}
+
+fn next_epoch(word: u64) -> u64 {
+    match (epoch(word) as u64 + 1) & EPOCH_MASK {
+        0 => 1,
+        e => e,
+    }
+}
+
+thread_local! {
+    /// Its address tells threads apart (nonzero, never `SHARED`). A thread
+    /// that starts after the owner ended may get the same address and so
+    /// inherit ownership, which is harmless: the owner is gone.
+    static TOKEN: u8 = const { 0 };
+}
+
+#[inline]
+fn thread_token() -> u64 {
+    TOKEN.with(|t| t as *const u8 as u64)
+}
+
+/// This process's view of one ring's leases: per side, the owner thread and
+/// the last revocation waited for. Process-local, not shared.
+#[derive(Debug, Default)]
+pub(super) struct LocalLease {
+    owner: [std::sync::atomic::AtomicU64; 2],
+    checked: [std::sync::atomic::AtomicU32; 2],
+}
+
+/// A side's lease as the microkernel last set it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lease {
+    /// Never granted.
+    None,
+    /// Granted to this holder.
+    Granted {
+        /// The sole holder.
+        holder: u32,
+        /// Bumped by every change.
+        epoch: u32,
+    },
+    /// Revoked from this holder.
+    Revoked {
+        /// The last holder it was granted to.
+        holder: u32,
+        /// Bumped by every change.
+        epoch: u32,
+    },
+}
+
+impl Ring {
+    /// Grants `side`'s lease to `sole`, its only holder, or revokes it
+    /// (`None`); only the microkernel calls this, whenever the side's
+    /// holders change, and before it replies to the holder that changed
+    /// them. Without a working `membarrier` it never grants.
+    pub fn set_lease(&self, side: Side, sole: Option<u32>) -> Result<(), RingError> {
+        self.writable(side)?;
+        let word = self.lease_word(side);
+        let w = word.load(SeqCst);
+        let next = match sole.filter(|_| comesg_sys::barrier::register()) {
+            Some(h) => {
+                self.check_holder(h)?;
+                if w & MATCH == GRANTED | h as u64 {
+                    return Ok(());
+                }
+                GRANTED | next_epoch(w) << 32 | h as u64
+            }
+            None if w & GRANTED == 0 => return Ok(()),
+            None => next_epoch(w) << 32 | (w & 0xffff_ffff),
+        };
+        word.store(next, SeqCst);
+        Ok(())
+    }
+
+    /// `side`'s lease as the segment says.
+    pub fn lease(&self, side: Side) -> Lease {
+        let w = self.lease_word(side).load(Acquire);
+        let (holder, epoch) = (w as u32, epoch(w));
+        match (w & GRANTED != 0, epoch) {
+            (true, _) => Lease::Granted { holder, epoch },
+            (false, 0) => Lease::None,
+            (false, _) => Lease::Revoked { holder, epoch },
+        }
+    }
+
+    /// Whether this thread may claim on `side` for `holder` with plain
+    /// stores. If so it has announced the claim, and must call
+    /// [`Ring::lease_leave`] once the claim is made or given up.
+    #[inline(always)]
+    pub(super) fn lease_enter(&self, side: Side, holder: u32) -> bool {
+        let lease = self.lease_word(side);
+        let w = lease.load(Relaxed);
+        if w & MATCH != GRANTED | holder as u64 {
+            if w & GRANTED == 0 && epoch(w) != self.local_lease().checked[side as usize].load(Relaxed) {
+                self.await_revocation(side, w);
+            }
+            return false;
+        }
+        let owner = &self.local_lease().owner[side as usize];
+        let me = thread_token();
+        let o = owner.load(Relaxed);
+        if o != me && (o == SHARED || !self.take_ownership(side, holder, me)) {
+            return false;
+        }
+        let claiming = self.rec_claiming(side, holder);
+        claiming.store(1, Relaxed);
+        // The revoker forces the full barrier (see the module doc).
+        comesg_sys::barrier::light();
+        if owner.load(Relaxed) == me && lease.load(Relaxed) & MATCH == GRANTED | holder as u64 {
+            return true;
+        }
+        claiming.store(0, Release);
+        false
+    }
+
+    /// Ends a claim begun under the lease (see [`Ring::lease_enter`]).
+    #[inline(always)]
+    pub(super) fn lease_leave(&self, side: Side, holder: u32) {
+        self.rec_claiming(side, holder).store(0, Release);
+    }
+
+    /// Makes this thread the owner of the ring object's `side` if nobody
+    /// is; if another thread is, marks the object shared and waits until
+    /// that thread is out of its claim. Whether this thread owns it now.
+    #[cold]
+    fn take_ownership(&self, side: Side, holder: u32, me: u64) -> bool {
+        let owner = &self.local_lease().owner[side as usize];
+        loop {
+            match owner.load(Acquire) {
+                o if o == me => return true,
+                SHARED => return false,
+                0 => {
+                    if owner.compare_exchange(0, me, AcqRel, Acquire).is_ok() {
+                        return true;
+                    }
+                }
+                o => {
+                    if owner.compare_exchange(o, SHARED, AcqRel, Acquire).is_ok() {
+                        self.await_out_of_claim(side, holder);
+                        return false;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Waits, once per revocation, until the holder the lease was revoked
+    /// from is out of any claim it began under it.
+    #[cold]
+    fn await_revocation(&self, side: Side, w: u64) {
+        let h = w as u32;
+        // A holder index out of range is a hostile peer's: there is no
+        // record to wait on, and the claim's own checks catch the rest.
+        if self.check_holder(h).is_ok() {
+            self.await_out_of_claim(side, h);
+        }
+        self.local_lease().checked[side as usize].store(epoch(w), Relaxed);
+    }
+
+    /// The revoker's half of the handshake: barrier, then wait for the
+    /// holder's `claiming` word to read 0. The holder's claim is a few
+    /// dozen instructions; a holder stopped inside one is waited for until
+    /// it goes on or dies (the microkernel then clears the word).
+    fn await_out_of_claim(&self, side: Side, h: u32) {
+        if !comesg_sys::barrier::heavy() {
+            std::thread::sleep(UNFENCED_GRACE);
+        }
+        let claiming = self.rec_claiming(side, h);
+        let mut spin = Spin::new(None);
+        while claiming.load(Acquire) != 0 {
+            if !spin.round() {
+                std::thread::sleep(Duration::from_micros(50));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::sync::atomic::AtomicU64;
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    use super::*;
+    use crate::channel::{blocking, Geometry};
+    use comesg_sys::mapping::{Access, Mapping};
+
+    /// `n` views of one fresh ring, as `n` processes would map it (each its
+    /// own `Ring` object); the first is the microkernel's.
+    fn views(n: usize) -> Vec<Ring> {
+        let geo = Geometry { slot_size: 64, slots: 64, max_holders: 4 };
+        let s = comesg_sys::memfd::create_segment("lease-s", geo.sender_segment_len() as u64).unwrap();
+        let r = comesg_sys::memfd::create_segment("lease-r", geo.receiver_segment_len() as u64).unwrap();
+        let views: Vec<Ring> = (0..n)
+            .map(|_| {
+                Ring::new(
+                    geo,
+                    Mapping::map(&s, geo.sender_segment_len(), Access::ReadWrite).unwrap(),
+                    Mapping::map(&r, geo.receiver_segment_len(), Access::ReadWrite).unwrap(),
+                )
+                .unwrap()
+            })
+            .collect();
+        views[0].initialize().unwrap();
+        views
+    }
+
+    fn tagged(id: u64, seq: u64) -> [u8; 16] {
+        let mut m = [0u8; 16];
+        m[..8].copy_from_slice(&id.to_le_bytes());
+        m[8..].copy_from_slice(&seq.to_le_bytes());
+        m
+    }
+
+    fn send_all(ring: &Ring, holder: u32, id: u64, seqs: std::ops::Range<u64>, progress: &AtomicU64) {
+        for seq in seqs {
+            let mut c = blocking::claim_send(ring, holder, None).unwrap();
+            ring.write(&mut c, &tagged(id, seq)).unwrap();
+            ring.publish(c, 16).unwrap();
+            progress.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Receives until `received` reaches `total` (shared with other
+    /// receivers); the (sender, sequence) pairs this receiver took, and
+    /// checks they come in order per sender.
+    fn receive(ring: &Ring, holder: u32, received: &AtomicU64, total: u64) -> Vec<(u64, u64)> {
+        let mut got = Vec::new();
+        let mut last: HashMap<u64, u64> = HashMap::new();
+        let mut buf = [0u8; 64];
+        while received.load(Relaxed) < total {
+            let deadline = Some(Instant::now() + Duration::from_millis(5));
+            let Ok(c) = blocking::claim_recv(ring, holder, deadline) else { continue };
+            buf[..c.len()].copy_from_slice(ring.slot(&c));
+            assert_eq!(c.len(), 16);
+            ring.release(c).unwrap();
+            let id = u64::from_le_bytes(buf[..8].try_into().unwrap());
+            let seq = u64::from_le_bytes(buf[8..16].try_into().unwrap());
+            if let Some(prev) = last.insert(id, seq) {
+                assert!(seq > prev, "sender {id} out of order: {prev} then {seq}");
+            }
+            got.push((id, seq));
+            received.fetch_add(1, Relaxed);
+        }
+        got
+    }
+
+    fn exactly_once(got: Vec<Vec<(u64, u64)>>, expected: &[(u64, u64)]) {
+        let mut seen: HashMap<(u64, u64), u32> = HashMap::new();
+        for m in got.into_iter().flatten() {
+            *seen.entry(m).or_default() += 1;
+        }
+        assert!(seen.values().all(|&n| n == 1), "a message arrived twice");
+        for &(id, n) in expected {
+            assert!((0..n).all(|s| seen.contains_key(&(id, s))), "sender {id} lost messages");
+        }
+        assert_eq!(seen.len() as u64, expected.iter().map(|e| e.1).sum::<u64>());
+    }
+
+    fn wait_for(progress: &AtomicU64, n: u64) {
+        while progress.load(Relaxed) < n {
+            std::thread::yield_now();
+        }
+    }
+
+    #[test]
+    fn grants_and_revocations_bump_the_epoch() {
+        let v = views(1);
+        let k = &v[0];
+        assert_eq!(k.lease(Side::Send), Lease::None);
+        k.set_lease(Side::Send, None).unwrap();
+        assert_eq!(k.lease(Side::Send), Lease::None, "nothing to revoke");
+        if !comesg_sys::barrier::register() {
+            k.set_lease(Side::Send, Some(2)).unwrap();
+            assert_eq!(k.lease(Side::Send), Lease::None, "no lease without membarrier");
+            return;
+        }
+        k.set_lease(Side::Send, Some(2)).unwrap();
+        assert_eq!(k.lease(Side::Send), Lease::Granted { holder: 2, epoch: 1 });
+        k.set_lease(Side::Send, Some(2)).unwrap();
+        assert_eq!(k.lease(Side::Send), Lease::Granted { holder: 2, epoch: 1 }, "granting again changes nothing");
+        k.set_lease(Side::Send, None).unwrap();
+        assert_eq!(k.lease(Side::Send), Lease::Revoked { holder: 2, epoch: 2 });
+        k.set_lease(Side::Send, Some(3)).unwrap();
+        assert_eq!(k.lease(Side::Send), Lease::Granted { holder: 3, epoch: 3 });
+        assert_eq!(k.lease(Side::Recv), Lease::None, "each side has its own");
+        assert!(k.set_lease(Side::Send, Some(4)).is_err(), "holder out of range");
+    }
+
+    #[test]
+    fn only_the_owner_thread_of_the_granted_holder_claims_plainly() {
+        if !comesg_sys::barrier::register() {
+            return;
+        }
+        let v = Arc::new(views(2));
+        v[0].set_lease(Side::Send, Some(0)).unwrap();
+        let ring = &v[1];
+        assert!(!ring.lease_enter(Side::Send, 1), "another holder");
+        assert!(!ring.lease_enter(Side::Recv, 0), "the other side was never granted");
+        assert!(ring.lease_enter(Side::Send, 0), "the granted holder's first thread");
+        assert_eq!(ring.rec_claiming(Side::Send, 0).load(Relaxed), 1, "announced");
+        ring.lease_leave(Side::Send, 0);
+        assert_eq!(ring.rec_claiming(Side::Send, 0).load(Relaxed), 0);
+        assert!(ring.lease_enter(Side::Send, 0), "and again");
+        ring.lease_leave(Side::Send, 0);
+        let v2 = v.clone();
+        let other = std::thread::spawn(move || v2[1].lease_enter(Side::Send, 0)).join().unwrap();
+        assert!(!other, "a second thread shares the object: no lease for it");
+        assert!(!ring.lease_enter(Side::Send, 0), "nor for the first, from then on");
+        // Another view (process) of the same holder: still its first thread.
+        v[0].set_lease(Side::Send, None).unwrap();
+        assert!(!v[0].lease_enter(Side::Send, 0), "revoked");
+    }
+
+    #[test]
+    fn a_stream_goes_on_exactly_once_while_both_leases_are_revoked() {
+        const FIRST: u64 = 150_000;
+        const SECOND: u64 = 100_000;
+        // Views: the microkernel, two senders, two receivers.
+        let v = Arc::new(views(5));
+        v[0].set_lease(Side::Send, Some(0)).unwrap();
+        v[0].set_lease(Side::Recv, Some(0)).unwrap();
+        let total = FIRST + SECOND;
+        let (sent, received) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let spawn_recv = |view: usize, holder: u32| {
+            let (v, received) = (v.clone(), received.clone());
+            std::thread::spawn(move || receive(&v[view], holder, &received, total))
+        };
+        let first_recv = spawn_recv(3, 0);
+        let first_send = {
+            let (v, sent) = (v.clone(), sent.clone());
+            std::thread::spawn(move || {
+                let leased = v[1].lease_enter(Side::Send, 0);
+                if leased {
+                    v[1].lease_leave(Side::Send, 0);
+                }
+                send_all(&v[1], 0, 0, 0..FIRST, &sent);
+                leased
+            })
+        };
+        // Mid-stream, as when a second sender and a second receiver attach.
+        wait_for(&sent, FIRST / 4);
+        v[0].set_lease(Side::Send, None).unwrap();
+        v[0].set_lease(Side::Recv, None).unwrap();
+        let second_recv = spawn_recv(4, 1);
+        let other = AtomicU64::new(0);
+        send_all(&v[2], 1, 1, 0..SECOND, &other);
+        let leased = first_send.join().unwrap();
+        assert_eq!(leased, comesg_sys::barrier::register(), "the first sender began under its lease");
+        exactly_once(vec![first_recv.join().unwrap(), second_recv.join().unwrap()], &[(0, FIRST), (1, SECOND)]);
+    }
+
+    #[test]
+    fn threads_sharing_a_handle_under_its_lease_stay_exactly_once() {
+        const EACH: u64 = 150_000;
+        let v = Arc::new(views(3));
+        v[0].set_lease(Side::Send, Some(0)).unwrap();
+        v[0].set_lease(Side::Recv, Some(0)).unwrap();
+        let (sent, received) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let recv = {
+            let (v, received) = (v.clone(), received.clone());
+            std::thread::spawn(move || receive(&v[2], 0, &received, 2 * EACH))
+        };
+        let first = {
+            let (v, sent) = (v.clone(), sent.clone());
+            std::thread::spawn(move || send_all(&v[1], 0, 0, 0..EACH, &sent))
+        };
+        wait_for(&sent, EACH / 4);
+        // Same view, same holder, another thread.
+        send_all(&v[1], 0, 1, 0..EACH, &AtomicU64::new(0));
+        first.join().unwrap();
+        assert!(!v[1].lease_enter(Side::Send, 0), "the view is shared now");
+        exactly_once(vec![recv.join().unwrap()], &[(0, EACH), (1, EACH)]);
+    }
+}

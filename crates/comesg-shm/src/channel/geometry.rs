@@ -5,8 +5,8 @@
 //! | offset | content |
 //! |---|---|
 //! | 0 | `tail`: next position to claim (u64) |
-//! | 64 | `data_seq` (u32 futex word receivers sleep on), `send_waiters`, `send_pollers`, live senders, sender attaches (u32 each) |
-//! | 128 | `max_holders` holder records of 64 bytes (messages, bytes, sleeping, polling) |
+//! | 64 | `data_seq` (u32 futex word receivers sleep on), `send_waiters`, `send_pollers`, live senders, sender attaches (u32 each); at 88 the senders' lease (u64, see `lease`) |
+//! | 128 | `max_holders` holder records of 64 bytes (messages, bytes, sleeping, polling, claiming under the lease) |
 //! | `claims_offset` | `slots` claim words (u64 each), touched by senders only |
 //! | `slots_offset` | `slots` slots of `stride` bytes: a header line (stamp u64, length u32, pad), then the data, starting a line of its own |
 //!
@@ -30,7 +30,7 @@
 //! | offset | content |
 //! |---|---|
 //! | 0 | `head`: next position to receive (u64) |
-//! | 64 | `space_seq` (u32 futex word senders sleep on), `recv_waiters`, `recv_pollers`, live receivers, receiver attaches (u32 each) |
+//! | 64 | `space_seq` (u32 futex word senders sleep on), `recv_waiters`, `recv_pollers`, live receivers, receiver attaches (u32 each); at 88 the receivers' lease |
 //! | 128 | `max_holders` holder records |
 //! | `free_offset` | `slots` free stamps (u64 each) |
 

@@ -164,7 +164,9 @@ fn wait<T>(
         // spin. Without it a wake-up can be missed only if the message's
         // publication was still in its sender's store buffer (nanoseconds)
         // when we registered; the nap bounds what that costs.
-        let trusted = !first && comesg_sys::barrier::heavy();
+        // Nor while a revocation of a sole holder's lease waits for it to
+        // leave a claim (see `lease`): nobody wakes us when it does.
+        let trusted = !first && !ring.lease_pending(side) && comesg_sys::barrier::heavy();
         first = false;
         let result = again(attempt());
         let mut timeout = deadline.map(|d| d.saturating_duration_since(Instant::now()));

@@ -20,14 +20,21 @@
 //! - **Holders.** The lease word (line 1 of the side's segment, written by
 //!   the microkernel) names the holder and an epoch that every change
 //!   bumps. The microkernel revokes before it replies to the second
-//!   holder's attach, so the newcomer sees the revocation; before its first
-//!   claim it waits until the old holder is out of any claim it began
-//!   under the lease (below). It grants again when the side is back to one
-//!   holder, after repairing any holder that died.
+//!   holder's attach, so the newcomer sees the revocation. Every holder of
+//!   the side (the old one too) settles each revocation before its next
+//!   claim: it waits until the old holder is out of any claim it began
+//!   under the lease (below). That takes a few dozen instructions of the
+//!   old holder's; if it takes longer (the holder was descheduled or
+//!   stopped inside its claim, or a hostile peer of the side forged the
+//!   words), the claim reports `Full` or `Empty` for now, so no caller
+//!   waits past its deadline. The microkernel grants again when the side is
+//!   back to one holder, after repairing any holder that died.
 //! - **Threads.** The first thread of a process that claims through a ring
-//!   object becomes its owner; only the owner uses the lease. Another
-//!   thread that claims through the same object marks it shared for good
-//!   and waits, as a newcomer does, until the owner is out of its claim.
+//!   object becomes its owner, whether or not the lease is granted; only
+//!   the owner uses the lease. Another thread that claims through the same
+//!   object marks it draining, waits as a newcomer does until the owner is
+//!   out of its claim, then marks it shared for good; threads claim by
+//!   compare-and-swap only once it is shared.
 //!
 //! The wait is an asymmetric Dekker handshake. The lease holder's owner
 //! thread writes its holder record's `claiming` word, then (only a compiler
@@ -37,16 +44,21 @@
 //! (`membarrier`, see `comesg_sys::barrier::heavy`), then waits for
 //! `claiming` to read 0: either the owner's write was visible to it, or the
 //! owner's check comes after the barrier and sees the change. Where the
-//! kernel refuses `membarrier`, the microkernel grants no lease, and a
-//! revoker whose barrier fails sleeps a millisecond first, far longer than
-//! a store takes to leave a store buffer.
+//! kernel refuses `membarrier`, the microkernel grants no lease. A revoker
+//! whose own barrier fails (a seccomp filter, say) sleeps a millisecond
+//! instead: far longer than a store takes to leave a store buffer, but a
+//! matter of timing, not a guarantee.
+//!
+//! Not covered: a forked child that claims through a handle it inherited
+//! (its parent's holder, claiming beside the parent; see
+//! docs/lifecycle.md), and a signal handler that claims through a handle
+//! whose owner thread it interrupted inside a claim.
 
 use std::sync::atomic::Ordering::*;
 use std::time::Duration;
 
 use super::ring::{RingError, Side};
 use super::Ring;
-use crate::spin::Spin;
 
 /// The lease word's flag: granted to the holder in the low 32 bits.
 pub(super) const GRANTED: u64 = 1 << 63;
@@ -57,6 +69,13 @@ const EPOCH_MASK: u64 = 0x7fff_ffff;
 
 /// Owner value of a ring object that threads share.
 const SHARED: u64 = u64::MAX;
+/// Owner value while a second thread waits for the owner to leave its
+/// claim; it becomes `SHARED` after.
+const DRAINING: u64 = u64::MAX - 1;
+
+/// Spins (about 15 ns each here) a claim waits for a revoked holder to
+/// leave its claim before it reports the ring busy for now.
+const SETTLE_SPINS: u32 = 2_000;
 
 /// How long a revoker whose barrier failed waits before it trusts what it
 /// reads of the old holder's `claiming` word.
@@ -74,7 +93,7 @@ fn next_epoch(word: u64) -> u64 {
 }
 
 thread_local! {
-    /// Its address tells threads apart (nonzero, never `SHARED`). A thread
+    /// Its address tells threads apart (never 0, `SHARED` or `DRAINING`). A thread
     /// that starts after the owner ended may get the same address and so
     /// inherit ownership, which is harmless: the owner is gone.
     static TOKEN: u8 = const { 0 };
@@ -85,12 +104,15 @@ fn thread_token() -> u64 {
     TOKEN.with(|t| t as *const u8 as u64)
 }
 
-/// This process's view of one ring's leases: per side, the owner thread and
-/// the last revocation waited for. Process-local, not shared.
+/// This process's view of one ring's leases, per side: the owner thread and
+/// the revocations settled. Process-local, not shared.
 #[derive(Debug, Default)]
 pub(super) struct LocalLease {
     owner: [std::sync::atomic::AtomicU64; 2],
+    /// The last revocation whose old holder was seen out of its claim.
     checked: [std::sync::atomic::AtomicU32; 2],
+    /// The last revocation the barrier was forced for.
+    fenced: [std::sync::atomic::AtomicU32; 2],
 }
 
 /// A side's lease as the microkernel last set it.
@@ -151,32 +173,38 @@ impl Ring {
 
     /// Whether this thread may claim on `side` for `holder` with plain
     /// stores. If so it has announced the claim, and must call
-    /// [`Ring::lease_leave`] once the claim is made or given up.
+    /// [`Ring::lease_leave`] once the claim is made or given up. A
+    /// revocation whose old holder is still inside a claim makes the claim
+    /// wait: `Full` or `Empty` for now (see `settle_revocation`).
     #[inline(always)]
-    pub(super) fn lease_enter(&self, side: Side, holder: u32) -> bool {
+    pub(super) fn lease_enter(&self, side: Side, holder: u32) -> Result<bool, RingError> {
+        let local = self.local_lease();
         let lease = self.lease_word(side);
-        let w = lease.load(Relaxed);
-        if w & MATCH != GRANTED | holder as u64 {
-            if w & GRANTED == 0 && epoch(w) != self.local_lease().checked[side as usize].load(Relaxed) {
-                self.await_revocation(side, w);
-            }
-            return false;
+        let w = lease.load(Acquire);
+        if w & GRANTED == 0 && epoch(w) != local.checked[side as usize].load(Acquire) {
+            self.settle_revocation(side, w)?;
         }
-        let owner = &self.local_lease().owner[side as usize];
+        // Ownership is settled whatever the lease says, so that a thread
+        // that claims by compare-and-swap now is never overtaken by one
+        // that claims by plain store once a lease comes.
+        let owner = &local.owner[side as usize];
         let me = thread_token();
-        let o = owner.load(Relaxed);
+        let o = owner.load(Acquire);
         if o != me && (o == SHARED || !self.take_ownership(side, holder, me)) {
-            return false;
+            return Ok(false);
+        }
+        if w & MATCH != GRANTED | holder as u64 {
+            return Ok(false);
         }
         let claiming = self.rec_claiming(side, holder);
         claiming.store(1, Relaxed);
         // The revoker forces the full barrier (see the module doc).
         comesg_sys::barrier::light();
-        if owner.load(Relaxed) == me && lease.load(Relaxed) & MATCH == GRANTED | holder as u64 {
-            return true;
+        if owner.load(Relaxed) == me && lease.load(Acquire) & MATCH == GRANTED | holder as u64 {
+            return Ok(true);
         }
         claiming.store(0, Release);
-        false
+        Ok(false)
     }
 
     /// Ends a claim begun under the lease (see [`Ring::lease_enter`]).
@@ -185,9 +213,17 @@ impl Ring {
         self.rec_claiming(side, holder).store(0, Release);
     }
 
+    /// Whether a revocation on `side` still waits for its old holder to
+    /// leave a claim; a waiting claim then naps instead of sleeping until
+    /// woken, as nobody wakes it when that happens.
+    pub(super) fn lease_pending(&self, side: Side) -> bool {
+        let w = self.lease_word(side).load(Acquire);
+        w & GRANTED == 0 && epoch(w) != self.local_lease().checked[side as usize].load(Acquire)
+    }
+
     /// Makes this thread the owner of the ring object's `side` if nobody
-    /// is; if another thread is, marks the object shared and waits until
-    /// that thread is out of its claim. Whether this thread owns it now.
+    /// is; if another thread is, marks the object shared, once that thread
+    /// is out of any claim under the lease. Whether this thread owns it.
     #[cold]
     fn take_ownership(&self, side: Side, holder: u32, me: u64) -> bool {
         let owner = &self.local_lease().owner[side as usize];
@@ -195,14 +231,30 @@ impl Ring {
             match owner.load(Acquire) {
                 o if o == me => return true,
                 SHARED => return false,
+                DRAINING => {
+                    // Another thread waits for the owner; claim only once
+                    // it has.
+                    while owner.load(Acquire) == DRAINING {
+                        std::thread::yield_now();
+                    }
+                    return false;
+                }
                 0 => {
                     if owner.compare_exchange(0, me, AcqRel, Acquire).is_ok() {
                         return true;
                     }
                 }
                 o => {
-                    if owner.compare_exchange(o, SHARED, AcqRel, Acquire).is_ok() {
-                        self.await_out_of_claim(side, holder);
+                    if owner.compare_exchange(o, DRAINING, AcqRel, Acquire).is_ok() {
+                        // The owner is a thread of this process: it leaves
+                        // its claim within a few dozen instructions unless
+                        // descheduled, so this waits as long as it takes.
+                        self.fence_claimants();
+                        let claiming = self.rec_claiming(side, holder);
+                        while claiming.load(Acquire) != 0 {
+                            std::thread::yield_now();
+                        }
+                        owner.store(SHARED, Release);
                         return false;
                     }
                 }
@@ -210,33 +262,50 @@ impl Ring {
         }
     }
 
-    /// Waits, once per revocation, until the holder the lease was revoked
-    /// from is out of any claim it began under it.
+    /// The revoker's half of the handshake, once per revocation: a barrier,
+    /// then a short wait for the old holder's `claiming` word to read 0.
+    /// Its claim is a few dozen instructions; if the word stays up longer
+    /// (the holder was descheduled or stopped inside it, or a hostile peer
+    /// of this side set it), the claim reports `Full` or `Empty` and the
+    /// caller tries again later (a blocking one within its deadline): no
+    /// claim waits here without bound.
     #[cold]
-    fn await_revocation(&self, side: Side, w: u64) {
-        let h = w as u32;
+    fn settle_revocation(&self, side: Side, w: u64) -> Result<(), RingError> {
+        let local = self.local_lease();
+        let e = epoch(w);
+        if local.fenced[side as usize].load(Acquire) != e {
+            self.fence_claimants();
+            local.fenced[side as usize].store(e, Release);
+        }
         // A holder index out of range is a hostile peer's: there is no
         // record to wait on, and the claim's own checks catch the rest.
+        let h = w as u32;
         if self.check_holder(h).is_ok() {
-            self.await_out_of_claim(side, h);
+            let claiming = self.rec_claiming(side, h);
+            let mut spins = 0;
+            while claiming.load(Acquire) != 0 {
+                if spins == SETTLE_SPINS {
+                    return Err(match side {
+                        Side::Send => RingError::Full,
+                        Side::Recv => RingError::Empty,
+                    });
+                }
+                std::hint::spin_loop();
+                spins += 1;
+            }
         }
-        self.local_lease().checked[side as usize].store(epoch(w), Relaxed);
+        local.checked[side as usize].store(e, Release);
+        Ok(())
     }
 
-    /// The revoker's half of the handshake: barrier, then wait for the
-    /// holder's `claiming` word to read 0. The holder's claim is a few
-    /// dozen instructions; a holder stopped inside one is waited for until
-    /// it goes on or dies (the microkernel then clears the word).
-    fn await_out_of_claim(&self, side: Side, h: u32) {
+    /// Forces a full barrier on every thread of every process that uses
+    /// channels. Where `membarrier` fails, sleeps instead: a store leaves a
+    /// store buffer within microseconds, so after a millisecond the old
+    /// holder's announcement is visible in practice, though nothing
+    /// guarantees it.
+    fn fence_claimants(&self) {
         if !comesg_sys::barrier::heavy() {
             std::thread::sleep(UNFENCED_GRACE);
-        }
-        let claiming = self.rec_claiming(side, h);
-        let mut spin = Spin::new(None);
-        while claiming.load(Acquire) != 0 {
-            if !spin.round() {
-                std::thread::sleep(Duration::from_micros(50));
-            }
         }
     }
 }
@@ -362,21 +431,41 @@ mod tests {
         let v = Arc::new(views(2));
         v[0].set_lease(Side::Send, Some(0)).unwrap();
         let ring = &v[1];
-        assert!(!ring.lease_enter(Side::Send, 1), "another holder");
-        assert!(!ring.lease_enter(Side::Recv, 0), "the other side was never granted");
-        assert!(ring.lease_enter(Side::Send, 0), "the granted holder's first thread");
+        assert_eq!(ring.lease_enter(Side::Send, 1), Ok(false), "another holder");
+        assert_eq!(ring.lease_enter(Side::Recv, 0), Ok(false), "the other side was never granted");
+        assert_eq!(ring.lease_enter(Side::Send, 0), Ok(true), "the granted holder's first thread");
         assert_eq!(ring.rec_claiming(Side::Send, 0).load(Relaxed), 1, "announced");
         ring.lease_leave(Side::Send, 0);
         assert_eq!(ring.rec_claiming(Side::Send, 0).load(Relaxed), 0);
-        assert!(ring.lease_enter(Side::Send, 0), "and again");
+        assert_eq!(ring.lease_enter(Side::Send, 0), Ok(true), "and again");
         ring.lease_leave(Side::Send, 0);
         let v2 = v.clone();
         let other = std::thread::spawn(move || v2[1].lease_enter(Side::Send, 0)).join().unwrap();
-        assert!(!other, "a second thread shares the object: no lease for it");
-        assert!(!ring.lease_enter(Side::Send, 0), "nor for the first, from then on");
-        // Another view (process) of the same holder: still its first thread.
+        assert_eq!(other, Ok(false), "a second thread shares the object: no lease for it");
+        assert_eq!(ring.lease_enter(Side::Send, 0), Ok(false), "nor for the first, from then on");
         v[0].set_lease(Side::Send, None).unwrap();
-        assert!(!v[0].lease_enter(Side::Send, 0), "revoked");
+        assert_eq!(v[0].lease_enter(Side::Send, 0), Ok(false), "revoked");
+    }
+
+    #[test]
+    fn a_revocation_waits_for_the_old_holder_then_reports_busy() {
+        if !comesg_sys::barrier::register() {
+            return;
+        }
+        let v = views(2);
+        v[0].set_lease(Side::Recv, Some(1)).unwrap();
+        v[0].set_lease(Side::Recv, None).unwrap();
+        // Holder 1 stays inside a claim (stopped, or hostile): claims
+        // report "nothing yet" rather than wait without bound.
+        v[0].rec_claiming(Side::Recv, 1).store(1, Relaxed);
+        assert_eq!(v[1].lease_enter(Side::Recv, 0), Err(RingError::Empty));
+        assert!(v[1].lease_pending(Side::Recv));
+        let deadline = Some(Instant::now() + Duration::from_millis(20));
+        assert!(matches!(blocking::claim_recv(&v[1], 0, deadline), Err(blocking::WaitError::TimedOut)));
+        // Once it is out, the claim goes on, and the revocation is settled.
+        v[0].rec_claiming(Side::Recv, 1).store(0, Relaxed);
+        assert_eq!(v[1].lease_enter(Side::Recv, 0), Ok(false));
+        assert!(!v[1].lease_pending(Side::Recv));
     }
 
     #[test]
@@ -397,7 +486,7 @@ mod tests {
         let first_send = {
             let (v, sent) = (v.clone(), sent.clone());
             std::thread::spawn(move || {
-                let leased = v[1].lease_enter(Side::Send, 0);
+                let leased = v[1].lease_enter(Side::Send, 0) == Ok(true);
                 if leased {
                     v[1].lease_leave(Side::Send, 0);
                 }
@@ -417,26 +506,57 @@ mod tests {
         exactly_once(vec![first_recv.join().unwrap(), second_recv.join().unwrap()], &[(0, FIRST), (1, SECOND)]);
     }
 
-    #[test]
-    fn threads_sharing_a_handle_under_its_lease_stay_exactly_once() {
-        const EACH: u64 = 150_000;
+    /// `threads` threads send `each` messages through one view and holder
+    /// 0: the first from the start, the others once it has sent a quarter.
+    /// The senders' lease goes to holder 0 from the start; or, with
+    /// `grant_midway`, only at that point, after two threads began sharing
+    /// the view without it. One receiver takes every message, each
+    /// thread's in order and exactly once.
+    fn shared_view_stream(threads: u64, each: u64, grant_midway: bool) {
         let v = Arc::new(views(3));
-        v[0].set_lease(Side::Send, Some(0)).unwrap();
+        if !grant_midway {
+            v[0].set_lease(Side::Send, Some(0)).unwrap();
+        }
         v[0].set_lease(Side::Recv, Some(0)).unwrap();
         let (sent, received) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
         let recv = {
             let (v, received) = (v.clone(), received.clone());
-            std::thread::spawn(move || receive(&v[2], 0, &received, 2 * EACH))
+            std::thread::spawn(move || receive(&v[2], 0, &received, threads * each))
         };
-        let first = {
+        let spawn_send = |id: u64| {
             let (v, sent) = (v.clone(), sent.clone());
-            std::thread::spawn(move || send_all(&v[1], 0, 0, 0..EACH, &sent))
+            std::thread::spawn(move || send_all(&v[1], 0, id, 0..each, &sent))
         };
-        wait_for(&sent, EACH / 4);
-        // Same view, same holder, another thread.
-        send_all(&v[1], 0, 1, 0..EACH, &AtomicU64::new(0));
-        first.join().unwrap();
-        assert!(!v[1].lease_enter(Side::Send, 0), "the view is shared now");
-        exactly_once(vec![recv.join().unwrap()], &[(0, EACH), (1, EACH)]);
+        let mut senders = vec![spawn_send(0)];
+        if grant_midway {
+            senders.push(spawn_send(1));
+        }
+        wait_for(&sent, each / 4);
+        if grant_midway {
+            v[0].set_lease(Side::Send, Some(0)).unwrap();
+        }
+        senders.extend((senders.len() as u64..threads).map(spawn_send));
+        for s in senders {
+            s.join().unwrap();
+        }
+        assert_eq!(v[1].lease_enter(Side::Send, 0), Ok(false), "the view is shared now");
+        let expected: Vec<_> = (0..threads).map(|id| (id, each)).collect();
+        exactly_once(vec![recv.join().unwrap()], &expected);
+    }
+
+    #[test]
+    fn threads_joining_a_handle_under_its_lease_stay_exactly_once() {
+        // Two threads join at once: one waits for the owner to leave its
+        // claim, the other for that wait to end.
+        shared_view_stream(3, 100_000, false);
+    }
+
+    #[test]
+    fn a_lease_granted_to_a_handle_threads_share_stays_unused() {
+        // Many short rounds: in some, both threads are done before the
+        // grant, and the view must still count as shared.
+        for _ in 0..200 {
+            shared_view_stream(2, 4_000, true);
+        }
     }
 }

@@ -592,7 +592,7 @@ impl Ring {
     pub fn try_claim_send(&self, holder: u32) -> Result<SendClaim, RingError> {
         self.writable(Side::Send)?;
         self.check_holder(holder)?;
-        let sole = self.lease_enter(Side::Send, holder);
+        let sole = self.lease_enter(Side::Send, holder)?;
         let r = self.claim_send(holder, sole);
         if sole {
             self.lease_leave(Side::Send, holder);
@@ -769,7 +769,7 @@ impl Ring {
     pub fn try_claim_recv(&self, holder: u32) -> Result<RecvClaim, RingError> {
         self.writable(Side::Recv)?;
         self.check_holder(holder)?;
-        let sole = self.lease_enter(Side::Recv, holder);
+        let sole = self.lease_enter(Side::Recv, holder)?;
         let r = self.claim_recv(holder, sole);
         if sole {
             self.lease_leave(Side::Recv, holder);

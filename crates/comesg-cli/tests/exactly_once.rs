@@ -74,6 +74,15 @@ fn three_senders_two_receivers_every_message_exactly_once() {
     assert_eq!((e.sent_msgs, e.received_msgs, e.lost, e.depth), (total, total, 0, 0));
 }
 
+/// Sets its flag when dropped, a panic's unwinding included.
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Relaxed);
+    }
+}
+
 /// One tagged message as `seq-recv` expects it: sender id, sequence.
 fn tagged(id: u32, seq: u64) -> [u8; 16] {
     let mut m = [0u8; 16];
@@ -120,6 +129,8 @@ fn sole_holders_lose_their_leases_mid_stream_and_nothing_is_lost() {
             }
             seq
         });
+        // Should an assertion below fail, the sender still stops.
+        let _stop = StopOnDrop(&other_done);
         eventually(Duration::from_secs(60), "the first messages sent", || sent.load(Relaxed) >= FIRST);
         let mut r = k.peer(&["seq-recv", "/it/lease", "--idle", "3"]);
         readers.push(r.collect());

@@ -63,7 +63,7 @@ pub(crate) async fn until_ready<T, E: From<io::Error>>(
         if let Some(r) = attempt() {
             return r;
         }
-        if trusted {
+        if trusted && !src.settling(interest) {
             let mut ready = fd.readable().await?;
             ready.clear_ready();
         } else {

@@ -273,10 +273,11 @@ impl Channel {
     }
 
     /// Whether this handle is the channel's only sender and so holds the
-    /// senders' lease: its claims are plain stores, with no locked
-    /// instruction (docs/cochannel.md, "Sole holders"). The microkernel
-    /// revokes the lease when a second sender attaches and grants it again
-    /// when one is left.
+    /// senders' lease: the first thread that sends through it claims slots
+    /// with plain stores, without a locked instruction (docs/cochannel.md,
+    /// "Sole holders"; a handle that threads share claims by
+    /// compare-and-swap). The microkernel revokes the lease when a second
+    /// sender attaches and grants it again when one is left.
     pub fn sole_sender(&self) -> bool {
         self.holds_lease(Side::Send, self.send_holder)
     }
@@ -328,21 +329,33 @@ impl crate::copoll::sealed::Source for Channel {
     fn disarm(&self, interest: Interest) {
         ring_arm(&self.ring, self.send_holder, self.recv_holder, interest, false);
     }
+
+    fn settling(&self, interest: Interest) -> bool {
+        ring_settling(&self.ring, interest)
+    }
+}
+
+/// Whether a ring's claims for `interest` wait for a holder to leave a
+/// claim it made under a lease (see [`Ring::lease_busy`]).
+pub(crate) fn ring_settling(ring: &Ring, interest: Interest) -> bool {
+    (interest.is_readable() && ring.lease_busy(Side::Recv)) || (interest.is_writable() && ring.lease_busy(Side::Send))
 }
 
 /// A ring's readiness for a handle with these holder records (`None`: no
 /// right on that side, which is an error to poll for).
 pub(crate) fn ring_readiness(ring: &Ring, send: Option<u32>, recv: Option<u32>, interest: Interest) -> Readiness {
     let mut r = Readiness::default();
+    // A claim would report the ring busy until a revocation settles: not
+    // ready yet (the poller naps, see `Source::settling`).
     if interest.is_readable() {
-        match (recv, ring.recv_ready()) {
+        match (recv, ring.recv_ready().map(|r| r && ring.lease_settled(Side::Recv))) {
             (Some(_), Ok(true)) => r.readable = true,
             (Some(_), Ok(false)) => r.closed |= ring.peers_gone(Side::Recv),
             _ => r.error = true,
         }
     }
     if interest.is_writable() {
-        match (send, ring.send_ready()) {
+        match (send, ring.send_ready().map(|r| r && ring.lease_settled(Side::Send))) {
             (Some(_), Ok(true)) => r.writable = true,
             (Some(_), Ok(false)) => r.closed |= ring.peers_gone(Side::Send),
             _ => r.error = true,

@@ -345,6 +345,13 @@ impl crate::copoll::sealed::Source for Cocarrier {
             crate::channel::ring_arm(&e.delivery, None, Some(RECEIVER), crate::Interest::READABLE, false);
         }
     }
+
+    fn settling(&self, interest: crate::Interest) -> bool {
+        match (interest.is_readable(), &self.end) {
+            (true, Some(e)) => crate::channel::ring_settling(&e.delivery, crate::Interest::READABLE),
+            _ => false,
+        }
+    }
 }
 
 impl Cocarrier {

@@ -142,6 +142,13 @@ pub(crate) mod sealed {
         /// Undoes one [`Source::register`] (a pipe withdraws its offer when
         /// the last one goes).
         fn forget(&self, _interest: Interest) {}
+        /// Whether readiness for `interest` may come without a bell: a
+        /// channel's claims wait for a holder to leave a claim it made
+        /// under a lease (see `comesg_shm`'s `lease`). Waiters then look
+        /// again after a nap.
+        fn settling(&self, _interest: Interest) -> bool {
+            false
+        }
     }
 }
 
@@ -340,7 +347,7 @@ impl<'a> Copoll<'a> {
                     e.armed = true;
                 }
             }
-            let trusted = unready.is_empty() || comesg_sys::barrier::heavy();
+            let mut trusted = unready.is_empty() || comesg_sys::barrier::heavy();
             for k in unready {
                 let Some(e) = self.entries[k].as_mut() else { continue };
                 let r = e.src.readiness(e.interest);
@@ -354,6 +361,7 @@ impl<'a> Copoll<'a> {
             if !events.is_empty() {
                 return Ok(events.len());
             }
+            trusted &= !self.entries.iter().flatten().any(|e| e.armed && e.src.settling(e.interest));
             let mut left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
             if left == Some(Duration::ZERO) {
                 return Ok(0);

@@ -702,6 +702,10 @@ impl crate::copoll::sealed::Source for RequestQueue<'_> {
     fn disarm(&self, interest: crate::Interest) {
         crate::channel::ring_arm(&self.0.ring, Some(self.0.holder), None, interest, false);
     }
+
+    fn settling(&self, interest: crate::Interest) -> bool {
+        crate::channel::ring_settling(&self.0.ring, interest)
+    }
 }
 
 #[cfg(feature = "tokio")]

@@ -133,6 +133,11 @@ fn wait<T>(
             slip.end(Some(spin.rounds()));
             return r;
         }
+        if ring.lease_busy(side) {
+            // Each attempt spun already, waiting for a holder to leave its
+            // claim: nap instead (below).
+            break;
+        }
     }
     slip.end(None);
     // Sleep. A sender sleeps on the receivers' sequence word and the other
@@ -164,13 +169,14 @@ fn wait<T>(
         // spin. Without it a wake-up can be missed only if the message's
         // publication was still in its sender's store buffer (nanoseconds)
         // when we registered; the nap bounds what that costs.
-        // Nor while a revocation of a sole holder's lease waits for it to
-        // leave a claim (see `lease`): nobody wakes us when it does.
-        let trusted = !first && !ring.lease_pending(side) && comesg_sys::barrier::heavy();
+        let trusted = !first && comesg_sys::barrier::heavy();
         first = false;
         let result = again(attempt());
         let mut timeout = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-        if !trusted {
+        // Nor while claims wait for a holder to leave a claim it made
+        // under a lease (see `lease`): nobody wakes us when it does. Read
+        // after the attempt, which may have found it so.
+        if !trusted || ring.lease_busy(side) {
             timeout = Some(timeout.map_or(NAP, |t| t.min(NAP)));
         }
         let woke = match (&result, timeout) {

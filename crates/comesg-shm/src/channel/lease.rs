@@ -108,9 +108,10 @@ fn next_epoch(word: u64) -> u64 {
 }
 
 thread_local! {
-    /// Its address tells threads apart (never 0, `SHARED` or `DRAINING`). A thread
-    /// that starts after the owner ended may get the same address and so
-    /// inherit ownership, which is harmless: the owner is gone.
+    /// Its address tells threads apart (never 0, `SHARED` or
+    /// `DRAINING`). A thread that starts after the owner ended may get the
+    /// same address and so inherit ownership, which is harmless: the owner
+    /// is gone.
     static TOKEN: u8 = const { 0 };
 }
 

@@ -200,7 +200,7 @@ impl Ring {
         let local = self.local_lease();
         let lease = self.lease_word(side);
         let w = lease.load(Acquire);
-        if w & GRANTED == 0 && epoch(w) != local.checked[side as usize].load(Acquire) {
+        if self.unsettled(side, w) {
             self.settle_revocation(side, w)?;
         }
         // Ownership is settled whatever the lease says, so that a thread
@@ -240,19 +240,22 @@ impl Ring {
     /// threads): a claim that failed may then go through without anybody
     /// waking the waiter, so waiters nap instead of sleeping until woken.
     pub fn lease_busy(&self, side: Side) -> bool {
-        let local = self.local_lease();
-        let w = self.lease_word(side).load(Acquire);
-        (w & GRANTED == 0 && epoch(w) != local.checked[side as usize].load(Acquire))
-            || local.owner[side as usize].load(Acquire) == DRAINING
+        self.unsettled(side, self.lease_word(side).load(Acquire))
+            || self.local_lease().owner[side as usize].load(Acquire) == DRAINING
     }
 
     /// Settles a revocation on `side` for a probe that does not claim
     /// (readiness): whether a claim may go ahead now.
     pub fn lease_settled(&self, side: Side) -> bool {
         let w = self.lease_word(side).load(Acquire);
-        w & GRANTED != 0
-            || epoch(w) == self.local_lease().checked[side as usize].load(Acquire)
-            || self.settle_revocation(side, w).is_ok()
+        !self.unsettled(side, w) || self.settle_revocation(side, w).is_ok()
+    }
+
+    /// Whether lease word `w` is a revocation this process has not seen
+    /// the old holder out of its claim for yet.
+    #[inline(always)]
+    fn unsettled(&self, side: Side, w: u64) -> bool {
+        w & GRANTED == 0 && epoch(w) != self.local_lease().checked[side as usize].load(Acquire)
     }
 
     /// Makes this thread the owner of the ring object's `side` if nobody
@@ -365,26 +368,17 @@ mod tests {
 
     use super::*;
     use crate::channel::{blocking, Geometry};
-    use comesg_sys::mapping::{Access, Mapping};
 
     /// `n` views of one fresh ring, as `n` processes would map it (each its
     /// own `Ring` object); the first is the microkernel's.
     fn views(n: usize) -> Vec<Ring> {
-        let geo = Geometry { slot_size: 64, slots: 64, max_holders: 4 };
-        let s = comesg_sys::memfd::create_segment("lease-s", geo.sender_segment_len() as u64).unwrap();
-        let r = comesg_sys::memfd::create_segment("lease-r", geo.receiver_segment_len() as u64).unwrap();
-        let views: Vec<Ring> = (0..n)
-            .map(|_| {
-                Ring::new(
-                    geo,
-                    Mapping::map(&s, geo.sender_segment_len(), Access::ReadWrite).unwrap(),
-                    Mapping::map(&r, geo.receiver_segment_len(), Access::ReadWrite).unwrap(),
-                )
-                .unwrap()
-            })
-            .collect();
-        views[0].initialize().unwrap();
-        views
+        crate::channel::testing::views(Geometry { slot_size: 64, slots: 64, max_holders: 4 }, n)
+    }
+
+    /// `lease_enter` on view 1's senders' side, from a thread of its own.
+    fn enter_elsewhere(v: &Arc<Vec<Ring>>) -> Result<bool, RingError> {
+        let v = v.clone();
+        std::thread::spawn(move || v[1].lease_enter(Side::Send, 0)).join().unwrap()
     }
 
     fn tagged(id: u64, seq: u64) -> [u8; 16] {
@@ -485,9 +479,7 @@ mod tests {
         assert_eq!(ring.rec_claiming(Side::Send, 0).load(Relaxed), 0);
         assert_eq!(ring.lease_enter(Side::Send, 0), Ok(true), "and again");
         ring.lease_leave(Side::Send, 0);
-        let v2 = v.clone();
-        let other = std::thread::spawn(move || v2[1].lease_enter(Side::Send, 0)).join().unwrap();
-        assert_eq!(other, Ok(false), "a second thread shares the object: no lease for it");
+        assert_eq!(enter_elsewhere(&v), Ok(false), "a second thread shares the object: no lease for it");
         assert_eq!(ring.lease_enter(Side::Send, 0), Ok(false), "nor for the first, from then on");
         v[0].set_lease(Side::Send, None).unwrap();
         assert_eq!(v[0].lease_enter(Side::Send, 0), Ok(false), "revoked");
@@ -535,15 +527,11 @@ mod tests {
         // peer of the side set the word): another thread's first claim
         // reports the ring full for now, without waiting on.
         ring.rec_claiming(Side::Send, 0).store(1, Relaxed);
-        let enter = |v: &Arc<Vec<Ring>>| {
-            let v = v.clone();
-            std::thread::spawn(move || v[1].lease_enter(Side::Send, 0)).join().unwrap()
-        };
-        assert_eq!(enter(&v), Err(RingError::Full));
+        assert_eq!(enter_elsewhere(&v), Err(RingError::Full));
         assert!(ring.lease_busy(Side::Send), "handover under way");
         assert_eq!(ring.lease_enter(Side::Send, 0), Err(RingError::Full), "the owner too waits for it");
         ring.rec_claiming(Side::Send, 0).store(0, Relaxed);
-        assert_eq!(enter(&v), Ok(false), "any thread finishes the handover");
+        assert_eq!(enter_elsewhere(&v), Ok(false), "any thread finishes the handover");
         assert!(!ring.lease_busy(Side::Send));
         assert_eq!(ring.lease_enter(Side::Send, 0), Ok(false));
     }
@@ -554,15 +542,11 @@ mod tests {
             return;
         }
         let v = Arc::new(views(2));
-        let enter = |v: &Arc<Vec<Ring>>| {
-            let v = v.clone();
-            std::thread::spawn(move || v[1].lease_enter(Side::Send, 0)).join().unwrap()
-        };
         assert_eq!(v[1].lease_enter(Side::Send, 0), Ok(false), "not granted: this thread owns it");
-        assert_eq!(enter(&v), Ok(false), "another thread: shared");
+        assert_eq!(enter_elsewhere(&v), Ok(false), "another thread: shared");
         v[0].set_lease(Side::Send, Some(0)).unwrap();
         assert_eq!(v[1].lease_enter(Side::Send, 0), Ok(false), "granted, but shared");
-        assert_eq!(enter(&v), Ok(false));
+        assert_eq!(enter_elsewhere(&v), Ok(false));
     }
 
     #[test]

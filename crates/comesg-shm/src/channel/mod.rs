@@ -23,3 +23,26 @@ pub use geometry::{Geometry, GeometryError};
 pub use lease::Lease;
 pub use loan::{RecvSlot, SendLoan};
 pub use ring::{RecvClaim, Ring, RingError, RingStats, SendClaim, Side};
+
+/// Rings over fresh segments for this crate's unit tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::{Geometry, Ring};
+    use comesg_sys::mapping::{Access, Mapping};
+
+    /// `n` views of one fresh, initialized ring of shape `geo`, each its
+    /// own `Ring` object, as `n` processes would map it.
+    pub(crate) fn views(geo: Geometry, n: usize) -> Vec<Ring> {
+        let s = comesg_sys::memfd::create_segment("test-s", geo.sender_segment_len() as u64).unwrap();
+        let r = comesg_sys::memfd::create_segment("test-r", geo.receiver_segment_len() as u64).unwrap();
+        let views: Vec<Ring> = (0..n)
+            .map(|_| {
+                let sm = Mapping::map(&s, geo.sender_segment_len(), Access::ReadWrite).unwrap();
+                let rm = Mapping::map(&r, geo.receiver_segment_len(), Access::ReadWrite).unwrap();
+                Ring::new(geo, sm, rm).unwrap()
+            })
+            .collect();
+        views[0].initialize().unwrap();
+        views
+    }
+}

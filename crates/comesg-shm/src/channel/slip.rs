@@ -142,7 +142,6 @@ impl<'a> Slip<'a> {
 mod tests {
     use super::*;
     use crate::channel::Geometry;
-    use comesg_sys::mapping::{Access, Mapping};
 
     /// A fresh 64-slot ring: slips keep 16 positions of distance.
     fn ring() -> Ring {
@@ -150,16 +149,7 @@ mod tests {
     }
 
     fn ring_of(geo: Geometry) -> Ring {
-        let s = comesg_sys::memfd::create_segment("slip-s", geo.sender_segment_len() as u64).unwrap();
-        let r = comesg_sys::memfd::create_segment("slip-r", geo.receiver_segment_len() as u64).unwrap();
-        let ring = Ring::new(
-            geo,
-            Mapping::map(&s, geo.sender_segment_len(), Access::ReadWrite).unwrap(),
-            Mapping::map(&r, geo.receiver_segment_len(), Access::ReadWrite).unwrap(),
-        )
-        .unwrap();
-        ring.initialize().unwrap();
-        ring
+        crate::channel::testing::views(geo, 1).remove(0)
     }
 
     fn pass(ring: &Ring, n: usize) {

@@ -59,10 +59,19 @@ fn op() -> impl Strategy<Value = Op> {
 proptest! {
     /// Any sequence of operations behaves like a bounded FIFO queue in which
     /// a cancelled loan holds its slot (as `None`) until a receiver passes it.
+    ///
+    /// With `lease`, the plain sends and receives hold their sides' leases,
+    /// so they take the lone holder's straight path wherever it applies and
+    /// the general one around cancelled slots (the loans and peeks claim
+    /// as other holders, one at a time).
     #[test]
-    fn behaves_like_a_bounded_fifo(ops in proptest::collection::vec(op(), 1..400), slots_log in 1u32..5) {
+    fn behaves_like_a_bounded_fifo(ops in proptest::collection::vec(op(), 1..400), slots_log in 1u32..5, lease: bool) {
         let cap = 1usize << slots_log;
         let (_f, ring) = ring(16, cap as u32);
+        if lease {
+            ring.set_lease(Side::Send, Some(1)).unwrap();
+            ring.set_lease(Side::Recv, Some(2)).unwrap();
+        }
         let mut model: VecDeque<Option<Vec<u8>>> = VecDeque::new();
         let mut n = 0u32;
         for op in ops {
@@ -527,4 +536,84 @@ fn a_deadline_is_worked_out_only_when_the_claim_must_wait() {
     });
     assert_eq!(e.unwrap_err(), blocking::WaitError::TimedOut);
     assert_eq!(asked, 1);
+}
+
+#[test]
+fn a_lone_holders_straight_path_takes_only_its_own_cases() {
+    use comesg_shm::channel::Straight;
+    let (_f, ring) = ring(16, 4);
+    let mut buf = [0u8; 16];
+    // No lease: the general path decides, and nothing changes.
+    assert!(matches!(ring.try_recv_sole(2, &mut buf), Straight::General));
+    assert!(ring.try_send_sole(1, b"x").is_none());
+    assert_eq!(ring.stats().depth, 0);
+    if !comesg_sys::barrier::register() {
+        return; // no lease without membarrier
+    }
+    ring.set_lease(Side::Send, Some(1)).unwrap();
+    ring.set_lease(Side::Recv, Some(2)).unwrap();
+    // The first claim makes this thread the owner (general path); from
+    // then on the straight path applies.
+    assert_eq!(ring.try_recv(2, &mut buf), Err(RingError::Empty));
+    ring.try_send(1, b"first").unwrap();
+    assert!(matches!(ring.try_recv_sole(2, &mut buf), Straight::Done(Ok(5))));
+    assert_eq!(&buf[..5], b"first");
+    assert!(matches!(ring.try_recv_sole(2, &mut buf), Straight::Wait), "empty");
+    // Another holder than the lease's takes the general path.
+    assert!(matches!(ring.try_recv_sole(3, &mut buf), Straight::General));
+    assert!(ring.try_send_sole(3, b"x").is_none());
+    // Too long for a slot, or no free slot: the general path says why.
+    assert!(ring.try_send_sole(1, &[0u8; 17]).is_none());
+    for i in 0..4u8 {
+        assert!(matches!(ring.try_send_sole(1, &[i; 16]), Some(Ok(()))));
+    }
+    assert!(ring.try_send_sole(1, b"x").is_none());
+    assert_eq!(ring.try_send(1, b"x"), Err(RingError::Full));
+    // A message longer than the buffer is truncated, its length reported.
+    let mut short = [0u8; 4];
+    assert!(matches!(ring.try_recv_sole(2, &mut short), Straight::Done(Ok(16))));
+    assert_eq!(short, [0u8; 4]);
+    for i in 1..4u8 {
+        assert!(matches!(ring.try_recv_sole(2, &mut buf), Straight::Done(Ok(16))));
+        assert_eq!(buf, [i; 16]);
+    }
+    // A cancelled loan leaves a skipped slot: the general path passes it.
+    let loan = comesg_shm::channel::SendLoan::new(&ring, ring.try_claim_send(1).unwrap());
+    drop(loan);
+    ring.try_send(1, b"after").unwrap();
+    assert!(matches!(ring.try_recv_sole(2, &mut buf), Straight::General));
+    assert_eq!(ring.try_recv(2, &mut buf), Ok(5));
+    assert_eq!(&buf[..5], b"after");
+    assert_eq!(ring.stats().depth, 0);
+}
+
+#[test]
+fn a_lone_receiver_waits_for_the_next_message_and_keeps_its_deadline() {
+    if !comesg_sys::barrier::register() {
+        return;
+    }
+    let (_f, ring) = ring(16, 4);
+    ring.set_lease(Side::Send, Some(1)).unwrap();
+    ring.set_lease(Side::Recv, Some(2)).unwrap();
+    let ring = Arc::new(ring);
+    let mut buf = [0u8; 16];
+    let t = std::time::Instant::now();
+    let deadline = Some(t + std::time::Duration::from_millis(30));
+    assert_eq!(blocking::recv(&ring, 2, &mut buf, deadline), Err(blocking::WaitError::TimedOut));
+    assert!(t.elapsed() >= std::time::Duration::from_millis(30));
+    // A sender that comes later (after the receiver went to sleep) wakes it.
+    let sender = {
+        let ring = ring.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            for i in 0..1000u32 {
+                blocking::send(&ring, 1, &i.to_le_bytes(), None).unwrap();
+            }
+        })
+    };
+    for i in 0..1000u32 {
+        assert_eq!(blocking::recv(&ring, 2, &mut buf, None), Ok(4));
+        assert_eq!(buf[..4], i.to_le_bytes());
+    }
+    sender.join().unwrap();
 }

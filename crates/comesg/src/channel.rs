@@ -118,9 +118,7 @@ impl Channel {
         if msg.len() > self.slot_size() {
             return Err(SendError::TooLong { len: msg.len(), slot_size: self.slot_size() as u32 });
         }
-        let mut claim = blocking::claim_send(&self.ring, h, deadline)?;
-        self.ring.write(&mut claim, msg)?;
-        Ok(self.ring.publish(claim, msg.len())?)
+        Ok(blocking::send(&self.ring, h, msg, deadline)?)
     }
 
     /// Sends one message, waiting while the channel is full.
@@ -183,12 +181,8 @@ impl Channel {
 
     #[inline]
     fn recv_until(&self, buf: &mut [u8], deadline: Option<Instant>) -> Result<usize, RecvError> {
-        let slot = self.slot_until(deadline)?;
-        let n = slot.len().min(buf.len());
-        buf[..n].copy_from_slice(&slot[..n]);
-        let len = slot.len();
-        slot.release().map_err(RecvError::from)?;
-        Ok(len)
+        let h = self.receiver()?;
+        Ok(blocking::recv(&self.ring, h, buf, deadline)?)
     }
 
     /// Receives one message into `buf`, waiting until one arrives; returns

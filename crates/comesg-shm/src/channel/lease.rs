@@ -218,15 +218,38 @@ impl Ring {
         if w & MATCH != GRANTED | holder as u64 {
             return Ok(false);
         }
+        Ok(self.announce(side, holder, me))
+    }
+
+    /// [`Ring::lease_enter`] for the case that matters on the data path:
+    /// `holder` holds the lease and this thread owns the ring object's
+    /// side. True if the claim is announced (then [`Ring::lease_leave`] is
+    /// due); false, with nothing announced, in every other case, which
+    /// [`Ring::lease_enter`] then sorts out.
+    #[inline(always)]
+    pub(super) fn lease_enter_sole(&self, side: Side, holder: u32) -> bool {
+        self.lease_word(side).load(Acquire) & MATCH == GRANTED | holder as u64 && {
+            let me = thread_token();
+            self.local_lease().owner[side as usize].load(Acquire) == me && self.announce(side, holder, me)
+        }
+    }
+
+    /// Announces a claim by owner thread `me` under `holder`'s lease, then
+    /// checks lease and owner again: true if both still hold; false, with
+    /// the announcement withdrawn, if either changed meanwhile.
+    #[inline(always)]
+    fn announce(&self, side: Side, holder: u32, me: u64) -> bool {
         let claiming = self.rec_claiming(side, holder);
         claiming.store(1, Relaxed);
         // The revoker forces the full barrier (see the module doc).
         comesg_sys::barrier::light();
-        if owner.load(Relaxed) == me && lease.load(Acquire) & MATCH == GRANTED | holder as u64 {
-            return Ok(true);
+        if self.local_lease().owner[side as usize].load(Relaxed) == me
+            && self.lease_word(side).load(Acquire) & MATCH == GRANTED | holder as u64
+        {
+            return true;
         }
         claiming.store(0, Release);
-        Ok(false)
+        false
     }
 
     /// Ends a claim begun under the lease (see [`Ring::lease_enter`]).
@@ -388,28 +411,40 @@ mod tests {
         m
     }
 
+    /// Sends alternately in one piece (a lone sender's straight path when
+    /// it holds the lease) and by claim, write and publish.
     fn send_all(ring: &Ring, holder: u32, id: u64, seqs: std::ops::Range<u64>, progress: &AtomicU64) {
         for seq in seqs {
-            let mut c = blocking::claim_send(ring, holder, None).unwrap();
-            ring.write(&mut c, &tagged(id, seq)).unwrap();
-            ring.publish(c, 16).unwrap();
+            if seq % 2 == 0 {
+                blocking::send(ring, holder, &tagged(id, seq), None).unwrap();
+            } else {
+                let mut c = blocking::claim_send(ring, holder, None).unwrap();
+                ring.write(&mut c, &tagged(id, seq)).unwrap();
+                ring.publish(c, 16).unwrap();
+            }
             progress.fetch_add(1, Relaxed);
         }
     }
 
     /// Receives until `received` reaches `total` (shared with other
-    /// receivers); the (sender, sequence) pairs this receiver took, and
-    /// checks they come in order per sender.
+    /// receivers), alternately in one piece and by claim and release; the
+    /// (sender, sequence) pairs this receiver took, and checks they come
+    /// in order per sender.
     fn receive(ring: &Ring, holder: u32, received: &AtomicU64, total: u64) -> Vec<(u64, u64)> {
         let mut got = Vec::new();
         let mut last: HashMap<u64, u64> = HashMap::new();
         let mut buf = [0u8; 64];
         while received.load(Relaxed) < total {
             let deadline = Some(Instant::now() + Duration::from_millis(5));
-            let Ok(c) = blocking::claim_recv(ring, holder, deadline) else { continue };
-            buf[..c.len()].copy_from_slice(ring.slot(&c));
-            assert_eq!(c.len(), 16);
-            ring.release(c).unwrap();
+            if got.len() % 2 == 0 {
+                let Ok(len) = blocking::recv(ring, holder, &mut buf, deadline) else { continue };
+                assert_eq!(len, 16);
+            } else {
+                let Ok(c) = blocking::claim_recv(ring, holder, deadline) else { continue };
+                buf[..c.len()].copy_from_slice(ring.slot(&c));
+                assert_eq!(c.len(), 16);
+                ring.release(c).unwrap();
+            }
             let id = u64::from_le_bytes(buf[..8].try_into().unwrap());
             let seq = u64::from_le_bytes(buf[8..16].try_into().unwrap());
             if let Some(prev) = last.insert(id, seq) {

@@ -22,7 +22,7 @@ pub mod stamp;
 pub use geometry::{Geometry, GeometryError};
 pub use lease::Lease;
 pub use loan::{RecvSlot, SendLoan};
-pub use ring::{RecvClaim, Ring, RingError, RingStats, SendClaim, Side};
+pub use ring::{RecvClaim, Ring, RingError, RingStats, SendClaim, Side, Straight};
 
 /// Rings over fresh segments for this crate's unit tests.
 #[cfg(test)]

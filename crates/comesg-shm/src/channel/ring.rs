@@ -196,6 +196,21 @@ pub(super) enum RecvStep {
     Reload,
 }
 
+/// What a lone holder's one-piece operation found (see
+/// [`Ring::try_recv_sole`]).
+#[derive(Debug)]
+pub enum Straight<T> {
+    /// Done, one way or the other.
+    Done(T),
+    /// Nothing to take yet: the ring is empty the way a running ring is.
+    /// Wait for the next message (as [`super::blocking::recv`] does) and
+    /// try again.
+    Wait,
+    /// Not this path's case (no lease, another thread, a skipped or odd
+    /// slot): take the general one, which sorts every case out.
+    General,
+}
+
 impl Ring {
     /// Wraps the two mappings of a channel of geometry `geo`.
     pub fn new(geo: Geometry, sender_seg: Mapping, receiver_seg: Mapping) -> Result<Ring, RingError> {
@@ -592,12 +607,72 @@ impl Ring {
     pub fn try_claim_send(&self, holder: u32) -> Result<SendClaim, RingError> {
         self.writable(Side::Send)?;
         self.check_holder(holder)?;
+        if let Some(claim) = self.claim_send_sole(holder) {
+            return Ok(claim);
+        }
         let sole = self.lease_enter(Side::Send, holder)?;
         let r = self.claim_send(holder, sole);
         if sole {
             self.lease_leave(Side::Send, holder);
         }
         r
+    }
+
+    /// A lone sender's claim, inlined whole into its caller: when this
+    /// thread holds the side's lease and the next slot is free the way a
+    /// running ring leaves it, claims it; otherwise `None`, having changed
+    /// nothing, and [`Ring::claim_send`] sorts the case out. It accepts
+    /// exactly the slots `send_step` would (`Claim`), given a free stamp
+    /// for `pos`.
+    ///
+    #[inline(always)]
+    fn claim_send_sole(&self, holder: u32) -> Option<SendClaim> {
+        if !self.lease_enter_sole(Side::Send, holder) {
+            return None;
+        }
+        let pos = self.tail().load(Acquire);
+        let i = (pos & self.mask) as usize;
+        let prev = pos.wrapping_sub(self.cap);
+        let full = self.claim(i).load(Acquire);
+        let free = self.known_free(pos) || {
+            let f = self.free(i).load(Acquire) == pos;
+            if f {
+                self.learn_free(pos);
+            }
+            f
+        };
+        let ready = free
+            && match decode_full(full) {
+                Full::Done { pos: p, .. } => p == prev,
+                Full::Claimed(_) => stamp::claim_is_for(full, prev),
+            };
+        // Not `ready.then(..)`: the closure was compiled out of line.
+        let claim = if ready {
+            self.claim(i).store(stamp::claimed_at(holder, pos), Release);
+            Some(self.claimed_send(pos, i, holder))
+        } else {
+            None
+        };
+        self.lease_leave(Side::Send, holder);
+        claim
+    }
+
+    /// What follows a sender's winning claim of position `pos` (slot `i`):
+    /// moves `tail` on and reads ahead.
+    #[inline(always)]
+    fn claimed_send(&self, pos: u64, i: usize, holder: u32) -> SendClaim {
+        self.tail().store(pos.wrapping_add(1), Release);
+        if i.is_multiple_of(FREE_PER_LINE as usize) {
+            self.learn_ahead(pos);
+        }
+        // Start taking the lines of a later message now, so that a
+        // streaming sender's stores find them here instead of each waiting
+        // for the other core.
+        let ahead = (pos.wrapping_add(AHEAD) & self.mask) as usize;
+        comesg_sys::hint::prefetch::<true>(self.data_ptr(ahead));
+        comesg_sys::hint::prefetch::<true>(self.stamp(ahead) as *const AtomicU64 as *const u8);
+        crate::fault::point("channel.send.claimed");
+        SendClaim { pos, index: i, holder }
     }
 
     /// [`Ring::try_claim_send`]'s walk; `sole` when this thread holds the
@@ -619,18 +694,7 @@ impl Ring {
                         self.claim(i).compare_exchange(seen, mine, AcqRel, Relaxed).is_ok()
                     };
                     if won {
-                        tail.store(pos.wrapping_add(1), Release);
-                        if i.is_multiple_of(FREE_PER_LINE as usize) {
-                            self.learn_ahead(pos);
-                        }
-                        // Start taking the lines of a later message now, so
-                        // that a streaming sender's stores find them here
-                        // instead of each waiting for the other core.
-                        let ahead = (pos.wrapping_add(AHEAD) & self.mask) as usize;
-                        comesg_sys::hint::prefetch::<true>(self.data_ptr(ahead));
-                        comesg_sys::hint::prefetch::<true>(self.stamp(ahead) as *const AtomicU64 as *const u8);
-                        crate::fault::point("channel.send.claimed");
-                        return Ok(SendClaim { pos, index: i, holder });
+                        return Ok(self.claimed_send(pos, i, holder));
                     }
                     pos = tail.load(Acquire);
                 }
@@ -686,6 +750,12 @@ impl Ring {
             self.finish_send(&claim, stamp::skipped(claim.pos))?;
             return Err(RingError::TooLong { len, slot_size: self.geo.slot_size });
         }
+        self.publish_checked(claim, len)
+    }
+
+    /// [`Ring::publish`] of a length already checked against the slot.
+    #[inline(always)]
+    fn publish_checked(&self, claim: SendClaim, len: usize) -> Result<(), RingError> {
         self.len_word(claim.index).store(len as u32, Relaxed);
         self.finish_send(&claim, stamp::complete(claim.pos))?;
         bump(self.rec_msgs(Side::Send, claim.holder), 1);
@@ -698,7 +768,7 @@ impl Ring {
         self.finish_send(&claim, stamp::skipped(claim.pos))
     }
 
-    #[inline]
+    #[inline(always)]
     fn finish_send(&self, claim: &SendClaim, word: u64) -> Result<(), RingError> {
         // Nobody else moves the claim word before this stamp is published
         // (a sender of the next lap takes it over only once the slot was
@@ -733,9 +803,29 @@ impl Ring {
         if bytes.len() > self.geo.slot_size as usize {
             return Err(RingError::TooLong { len: bytes.len(), slot_size: self.geo.slot_size });
         }
+        if let Some(r) = self.try_send_sole(holder, bytes) {
+            return r;
+        }
         let mut claim = self.try_claim_send(holder)?;
         self.write(&mut claim, bytes)?;
         self.publish(claim, bytes.len())
+    }
+
+    /// Claims, copies and publishes in one inlined piece when a lone
+    /// sender's claim goes through ([`Ring::claim_send_sole`]); `None`,
+    /// with nothing sent, when the caller must take the general path (no
+    /// right, no lease, a full ring, a message longer than a slot).
+    #[inline(always)]
+    pub fn try_send_sole(&self, holder: u32, bytes: &[u8]) -> Option<Result<(), RingError>> {
+        if !self.can_send || holder >= self.geo.max_holders || bytes.len() > self.geo.slot_size as usize {
+            return None;
+        }
+        let claim = self.claim_send_sole(holder)?;
+        // SAFETY: the slot is claimed by this holder (no honest peer reads
+        // or writes it until it is published), `bytes` fits in it (checked
+        // above), and it lies in the sender mapping, writable (`can_send`).
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.data_ptr(claim.index), bytes.len()) };
+        Some(self.publish_checked(claim, bytes.len()))
     }
 
     // ---- receiving ----
@@ -769,12 +859,75 @@ impl Ring {
     pub fn try_claim_recv(&self, holder: u32) -> Result<RecvClaim, RingError> {
         self.writable(Side::Recv)?;
         self.check_holder(holder)?;
+        match self.claim_recv_sole(holder) {
+            Straight::Done(r) => return r,
+            Straight::Wait => return Err(RingError::Empty),
+            Straight::General => {}
+        }
         let sole = self.lease_enter(Side::Recv, holder)?;
         let r = self.claim_recv(holder, sole);
         if sole {
             self.lease_leave(Side::Recv, holder);
         }
         r
+    }
+
+    /// A lone receiver's claim, inlined whole into its caller (see
+    /// [`Ring::claim_send_sole`]): when this thread holds the side's lease
+    /// and the next slot holds a message, claims it; [`Straight::Wait`]
+    /// when the slot still holds the previous lap (empty);
+    /// [`Straight::General`], having changed nothing, in every other case.
+    #[inline(always)]
+    fn claim_recv_sole(&self, holder: u32) -> Straight<Result<RecvClaim, RingError>> {
+        if !self.lease_enter_sole(Side::Recv, holder) {
+            return Straight::General;
+        }
+        let pos = self.head().load(Acquire);
+        let i = (pos & self.mask) as usize;
+        let full = self.stamp(i).load(Acquire);
+        let free = self.free(i);
+        // As the general walk does for a sole receiver: check the free stamp
+        // as the compare-and-swap would (a hostile sender may forge the
+        // full stamp).
+        let r = if full == stamp::complete(pos) && free.load(Relaxed) == pos {
+            free.store(stamp::claimed(holder), Release);
+            Straight::Done(self.claimed_message(pos, i, holder))
+        } else if matches!(decode_full(full), Full::Done { pos: p, .. } if p == pos.wrapping_sub(self.cap)) {
+            Straight::Wait
+        } else {
+            Straight::General
+        };
+        self.lease_leave(Side::Recv, holder);
+        r
+    }
+
+    /// What follows a receiver's winning claim of position `pos` (slot
+    /// `i`): moves `head` on and reads ahead.
+    #[inline(always)]
+    fn claimed_recv(&self, pos: u64, i: usize) {
+        self.head().store(pos.wrapping_add(1), Release);
+        if i % FREE_PER_LINE as usize == FREE_PER_LINE as usize / 2 {
+            // Take the next line of free stamps back from the senders now,
+            // after their read of it (see `learn_ahead`) and before our
+            // first write.
+            let next = (pos.wrapping_add(FREE_PER_LINE / 2) & self.mask) as usize;
+            comesg_sys::hint::prefetch::<true>(self.free(next) as *const AtomicU64 as *const u8);
+        }
+        crate::fault::point("channel.recv.claimed");
+    }
+
+    /// [`Ring::claimed_recv`] for a slot that holds a message: the claim,
+    /// with its checked length.
+    #[inline(always)]
+    fn claimed_message(&self, pos: u64, i: usize, holder: u32) -> Result<RecvClaim, RingError> {
+        self.claimed_recv(pos, i);
+        let claim = RecvClaim { pos, index: i, holder, len: 0 };
+        let len = self.len_word(i).load(Relaxed) as usize;
+        if len > self.geo.slot_size as usize {
+            self.finish_recv(&claim)?;
+            return Err(RingError::Corrupt("message length exceeds slot"));
+        }
+        Ok(RecvClaim { len, ..claim })
     }
 
     /// [`Ring::try_claim_recv`]'s walk; `sole` as in `claim_send`.
@@ -800,27 +953,13 @@ impl Ring {
                         self.free(i).compare_exchange(pos, stamp::claimed(holder), AcqRel, Relaxed).is_ok()
                     };
                     if won {
-                        head.store(pos.wrapping_add(1), Release);
-                        if i % FREE_PER_LINE as usize == FREE_PER_LINE as usize / 2 {
-                            // Take the next line of free stamps back from
-                            // the senders now, after their read of it (see
-                            // `learn_ahead`) and before our first write.
-                            let next = (pos.wrapping_add(FREE_PER_LINE / 2) & self.mask) as usize;
-                            comesg_sys::hint::prefetch::<true>(self.free(next) as *const AtomicU64 as *const u8);
-                        }
-                        crate::fault::point("channel.recv.claimed");
-                        let claim = RecvClaim { pos, index: i, holder, len: 0 };
                         if skip {
-                            self.finish_recv(&claim)?;
+                            self.claimed_recv(pos, i);
+                            self.finish_recv(&RecvClaim { pos, index: i, holder, len: 0 })?;
                             pos = head.load(Acquire);
                             continue;
                         }
-                        let len = self.len_word(i).load(Relaxed) as usize;
-                        if len > self.geo.slot_size as usize {
-                            self.finish_recv(&claim)?;
-                            return Err(RingError::Corrupt("message length exceeds slot"));
-                        }
-                        return Ok(RecvClaim { len, ..claim });
+                        return self.claimed_message(pos, i, holder);
                     }
                     let _ = head.compare_exchange(pos, pos.wrapping_add(1), AcqRel, Relaxed);
                     pos = head.load(Acquire);
@@ -916,7 +1055,7 @@ impl Ring {
 
     /// Releases a claimed message's slot to senders, waking a sleeping sender
     /// if there is one.
-    #[inline]
+    #[inline(always)]
     pub fn release(&self, claim: RecvClaim) -> Result<(), RingError> {
         self.finish_recv(&claim)?;
         bump(self.rec_msgs(Side::Recv, claim.holder), 1);
@@ -924,7 +1063,7 @@ impl Ring {
         Ok(())
     }
 
-    #[inline]
+    #[inline(always)]
     fn finish_recv(&self, claim: &RecvClaim) -> Result<(), RingError> {
         let next = claim.pos.wrapping_add(self.cap);
         let fr = self.free(claim.index);
@@ -948,12 +1087,39 @@ impl Ring {
     /// longer than `buf`, the rest is discarded and the full length returned.
     #[inline]
     pub fn try_recv(&self, holder: u32, buf: &mut [u8]) -> Result<usize, RingError> {
+        match self.try_recv_sole(holder, buf) {
+            Straight::Done(r) => return r,
+            Straight::Wait => return Err(RingError::Empty),
+            Straight::General => {}
+        }
         let claim = self.try_claim_recv(holder)?;
         let len = claim.len;
         let n = len.min(buf.len());
         buf[..n].copy_from_slice(&self.slot(&claim)[..n]);
         self.release(claim)?;
         Ok(len)
+    }
+
+    /// Claims, copies out and releases in one inlined piece when a lone
+    /// receiver's claim goes through ([`Ring::claim_recv_sole`]): the
+    /// message's length (truncated into `buf` as [`Ring::try_recv`] does).
+    /// [`Straight::Wait`] when the ring is empty, [`Straight::General`]
+    /// when the caller must take the general path; both with nothing taken.
+    #[inline(always)]
+    pub fn try_recv_sole(&self, holder: u32, buf: &mut [u8]) -> Straight<Result<usize, RingError>> {
+        if !self.can_recv || holder >= self.geo.max_holders {
+            return Straight::General;
+        }
+        let claim = match self.claim_recv_sole(holder) {
+            Straight::Done(Ok(claim)) => claim,
+            Straight::Done(Err(e)) => return Straight::Done(Err(e)),
+            Straight::Wait => return Straight::Wait,
+            Straight::General => return Straight::General,
+        };
+        let len = claim.len;
+        let n = len.min(buf.len());
+        buf[..n].copy_from_slice(&self.slot(&claim)[..n]);
+        Straight::Done(self.release(claim).map(|()| len))
     }
 
     // ---- observation and repair (microkernel) ----

@@ -812,7 +812,7 @@ impl Ring {
     }
 
     /// Claims, copies and publishes in one inlined piece when a lone
-    /// sender's claim goes through ([`Ring::claim_send_sole`]); `None`,
+    /// sender's claim goes through (`claim_send_sole`); `None`,
     /// with nothing sent, when the caller must take the general path (no
     /// right, no lease, a full ring, a message longer than a slot).
     #[inline(always)]
@@ -1101,7 +1101,7 @@ impl Ring {
     }
 
     /// Claims, copies out and releases in one inlined piece when a lone
-    /// receiver's claim goes through ([`Ring::claim_recv_sole`]): the
+    /// receiver's claim goes through (`claim_recv_sole`): the
     /// message's length (truncated into `buf` as [`Ring::try_recv`] does).
     /// [`Straight::Wait`] when the ring is empty, [`Straight::General`]
     /// when the caller must take the general path; both with nothing taken.

@@ -536,6 +536,28 @@ fn a_deadline_is_worked_out_only_when_the_claim_must_wait() {
     });
     assert_eq!(e.unwrap_err(), blocking::WaitError::TimedOut);
     assert_eq!(asked, 1);
+    // The same for a one-piece receive, by a lone receiver and otherwise.
+    for lease in [false, true] {
+        if lease && !comesg_sys::barrier::register() {
+            continue;
+        }
+        r.set_lease(Side::Recv, lease.then_some(1)).unwrap();
+        let mut buf = [0u8; 64];
+        for round in 0..2 {
+            r.try_send(0, b"m").unwrap();
+            let mut asked = 0;
+            let n = blocking::recv_by(&r, 1, &mut buf, || {
+                asked += 1;
+                None
+            });
+            assert_eq!((n, asked), (Ok(1), 0), "lease {lease}, round {round}: no wait");
+            let e = blocking::recv_by(&r, 1, &mut buf, || {
+                asked += 1;
+                Some(std::time::Instant::now())
+            });
+            assert_eq!((e, asked), (Err(blocking::WaitError::TimedOut), 1), "lease {lease}, round {round}");
+        }
+    }
 }
 
 #[test]

@@ -232,12 +232,9 @@ impl Shared {
         let mut last = LastCaller::default();
         while !self.stop.load(Relaxed) {
             // A ticket already queued needs no deadline, so no clock read.
-            match blocking::claim_recv_by(&self.ring, self.holder, || Some(Instant::now() + WORKER_TICK)) {
-                Ok(claim) => {
-                    let n = claim.len().min(Ticket::LEN);
-                    ticket[..n].copy_from_slice(&self.ring.slot(&claim)[..n]);
-                    let len = claim.len();
-                    if self.ring.release(claim).is_err() || len != Ticket::LEN {
+            match blocking::recv_by(&self.ring, self.holder, &mut ticket, || Some(Instant::now() + WORKER_TICK)) {
+                Ok(len) => {
+                    if len != Ticket::LEN {
                         continue;
                     }
                     if let Some(t) = Ticket::decode(&ticket) {
@@ -440,9 +437,9 @@ impl ServiceClient {
     /// service's request queue is full, [`CallError::Busy`] when every call
     /// slot of this handle is in flight (nothing was started either way).
     pub fn try_start(&self, req: &[u8]) -> Result<Option<PendingCall<'_>>, CallError> {
-        self.start_with(req, || match self.ring.try_claim_send(self.holder) {
-            Ok(c) => Ok(Some(c)),
-            Err(comesg_shm::channel::RingError::Full) => Ok(None),
+        self.start_with(req, |ticket| match self.ring.try_send(self.holder, ticket) {
+            Ok(()) => Ok(true),
+            Err(comesg_shm::channel::RingError::Full) => Ok(false),
             Err(e) => Err(CallError::Corrupt(e.to_string())),
         })
     }
@@ -468,16 +465,25 @@ impl ServiceClient {
     }
 
     fn start_until(&self, req: &[u8], deadline: Option<Instant>) -> Result<PendingCall<'_>, CallError> {
-        let claim = || self.claim_ticket(deadline).map(Some);
-        self.start_with(req, claim)?.ok_or_else(|| CallError::Corrupt("no ticket slot".into()))
+        let send = |ticket: &[u8]| {
+            // A lone caller with room in the queue sends in one piece.
+            if let Some(r) = self.ring.try_send_sole(self.holder, ticket) {
+                return r.map(|()| true).map_err(|e| CallError::Corrupt(e.to_string()));
+            }
+            let mut claim = self.claim_ticket(deadline)?;
+            self.ring.write(&mut claim, ticket).map_err(|e| CallError::Corrupt(e.to_string()))?;
+            self.ring.publish(claim, ticket.len()).map_err(|e| CallError::Corrupt(e.to_string()))?;
+            Ok(true)
+        };
+        self.start_with(req, send)?.ok_or_else(|| CallError::Corrupt("no ticket slot".into()))
     }
 
-    /// Posts `req` and sends its ticket in the slot `claim` gives (`None`:
-    /// the request queue is full; then nothing was started).
+    /// Posts `req` and sends its ticket with `send` (`false`: the request
+    /// queue is full; then nothing was started).
     fn start_with(
         &self,
         req: &[u8],
-        claim: impl FnOnce() -> Result<Option<comesg_shm::channel::SendClaim>, CallError>,
+        send: impl FnOnce(&[u8]) -> Result<bool, CallError>,
     ) -> Result<Option<PendingCall<'_>>, CallError> {
         if req.len() > self.spec.slot_size as usize {
             return Err(CallError::TooLong { len: req.len(), max: self.spec.slot_size });
@@ -492,12 +498,7 @@ impl ServiceClient {
         }
         let call = self.next_call.fetch_add(1, Relaxed);
         let ticket = Ticket { caller: self.caller, slot, call }.encode();
-        let sent = claim().and_then(|c| {
-            let Some(mut claim) = c else { return Ok(false) };
-            self.ring.write(&mut claim, &ticket).map_err(|e| CallError::Corrupt(e.to_string()))?;
-            self.ring.publish(claim, Ticket::LEN).map_err(|e| CallError::Corrupt(e.to_string()))?;
-            Ok(true)
-        });
+        let sent = send(&ticket);
         match sent {
             Ok(true) => Ok(Some(PendingCall { client: Client::Borrowed(self), slot: Some(slot) })),
             Ok(false) if self.seg.cancel(slot) => {

@@ -104,14 +104,27 @@ const STRAIGHT_ROUNDS: u32 = 16;
 /// trip was tens of nanoseconds longer that way (see docs/cochannel.md).
 #[inline]
 pub fn recv(ring: &Ring, holder: u32, buf: &mut [u8], deadline: Option<Instant>) -> Result<usize, WaitError> {
+    recv_by(ring, holder, buf, || deadline)
+}
+
+/// Like [`recv`], working the deadline out only if the ring is empty (see
+/// [`claim_send_by`]).
+#[inline]
+pub fn recv_by(
+    ring: &Ring,
+    holder: u32,
+    buf: &mut [u8],
+    deadline: impl FnOnce() -> Option<Instant>,
+) -> Result<usize, WaitError> {
+    let mut deadline = Lazy::new(deadline);
     for _ in 0..STRAIGHT_ROUNDS {
         match ring.try_recv_sole(holder, buf) {
             Straight::Done(r) => return r.map_err(WaitError::Ring),
-            Straight::Wait => await_message(ring, holder, deadline)?,
+            Straight::Wait => await_message(ring, holder, deadline.get())?,
             Straight::General => break,
         }
     }
-    let claim = claim_recv(ring, holder, deadline)?;
+    let claim = claim_recv_by(ring, holder, || deadline.get())?;
     let len = claim.len();
     let n = len.min(buf.len());
     buf[..n].copy_from_slice(&ring.slot(&claim)[..n]);
@@ -129,6 +142,25 @@ pub fn send(ring: &Ring, holder: u32, msg: &[u8], deadline: Option<Instant>) -> 
     let mut claim = claim_send(ring, holder, deadline)?;
     ring.write(&mut claim, msg)?;
     Ok(ring.publish(claim, msg.len())?)
+}
+
+/// A deadline worked out on first use.
+struct Lazy<F> {
+    f: Option<F>,
+    deadline: Option<Instant>,
+}
+
+impl<F: FnOnce() -> Option<Instant>> Lazy<F> {
+    fn new(f: F) -> Lazy<F> {
+        Lazy { f: Some(f), deadline: None }
+    }
+
+    fn get(&mut self) -> Option<Instant> {
+        if let Some(f) = self.f.take() {
+            self.deadline = f();
+        }
+        self.deadline
+    }
 }
 
 /// Waits until the next position to receive shows something other than

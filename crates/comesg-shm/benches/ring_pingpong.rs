@@ -1,7 +1,11 @@
 //! In-process round trips through two COCHANNEL rings between two pinned
 //! threads, interleaved with a raw spin ping-pong so that the ratio holds on
 //! a noisy machine. A developer's probe of the ring alone (no kernel, no
-//! processes); `comesg bench` is the benchmark of record.
+//! processes); `comesg bench` is the benchmark of record. The rings' sides
+//! are leased to their lone holders and messages go through
+//! `blocking::send` and `blocking::recv`, the calls `Channel` makes: a
+//! probe that called the claim functions itself measured a path no
+//! channel takes (they were not inlined into it).
 //!
 //! `cargo bench -p comesg-shm --bench ring_pingpong`; with `RING_TRACE=1`
 //! each stream also prints its rate and the ring's depth every 65,536
@@ -13,12 +17,21 @@ use std::sync::atomic::{AtomicU64, Ordering::*};
 use std::sync::{Arc, Barrier};
 use std::time::Instant;
 
-use comesg_shm::channel::{blocking, Geometry, Ring};
+use comesg_shm::channel::{blocking, Geometry, Ring, Side};
 use comesg_sys::mapping::{Access, Mapping};
 use comesg_sys::memfd;
 
 fn ring(slots: u32) -> Ring {
     ring_of(64, slots)
+}
+
+/// A ring whose sides are leased to their lone holders (sender 0,
+/// receiver 1), as the microkernel grants them, so the probe takes the
+/// path a channel with one sender and one receiver takes.
+fn leased(ring: Ring) -> Ring {
+    ring.set_lease(Side::Send, Some(0)).unwrap();
+    ring.set_lease(Side::Recv, Some(1)).unwrap();
+    ring
 }
 
 fn ring_of(slot_size: u32, slots: u32) -> Ring {
@@ -44,8 +57,8 @@ enum Mode {
 }
 
 fn once(mode: Mode, c0: usize, c1: usize) -> f64 {
-    let ping = Arc::new(ring(64));
-    let pong = Arc::new(ring(64));
+    let ping = Arc::new(leased(ring(64)));
+    let pong = Arc::new(leased(ring(64)));
     let flags: Arc<Vec<AtomicU64>> = Arc::new((0..16).map(|_| AtomicU64::new(0)).collect());
     let go = Arc::new(Barrier::new(2));
     let (p2, q2, f2, g2) = (ping.clone(), pong.clone(), flags.clone(), go.clone());
@@ -60,12 +73,8 @@ fn once(mode: Mode, c0: usize, c1: usize) -> f64 {
                 }
                 f2[8].store(i, Release);
             } else {
-                let c = blocking::claim_recv(&p2, 1, None).unwrap();
-                buf.copy_from_slice(&p2.slot(&c)[..64]);
-                p2.release(c).unwrap();
-                let mut c = blocking::claim_send(&q2, 0, None).unwrap();
-                q2.write(&mut c, &buf).unwrap();
-                q2.publish(c, 64).unwrap();
+                blocking::recv(&p2, 1, &mut buf, None).unwrap();
+                blocking::send(&q2, 0, &buf, None).unwrap();
             }
         }
     });
@@ -80,12 +89,8 @@ fn once(mode: Mode, c0: usize, c1: usize) -> f64 {
                 std::hint::spin_loop();
             }
         } else {
-            let mut c = blocking::claim_send(&ping, 0, None).unwrap();
-            ping.write(&mut c, &buf).unwrap();
-            ping.publish(c, 64).unwrap();
-            let c = blocking::claim_recv(&pong, 1, None).unwrap();
-            buf.copy_from_slice(&pong.slot(&c)[..64]);
-            pong.release(c).unwrap();
+            blocking::send(&ping, 0, &buf, None).unwrap();
+            blocking::recv(&pong, 1, &mut buf, None).unwrap();
         }
     }
     let ns = t0.elapsed().as_nanos() as f64 / N as f64;
@@ -98,7 +103,7 @@ const TRACE_CHUNK: u64 = 1 << 16;
 
 /// One-way stream of `n` 64-byte messages through a 4096-slot ring; msgs/s.
 fn stream(n: u64, size: usize, slots: u32, c0: usize, c1: usize) -> f64 {
-    let ch = Arc::new(ring_of(size as u32, slots));
+    let ch = Arc::new(leased(ring_of(size as u32, slots)));
     let go = Arc::new(Barrier::new(2));
     let (c2, g2) = (ch.clone(), go.clone());
     let t = std::thread::spawn(move || {
@@ -106,9 +111,7 @@ fn stream(n: u64, size: usize, slots: u32, c0: usize, c1: usize) -> f64 {
         g2.wait();
         let mut buf = [0u8; 64];
         for _ in 0..n {
-            let c = blocking::claim_recv(&c2, 1, None).unwrap();
-            buf[..size].copy_from_slice(&c2.slot(&c)[..size]);
-            c2.release(c).unwrap();
+            blocking::recv(&c2, 1, &mut buf[..size], None).unwrap();
         }
     });
     let _ = comesg_sys::process::pin_to_cpu(c0);
@@ -119,9 +122,7 @@ fn stream(n: u64, size: usize, slots: u32, c0: usize, c1: usize) -> f64 {
     let t0 = Instant::now();
     let mut last = t0;
     for k in 1..=n {
-        let mut c = blocking::claim_send(&ch, 0, None).unwrap();
-        ch.write(&mut c, &buf[..size]).unwrap();
-        ch.publish(c, size).unwrap();
+        blocking::send(&ch, 0, &buf[..size], None).unwrap();
         if trace && k % TRACE_CHUNK == 0 {
             let now = Instant::now();
             chunks.push(format!("{:.0}@{}", TRACE_CHUNK as f64 / (now - last).as_secs_f64() / 1e6, ch.stats().depth));
@@ -182,18 +183,14 @@ fn main() {
     }
     {
         // One thread, no other core: the instruction cost of the data path.
-        let r = ring_of(64, 64);
+        let r = leased(ring_of(64, 64));
         let mut buf = [0u8; 64];
         let mut best = f64::MAX;
         for _ in 0..5 {
             let t0 = Instant::now();
             for _ in 0..1_000_000 {
-                let mut c = blocking::claim_send(&r, 0, None).unwrap();
-                r.write(&mut c, &buf).unwrap();
-                r.publish(c, 64).unwrap();
-                let c = blocking::claim_recv(&r, 1, None).unwrap();
-                buf.copy_from_slice(&r.slot(&c)[..64]);
-                r.release(c).unwrap();
+                blocking::send(&r, 0, &buf, None).unwrap();
+                blocking::recv(&r, 1, &mut buf, None).unwrap();
             }
             best = best.min(t0.elapsed().as_nanos() as f64 / 1e6);
         }

@@ -41,6 +41,9 @@ pub const PING: usize = 64;
 struct Plan {
     rt_fast: u64,
     rt_slow: u64,
+    /// Interleaved rounds of the round trips.
+    rt_rounds: u64,
+    /// Interleaved rounds of the one-way streams.
     rounds: u64,
     budget: Duration,
     lock_samples: usize,
@@ -366,6 +369,7 @@ pub fn run(cfg: &BenchConfig) -> io::Result<Report> {
         Plan {
             rt_fast: 1_000_000,
             rt_slow: 50_000,
+            rt_rounds: 30,
             rounds: 10,
             budget: Duration::from_millis(1500),
             lock_samples: 2000,
@@ -376,6 +380,7 @@ pub fn run(cfg: &BenchConfig) -> io::Result<Report> {
         Plan {
             rt_fast: 50_000,
             rt_slow: 3_000,
+            rt_rounds: 6,
             rounds: 3,
             budget: Duration::from_millis(120),
             lock_samples: 100,
@@ -386,6 +391,7 @@ pub fn run(cfg: &BenchConfig) -> io::Result<Report> {
         Plan {
             rt_fast: 300_000,
             rt_slow: 15_000,
+            rt_rounds: 15,
             rounds: 5,
             budget: Duration::from_millis(300),
             lock_samples: 500,
@@ -408,16 +414,21 @@ pub fn run(cfg: &BenchConfig) -> io::Result<Report> {
     // Round trips in interleaved rounds: every transport gets a slice of
     // each round, so a change in the machine's state (these VMs' two vCPUs
     // move between host cores) hits all of them alike and ratios hold.
+    // The shared-memory transports come first, one after another, since
+    // their ratios to each other are the finest: a slice of theirs takes
+    // milliseconds, one of the system-call transports tenths of a second,
+    // and the machine's state can change within a second. Many short
+    // rounds rather than a few long ones, for the same reason.
     let latency_order = [
         Transport::Spin,
+        Transport::Cochannel,
+        Transport::Coservice,
         Transport::BareRing,
+        Transport::Copipe,
         Transport::Futex,
         Transport::Pipe,
         Transport::Seqpacket,
         Transport::UdsRpc,
-        Transport::Cochannel,
-        Transport::Coservice,
-        Transport::Copipe,
         Transport::Cocarrier,
     ];
     let mut pairs = Vec::new();
@@ -425,7 +436,7 @@ pub fn run(cfg: &BenchConfig) -> io::Result<Report> {
         let (link, peer) = setup.start(t, PING, "rt")?;
         pairs.push((t, link, peer, Vec::new()));
     }
-    for _ in 0..plan.rounds {
+    for _ in 0..plan.rt_rounds {
         for (t, link, peer, samples) in pairs.iter_mut() {
             let n = match t {
                 Transport::Spin
@@ -434,7 +445,7 @@ pub fn run(cfg: &BenchConfig) -> io::Result<Report> {
                 | Transport::Coservice
                 | Transport::Copipe => plan.rt_fast,
                 _ => plan.rt_slow,
-            } / plan.rounds;
+            } / plan.rt_rounds;
             round_trips(link.as_mut(), peer, n, PING, overhead, samples)?;
         }
     }

@@ -592,9 +592,17 @@ fn a_lone_holders_straight_path_takes_only_its_own_cases() {
     assert!(ring.try_send_sole(1, b"x").is_none());
     assert_eq!(ring.try_send(1, b"x"), Err(RingError::Full));
     // A message longer than the buffer is truncated, its length reported.
-    let mut short = [0u8; 4];
+    let mut short = [9u8; 4];
     assert!(matches!(ring.try_recv_sole(2, &mut short), Straight::Done(Ok(16))));
     assert_eq!(short, [0u8; 4]);
+    // Another thread of this process does not own the ring object's sides.
+    std::thread::scope(|t| {
+        t.spawn(|| {
+            let mut buf = [0u8; 16];
+            assert!(matches!(ring.try_recv_sole(2, &mut buf), Straight::General));
+            assert!(ring.try_send_sole(1, b"x").is_none());
+        });
+    });
     for i in 1..4u8 {
         assert!(matches!(ring.try_recv_sole(2, &mut buf), Straight::Done(Ok(16))));
         assert_eq!(buf, [i; 16]);
@@ -607,6 +615,11 @@ fn a_lone_holders_straight_path_takes_only_its_own_cases() {
     assert_eq!(ring.try_recv(2, &mut buf), Ok(5));
     assert_eq!(&buf[..5], b"after");
     assert_eq!(ring.stats().depth, 0);
+    // A blocking send of a message too long for a slot claims nothing.
+    let e = blocking::send(&ring, 1, &[0u8; 17], None);
+    assert_eq!(e, Err(blocking::WaitError::Ring(RingError::TooLong { len: 17, slot_size: 16 })));
+    blocking::send(&ring, 1, b"last", None).unwrap();
+    assert_eq!(blocking::recv(&ring, 2, &mut buf, None), Ok(4));
 }
 
 #[test]
@@ -619,10 +632,15 @@ fn a_lone_receiver_waits_for_the_next_message_and_keeps_its_deadline() {
     ring.set_lease(Side::Recv, Some(2)).unwrap();
     let ring = Arc::new(ring);
     let mut buf = [0u8; 16];
-    let t = std::time::Instant::now();
-    let deadline = Some(t + std::time::Duration::from_millis(30));
-    assert_eq!(blocking::recv(&ring, 2, &mut buf, deadline), Err(blocking::WaitError::TimedOut));
-    assert!(t.elapsed() >= std::time::Duration::from_millis(30));
+    // The first wait makes this thread the owner (general path); the
+    // second waits as a lone receiver (without claiming).
+    for _ in 0..2 {
+        let t = std::time::Instant::now();
+        let deadline = Some(t + std::time::Duration::from_millis(30));
+        assert_eq!(blocking::recv(&ring, 2, &mut buf, deadline), Err(blocking::WaitError::TimedOut));
+        assert!(t.elapsed() >= std::time::Duration::from_millis(30));
+    }
+    assert!(ring.lease(Side::Recv) != comesg_shm::channel::Lease::None);
     // A sender that comes later (after the receiver went to sleep) wakes it.
     let sender = {
         let ring = ring.clone();

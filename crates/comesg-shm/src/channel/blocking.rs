@@ -139,6 +139,12 @@ pub fn send(ring: &Ring, holder: u32, msg: &[u8], deadline: Option<Instant>) -> 
     if let Some(r) = ring.try_send_sole(holder, msg) {
         return r.map_err(WaitError::Ring);
     }
+    // Before claiming: a claimed slot left unpublished would stop the
+    // receivers there until this holder is repaired.
+    let slot_size = ring.geometry().slot_size;
+    if msg.len() > slot_size as usize {
+        return Err(WaitError::Ring(RingError::TooLong { len: msg.len(), slot_size }));
+    }
     let mut claim = claim_send(ring, holder, deadline)?;
     ring.write(&mut claim, msg)?;
     Ok(ring.publish(claim, msg.len())?)

@@ -635,7 +635,7 @@ impl Ring {
         let prev = pos.wrapping_sub(self.cap);
         let full = self.claim(i).load(Acquire);
         let free = self.known_free(pos) || {
-            let f = self.free(i).load(Acquire) == pos;
+            let f = decode_free(self.free(i).load(Acquire)) == Free::For(pos);
             if f {
                 self.learn_free(pos);
             }
@@ -889,7 +889,8 @@ impl Ring {
         // As the general walk does for a sole receiver: check the free stamp
         // as the compare-and-swap would (a hostile sender may forge the
         // full stamp).
-        let r = if full == stamp::complete(pos) && free.load(Relaxed) == pos {
+        let message = matches!(decode_full(full), Full::Done { pos: p, skip: false } if p == pos);
+        let r = if message && free.load(Relaxed) == pos {
             free.store(stamp::claimed(holder), Release);
             Straight::Done(self.claimed_message(pos, i, holder))
         } else if matches!(decode_full(full), Full::Done { pos: p, .. } if p == pos.wrapping_sub(self.cap)) {
@@ -1119,8 +1120,10 @@ impl Ring {
         let len = claim.len;
         let n = len.min(buf.len());
         // SAFETY: the slot is claimed by this receiver and holds `len >= n`
-        // bytes (checked against the slot size), `buf` has room for `n`,
-        // and a mapping never overlaps the caller's buffer.
+        // bytes (checked against the slot size), and `buf` has room for
+        // `n`. `buf` cannot be this slot: no honest holder hands out a
+        // reference into a slot another holder claimed (a loan is of a
+        // slot its sender claimed, a different one).
         unsafe { copy_bytes(self.data_ptr(claim.index), buf.as_mut_ptr(), n) };
         Straight::Done(self.release(claim).map(|()| len))
     }

@@ -43,6 +43,18 @@ fn the_library_refuses_before_touching_memory() {
     let tx = conn.open_channel("/it/lib", Rights::SEND).unwrap();
     assert_eq!(tx.try_recv(&mut [0; 16]), Err(comesg::RecvError::NoRight));
     assert_eq!(tx.try_send(&[0; 17]), Err(SendError::TooLong { len: 17, slot_size: 16 }));
+    // A blocking send refuses it too, and claims no slot doing so: four
+    // messages still fit, and the receiver gets them in order.
+    assert_eq!(tx.send(&[0; 17]), Err(SendError::TooLong { len: 17, slot_size: 16 }));
+    for i in 0..4u8 {
+        tx.try_send(&[i]).unwrap();
+    }
+    assert_eq!(tx.try_send(b"x"), Err(SendError::Full));
+    for i in 0..4u8 {
+        let mut buf = [0u8; 16];
+        assert_eq!(rx.recv(&mut buf), Ok(1));
+        assert_eq!(buf[0], i);
+    }
 }
 
 fn libc_sigsegv() -> i32 {

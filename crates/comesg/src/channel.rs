@@ -115,9 +115,8 @@ impl Channel {
     #[inline]
     fn send_until(&self, msg: &[u8], deadline: Option<Instant>) -> Result<(), SendError> {
         let h = self.sender()?;
-        if msg.len() > self.slot_size() {
-            return Err(SendError::TooLong { len: msg.len(), slot_size: self.slot_size() as u32 });
-        }
+        // `blocking::send` refuses a message longer than a slot before it
+        // claims one.
         Ok(blocking::send(&self.ring, h, msg, deadline)?)
     }
 

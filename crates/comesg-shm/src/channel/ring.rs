@@ -610,6 +610,13 @@ impl Ring {
         if let Some(claim) = self.claim_send_sole(holder) {
             return Ok(claim);
         }
+        self.claim_send_leased(holder)
+    }
+
+    /// The general claim, after the straight one declined: under the lease
+    /// when [`Ring::lease_enter`] sorts out that it applies.
+    #[inline(always)]
+    fn claim_send_leased(&self, holder: u32) -> Result<SendClaim, RingError> {
         let sole = self.lease_enter(Side::Send, holder)?;
         let r = self.claim_send(holder, sole);
         if sole {
@@ -806,7 +813,10 @@ impl Ring {
         if let Some(r) = self.try_send_sole(holder, bytes) {
             return r;
         }
-        let mut claim = self.try_claim_send(holder)?;
+        // Not `try_claim_send`: the straight claim was just declined.
+        self.writable(Side::Send)?;
+        self.check_holder(holder)?;
+        let mut claim = self.claim_send_leased(holder)?;
         self.write(&mut claim, bytes)?;
         self.publish(claim, bytes.len())
     }
@@ -864,6 +874,13 @@ impl Ring {
             Straight::Wait => return Err(RingError::Empty),
             Straight::General => {}
         }
+        self.claim_recv_leased(holder)
+    }
+
+    /// The general claim, after the straight one declined (see
+    /// [`Ring::claim_send_leased`]).
+    #[inline(always)]
+    fn claim_recv_leased(&self, holder: u32) -> Result<RecvClaim, RingError> {
         let sole = self.lease_enter(Side::Recv, holder)?;
         let r = self.claim_recv(holder, sole);
         if sole {
@@ -1093,7 +1110,10 @@ impl Ring {
             Straight::Wait => return Err(RingError::Empty),
             Straight::General => {}
         }
-        let claim = self.try_claim_recv(holder)?;
+        // Not `try_claim_recv`: the straight claim was just declined.
+        self.writable(Side::Recv)?;
+        self.check_holder(holder)?;
+        let claim = self.claim_recv_leased(holder)?;
         let len = claim.len;
         let n = len.min(buf.len());
         buf[..n].copy_from_slice(&self.slot(&claim)[..n]);
